@@ -28,7 +28,12 @@ pub struct MapEnv(pub HashMap<String, String>);
 impl MapEnv {
     /// Builds an environment from `(name, value)` pairs.
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
     }
 }
 
@@ -107,7 +112,9 @@ pub fn expand(input: &str, env: &dyn EnvLookup) -> Result<String, Error> {
         match piece {
             Piece::Literal(text) => out.push_str(text),
             Piece::Var(name) => {
-                let value = env.var_os(name).ok_or_else(|| Error::EnvMissing { var: name.into() })?;
+                let value = env
+                    .var_os(name)
+                    .ok_or_else(|| Error::EnvMissing { var: name.into() })?;
                 let value = value
                     .into_string()
                     .map_err(|_| Error::EnvNotUnicode { var: name.into() })?;
@@ -125,7 +132,10 @@ mod tests {
     #[test]
     fn expands_references_and_escapes() {
         let env = MapEnv::from_pairs([("HOST", "nas.lan"), ("PORT", "443")]);
-        assert_eq!(expand("wss://${HOST}:${PORT}/api", &env).unwrap(), "wss://nas.lan:443/api");
+        assert_eq!(
+            expand("wss://${HOST}:${PORT}/api", &env).unwrap(),
+            "wss://nas.lan:443/api"
+        );
         assert_eq!(expand("cost $$5 and $x", &env).unwrap(), "cost $5 and $x");
         assert_eq!(expand("plain", &env).unwrap(), "plain");
         assert_eq!(expand("", &env).unwrap(), "");
@@ -150,6 +160,9 @@ mod tests {
     fn map_env_debug_shows_names_only() {
         let env = MapEnv::from_pairs([("TOKEN", "hunter2-value")]);
         let shown = format!("{env:?}");
-        assert!(shown.contains("TOKEN") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("TOKEN") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 }

@@ -14,7 +14,9 @@ pub struct Redactor {
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redactor").field("secrets", &self.secrets.len()).finish()
+        f.debug_struct("Redactor")
+            .field("secrets", &self.secrets.len())
+            .finish()
     }
 }
 
@@ -48,7 +50,10 @@ mod tests {
         let mut redactor = Redactor::default();
         redactor.add(&SecretString::from("abc123"));
         redactor.add(&SecretString::from(""));
-        assert_eq!(redactor.redact("x abc123 y abc123"), "x [REDACTED] y [REDACTED]");
+        assert_eq!(
+            redactor.redact("x abc123 y abc123"),
+            "x [REDACTED] y [REDACTED]"
+        );
         assert_eq!(format!("{redactor:?}"), "Redactor { secrets: 1 }");
     }
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use secrecy::SecretString;
 use secrecy::zeroize::Zeroize;
 
-use crate::expand::{EnvLookup, Piece, ProcessEnv, parse};
 use crate::Error;
+use crate::expand::{EnvLookup, Piece, ProcessEnv, parse};
 
 /// Where a secret lives; printing it shows the name of the place, never the value.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -59,17 +59,26 @@ impl SecretSource {
 }
 
 fn read_env(var: &str, env: &dyn EnvLookup) -> Result<SecretString, Error> {
-    let raw = env.var_os(var).ok_or_else(|| Error::EnvMissing { var: var.into() })?;
-    let value = raw.into_string().map_err(|_| Error::EnvNotUnicode { var: var.into() })?;
+    let raw = env
+        .var_os(var)
+        .ok_or_else(|| Error::EnvMissing { var: var.into() })?;
+    let value = raw
+        .into_string()
+        .map_err(|_| Error::EnvNotUnicode { var: var.into() })?;
     if value.is_empty() {
-        return Err(Error::Empty { what: format!("environment variable `{var}`") });
+        return Err(Error::Empty {
+            what: format!("environment variable `{var}`"),
+        });
     }
     tracing::debug!(source = %format_args!("environment variable `{var}`"), "secret read");
     Ok(SecretString::from(value))
 }
 
 fn read_file(path: &Path) -> Result<SecretString, Error> {
-    let file_err = |source| Error::FileRead { path: path.to_owned(), source };
+    let file_err = |source| Error::FileRead {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = std::fs::File::open(path).map_err(file_err)?;
     let mode = file.metadata().map_err(file_err)?.permissions().mode();
     if mode & 0o077 != 0 {
@@ -87,13 +96,17 @@ fn read_file(path: &Path) -> Result<SecretString, Error> {
     }
     let mut value = String::from_utf8(bytes).map_err(|err| {
         err.into_bytes().zeroize();
-        Error::FileNotUtf8 { path: path.to_owned() }
+        Error::FileNotUtf8 {
+            path: path.to_owned(),
+        }
     })?;
     let trimmed = value.trim_end_matches(['\n', '\r']).len();
     // Wipe the newline bytes we cut off so the buffer holds nothing beyond the secret.
     value.truncate(trimmed);
     if value.is_empty() {
-        return Err(Error::Empty { what: format!("secret file `{}`", path.display()) });
+        return Err(Error::Empty {
+            what: format!("secret file `{}`", path.display()),
+        });
     }
     tracing::debug!(path = %path.display(), "secret read");
     Ok(SecretString::from(value))
@@ -119,11 +132,16 @@ pub fn choose_source(
         given.push((format!("`{field}_env`"), SecretSource::Env(var.to_owned())));
     }
     if let Some(path) = file {
-        given.push((format!("`{field}_file`"), SecretSource::File(path.to_owned())));
+        given.push((
+            format!("`{field}_file`"),
+            SecretSource::File(path.to_owned()),
+        ));
     }
     if let Some(text) = reference {
         let source = SecretSource::from_reference(text).map_err(|err| match err {
-            Error::BadReference { reason } => Error::BadReference { reason: format!("`{field}`: {reason}") },
+            Error::BadReference { reason } => Error::BadReference {
+                reason: format!("`{field}`: {reason}"),
+            },
             other => other,
         })?;
         given.push((format!("`{field}`"), source));
@@ -133,7 +151,11 @@ pub fn choose_source(
         _ => Err(Error::AmbiguousSource {
             reason: format!(
                 "{} are all set; give the secret in exactly one of them",
-                given.iter().map(|(name, _)| name.as_str()).collect::<Vec<_>>().join(" and ")
+                given
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             ),
         }),
     }
@@ -160,16 +182,25 @@ mod tests {
     #[test]
     fn env_source_reads_value() {
         let env = MapEnv::from_pairs([("API_KEY", SECRET)]);
-        let got = SecretSource::Env("API_KEY".into()).resolve_with(&env).unwrap();
+        let got = SecretSource::Env("API_KEY".into())
+            .resolve_with(&env)
+            .unwrap();
         assert_eq!(got.expose_secret(), SECRET);
     }
 
     #[test]
     fn env_errors_name_the_variable() {
         let env = MapEnv::from_pairs([("EMPTY", "")]);
-        let missing = SecretSource::Env("NOPE".into()).resolve_with(&env).unwrap_err();
-        assert_eq!(missing.to_string(), "environment variable `NOPE` is not set");
-        let empty = SecretSource::Env("EMPTY".into()).resolve_with(&env).unwrap_err();
+        let missing = SecretSource::Env("NOPE".into())
+            .resolve_with(&env)
+            .unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "environment variable `NOPE` is not set"
+        );
+        let empty = SecretSource::Env("EMPTY".into())
+            .resolve_with(&env)
+            .unwrap_err();
         assert_eq!(empty.to_string(), "environment variable `EMPTY` is empty");
     }
 
@@ -182,10 +213,17 @@ mod tests {
 
     #[test]
     fn file_errors_name_the_file() {
-        let err = SecretSource::File("/nonexistent/key".into()).resolve().unwrap_err();
-        assert_eq!(err.to_string(), "cannot read secret file `/nonexistent/key`");
+        let err = SecretSource::File("/nonexistent/key".into())
+            .resolve()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot read secret file `/nonexistent/key`"
+        );
         let empty = secret_file("\n", 0o600);
-        let err = SecretSource::File(empty.path().into()).resolve().unwrap_err();
+        let err = SecretSource::File(empty.path().into())
+            .resolve()
+            .unwrap_err();
         assert!(err.to_string().ends_with("is empty"), "{err}");
         let mut bad = tempfile::NamedTempFile::new().unwrap();
         bad.write_all(&[0xff, 0xfe, b'a']).unwrap();
@@ -218,7 +256,10 @@ mod tests {
         for bad in [SECRET, "prefix-${A}", "${A}${B}", "${", "$$"] {
             let err = SecretSource::from_reference(bad).unwrap_err();
             assert!(!err.to_string().contains(bad) || bad.len() < 4, "{err}");
-            assert!(err.to_string().contains("literal secrets are refused"), "{err}");
+            assert!(
+                err.to_string().contains("literal secrets are refused"),
+                "{err}"
+            );
         }
     }
 
@@ -239,7 +280,11 @@ mod tests {
             "`api_key_env` and `api_key_file` are all set; give the secret in exactly one of them"
         );
         let err = choose_source("api_key", None, None, Some(SECRET)).unwrap_err();
-        assert!(err.to_string().starts_with("bad `${VAR}` reference: `api_key`:"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("bad `${VAR}` reference: `api_key`:"),
+            "{err}"
+        );
         assert!(!err.to_string().contains(SECRET));
         assert!(choose_source("api_key", Some("${K}"), None, None).is_err());
     }
@@ -247,7 +292,9 @@ mod tests {
     #[test]
     fn debug_and_display_show_no_value() {
         let env = MapEnv::from_pairs([("API_KEY", SECRET)]);
-        let secret = SecretSource::Env("API_KEY".into()).resolve_with(&env).unwrap();
+        let secret = SecretSource::Env("API_KEY".into())
+            .resolve_with(&env)
+            .unwrap();
         assert!(!format!("{secret:?}").contains(SECRET));
     }
 

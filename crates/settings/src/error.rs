@@ -72,7 +72,10 @@ pub struct Invalid {
 impl Invalid {
     /// Names `key` and says what is wrong with it.
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { key: key.into(), message: message.into() }
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -44,7 +44,12 @@ pub struct Loader {
 
 impl Default for Loader {
     fn default() -> Self {
-        Self { file: None, env_vars: None, flags: Vec::new(), lookup: Box::new(ProcessEnv) }
+        Self {
+            file: None,
+            env_vars: None,
+            flags: Vec::new(),
+            lookup: Box::new(ProcessEnv),
+        }
     }
 }
 
@@ -53,7 +58,10 @@ impl std::fmt::Debug for Loader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Loader")
             .field("file", &self.file)
-            .field("flags", &self.flags.iter().map(|flag| &flag.flag).collect::<Vec<_>>())
+            .field(
+                "flags",
+                &self.flags.iter().map(|flag| &flag.flag).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -73,8 +81,10 @@ impl Loader {
     /// Uses these variables instead of the process environment (tests, embedding); both the
     /// override layer and `${VAR}` expansion see only them.
     pub fn env_vars<'a>(mut self, vars: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let vars: Vec<(String, String)> =
-            vars.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         self.lookup = Box::new(credentials::MapEnv(vars.iter().cloned().collect()));
         self.env_vars = Some(vars);
         self
@@ -82,7 +92,11 @@ impl Loader {
 
     /// Sets `key` (dotted path) from the command-line flag `flag`, above every other layer.
     pub fn flag(mut self, key: &str, flag: &str, value: impl Into<Value>) -> Self {
-        self.flags.push(FlagValue { key: key.into(), flag: flag.into(), value: value.into() });
+        self.flags.push(FlagValue {
+            key: key.into(),
+            flag: flag.into(),
+            value: value.into(),
+        });
         self
     }
 
@@ -108,7 +122,11 @@ impl Loader {
             return Err(Error::Keys(
                 expand_errors
                     .into_iter()
-                    .map(|(key, message)| KeyError { origin: origin(&figment, &key), key, message })
+                    .map(|(key, message)| KeyError {
+                        origin: origin(&figment, &key),
+                        key,
+                        message,
+                    })
                     .collect(),
             ));
         }
@@ -116,15 +134,23 @@ impl Loader {
             .extract()
             .map_err(|err| key_errors(err, &figment))?;
         let invalid = config.validate();
-        if invalid.is_empty() { Ok(config) } else { Err(Error::Invalid(invalid)) }
+        if invalid.is_empty() {
+            Ok(config)
+        } else {
+            Err(Error::Invalid(invalid))
+        }
     }
 }
 
 fn file_layer(path: &Path) -> Result<Figment, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| Error::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     // An empty or comment-only file is a valid "all defaults" config.
-    let only_comments = text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    let only_comments = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
     if only_comments {
         return Ok(Figment::new());
     }
@@ -144,12 +170,15 @@ impl EnvLayer {
             None => {
                 let mut vars = Vec::new();
                 for (name, value) in std::env::vars_os() {
-                    let Some(name) = name.to_str().map(str::to_owned) else { continue };
+                    let Some(name) = name.to_str().map(str::to_owned) else {
+                        continue;
+                    };
                     if !name.starts_with(prefix) {
                         continue;
                     }
-                    let value =
-                        value.into_string().map_err(|_| Error::EnvNotUnicode { var: name.clone() })?;
+                    let value = value
+                        .into_string()
+                        .map_err(|_| Error::EnvNotUnicode { var: name.clone() })?;
                     vars.push((name, value));
                 }
                 vars
@@ -193,10 +222,16 @@ struct FlagLayer(Vec<FlagValue>);
 
 impl Provider for FlagLayer {
     fn metadata(&self) -> Metadata {
-        let names: HashMap<String, String> =
-            self.0.iter().map(|flag| (flag.key.clone(), flag.flag.clone())).collect();
+        let names: HashMap<String, String> = self
+            .0
+            .iter()
+            .map(|flag| (flag.key.clone(), flag.flag.clone()))
+            .collect();
         Metadata::named("command-line flag").interpolater(move |_: &Profile, keys: &[&str]| {
-            names.get(&keys.join(".")).cloned().unwrap_or_else(|| keys.join("."))
+            names
+                .get(&keys.join("."))
+                .cloned()
+                .unwrap_or_else(|| keys.join("."))
         })
     }
 
@@ -217,7 +252,9 @@ fn insert(dict: &mut Dict, path: &[String], value: Value) {
             dict.insert(last.clone(), value);
         }
         [first, rest @ ..] => {
-            let entry = dict.entry(first.clone()).or_insert_with(|| Value::from(Dict::new()));
+            let entry = dict
+                .entry(first.clone())
+                .or_insert_with(|| Value::from(Dict::new()));
             if !matches!(entry, Value::Dict(..)) {
                 *entry = Value::from(Dict::new());
             }
@@ -259,7 +296,10 @@ fn expand_value(
 ) -> Value {
     match value {
         Value::String(tag, text) => {
-            if secret_keys.iter().any(|pattern| matches_pattern(path, pattern)) {
+            if secret_keys
+                .iter()
+                .any(|pattern| matches_pattern(path, pattern))
+            {
                 return Value::String(tag, text);
             }
             match credentials::expand(&text, lookup) {
@@ -270,7 +310,9 @@ fn expand_value(
                 }
             }
         }
-        Value::Dict(tag, dict) => Value::Dict(tag, expand_dict(dict, path, secret_keys, lookup, errors)),
+        Value::Dict(tag, dict) => {
+            Value::Dict(tag, expand_dict(dict, path, secret_keys, lookup, errors))
+        }
         Value::Array(tag, items) => Value::Array(
             tag,
             items
@@ -290,7 +332,11 @@ fn expand_value(
 
 /// Names the layer that set `key` (the longest prefix of it that any layer set).
 fn origin(figment: &Figment, key: &str) -> Option<String> {
-    let mut parts: Vec<&str> = if key.is_empty() { Vec::new() } else { key.split('.').collect() };
+    let mut parts: Vec<&str> = if key.is_empty() {
+        Vec::new()
+    } else {
+        key.split('.').collect()
+    };
     while !parts.is_empty() {
         let joined = parts.join(".");
         if figment.contains(&joined) {
@@ -303,9 +349,17 @@ fn origin(figment: &Figment, key: &str) -> Option<String> {
 }
 
 fn describe(metadata: &Metadata, keys: &[&str]) -> String {
-    match metadata.source.as_ref().and_then(|source| source.file_path()) {
+    match metadata
+        .source
+        .as_ref()
+        .and_then(|source| source.file_path())
+    {
         Some(path) => format!("file {}", path.display()),
-        None => format!("{} {}", metadata.name, metadata.interpolate(&Profile::Default, keys)),
+        None => format!(
+            "{} {}",
+            metadata.name,
+            metadata.interpolate(&Profile::Default, keys)
+        ),
     }
 }
 
@@ -327,7 +381,10 @@ fn key_errors(err: figment::Error, layers: &Figment) -> Error {
                 "required key is missing".to_owned()
             }
             Kind::UnknownVariant(found, expected) => {
-                format!("unknown value `{found}`; expected one of {}", quoted(expected))
+                format!(
+                    "unknown value `{found}`; expected one of {}",
+                    quoted(expected)
+                )
             }
             Kind::InvalidType(actual, expected) => {
                 format!("expected {expected}, found {actual}")
@@ -340,9 +397,16 @@ fn key_errors(err: figment::Error, layers: &Figment) -> Error {
         let key = key.join(".");
         // Errors from the layer merge itself (bad YAML) carry their provider's metadata.
         let origin = origin(layers, &key).or_else(|| {
-            error.metadata.as_ref().map(|m| describe(m, &[]).trim_end().to_owned())
+            error
+                .metadata
+                .as_ref()
+                .map(|m| describe(m, &[]).trim_end().to_owned())
         });
-        out.push(KeyError { key, origin, message });
+        out.push(KeyError {
+            key,
+            origin,
+            message,
+        });
     }
     Error::Keys(out)
 }
@@ -416,7 +480,10 @@ mod tests {
     }
 
     fn load(file: &Path, env: &[(&str, &str)]) -> Result<Config, Error> {
-        Loader::new().file(file).env_vars(env.iter().copied()).load()
+        Loader::new()
+            .file(file)
+            .env_vars(env.iter().copied())
+            .load()
     }
 
     #[test]
@@ -424,7 +491,11 @@ mod tests {
         let file = yaml("name: from-file\nport: 1000\nnested: { url: a }\n");
         let cfg: Config = Loader::new()
             .file(file.path())
-            .env_vars([("APP_PORT", "2000"), ("APP_NESTED__URL", "b"), ("OTHER", "x")])
+            .env_vars([
+                ("APP_PORT", "2000"),
+                ("APP_NESTED__URL", "b"),
+                ("OTHER", "x"),
+            ])
             .flag("nested.url", "--url", "c")
             .load()
             .unwrap();
@@ -436,7 +507,11 @@ mod tests {
     #[test]
     fn env_values_parse_as_scalars() {
         let file = yaml("name: n\n");
-        let cfg = load(file.path(), &[("APP_ENABLED", "true"), ("APP_NESTED__MODE", "node")]).unwrap();
+        let cfg = load(
+            file.path(),
+            &[("APP_ENABLED", "true"), ("APP_NESTED__MODE", "node")],
+        )
+        .unwrap();
         assert!(cfg.enabled);
         assert_eq!(cfg.nested.mode, Mode::Node);
     }
@@ -445,8 +520,14 @@ mod tests {
     fn unknown_key_names_full_path_and_file() {
         let file = yaml("name: n\nnested:\n  urll: x\n");
         let err = load(file.path(), &[]).unwrap_err().to_string();
-        assert!(err.starts_with("config key `nested.urll` (from file "), "{err}");
-        assert!(err.contains("unknown key; expected one of `url`, `api_key`, `mode`"), "{err}");
+        assert!(
+            err.starts_with("config key `nested.urll` (from file "),
+            "{err}"
+        );
+        assert!(
+            err.contains("unknown key; expected one of `url`, `api_key`, `mode`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -459,7 +540,9 @@ mod tests {
     #[test]
     fn unknown_env_key_names_the_variable() {
         let file = yaml("name: n\n");
-        let err = load(file.path(), &[("APP_NESTED__NOPE", "1")]).unwrap_err().to_string();
+        let err = load(file.path(), &[("APP_NESTED__NOPE", "1")])
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "config key `nested.nope` (from environment variable APP_NESTED__NOPE): unknown key; \
@@ -475,7 +558,10 @@ mod tests {
         assert!(err.contains("expected u16, found string \"many\""), "{err}");
         let file = yaml("name: n\nnested: { mode: both }\n");
         let err = load(file.path(), &[]).unwrap_err().to_string();
-        assert!(err.contains("`nested.mode`") && err.contains("`controller`, `node`"), "{err}");
+        assert!(
+            err.contains("`nested.mode`") && err.contains("`controller`, `node`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -488,7 +574,10 @@ mod tests {
             .load::<Config>()
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("config key `port` (from command-line flag --port)"), "{err}");
+        assert!(
+            err.starts_with("config key `port` (from command-line flag --port)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -501,8 +590,13 @@ mod tests {
 
     #[test]
     fn expands_variables_but_not_secret_references() {
-        let file = yaml("name: ${NAME}-x\nnested: { url: 'wss://${HOST}/api', api_key: '${KEY}' }\n");
-        let cfg = load(file.path(), &[("NAME", "n"), ("HOST", "nas"), ("KEY", "secret")]).unwrap();
+        let file =
+            yaml("name: ${NAME}-x\nnested: { url: 'wss://${HOST}/api', api_key: '${KEY}' }\n");
+        let cfg = load(
+            file.path(),
+            &[("NAME", "n"), ("HOST", "nas"), ("KEY", "secret")],
+        )
+        .unwrap();
         assert_eq!(cfg.name, "n-x");
         assert_eq!(cfg.nested.url, "wss://nas/api");
         assert_eq!(cfg.nested.api_key.as_deref(), Some("${KEY}"));
@@ -513,12 +607,17 @@ mod tests {
         let file = yaml("name: ${NOPE}\n");
         let err = load(file.path(), &[]).unwrap_err().to_string();
         assert!(err.starts_with("config key `name` (from file "), "{err}");
-        assert!(err.ends_with("environment variable `NOPE` is not set"), "{err}");
+        assert!(
+            err.ends_with("environment variable `NOPE` is not set"),
+            "{err}"
+        );
     }
 
     #[test]
     fn missing_file_and_bad_yaml_are_clear() {
-        let err = load(Path::new("/nonexistent.yaml"), &[]).unwrap_err().to_string();
+        let err = load(Path::new("/nonexistent.yaml"), &[])
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "cannot read config file `/nonexistent.yaml`");
         let file = yaml("name: [unclosed\n");
         let err = load(file.path(), &[]).unwrap_err().to_string();
@@ -528,7 +627,10 @@ mod tests {
     #[test]
     fn empty_file_means_defaults() {
         let file = yaml("# nothing here\n");
-        let cfg = Loader::new().file(file.path()).env_vars([("APP_NAME", "x")]).load::<Config>();
+        let cfg = Loader::new()
+            .file(file.path())
+            .env_vars([("APP_NAME", "x")])
+            .load::<Config>();
         assert_eq!(cfg.unwrap().name, "x");
     }
 

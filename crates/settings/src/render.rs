@@ -7,6 +7,9 @@ use serde::Serialize;
 ///
 /// Schemas hold only the names of secrets (variables, files, `${VAR}`), so the YAML holds no
 /// value by construction; the redactor catches a secret that reached a non-secret field.
-pub fn render_redacted<T: Serialize>(config: &T, redactor: &Redactor) -> Result<String, serde_yaml::Error> {
+pub fn render_redacted<T: Serialize>(
+    config: &T,
+    redactor: &Redactor,
+) -> Result<String, serde_yaml::Error> {
     Ok(redactor.redact(&serde_yaml::to_string(config)?))
 }
