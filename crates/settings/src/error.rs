@@ -61,7 +61,8 @@ impl fmt::Display for KeyError {
 }
 
 /// A rule of the schema that the loaded values break.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config key `{key}`: {message}")]
 pub struct Invalid {
     /// Full dotted path of the offending key.
     pub key: String,
@@ -76,11 +77,5 @@ impl Invalid {
             key: key.into(),
             message: message.into(),
         }
-    }
-}
-
-impl fmt::Display for Invalid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "config key `{}`: {}", self.key, self.message)
     }
 }

@@ -127,6 +127,24 @@ pub async fn serve(
     })
 }
 
+/// Serves the endpoint (when enabled) until SIGTERM/SIGINT, then stops it cleanly.
+pub async fn serve_until_shutdown(
+    settings: &MetricsSettings,
+    registry: Arc<Registry>,
+    readiness: Readiness,
+) -> Result<(), Error> {
+    let server = if settings.enabled {
+        Some(serve(settings.addr, registry, readiness).await?)
+    } else {
+        None
+    };
+    crate::shutdown_signal().await;
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    Ok(())
+}
+
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let mut body = String::new();
     match encode(&mut body, &state.registry) {

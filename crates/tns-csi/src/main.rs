@@ -1,1 +1,10 @@
-fn main() {}
+//! `tns-csi`: the Kubernetes CSI driver for TrueNAS SCALE. The binary parses the command line
+//! and config, then assembles the library crates; logic lives in those crates.
+
+mod cli;
+mod config;
+mod run;
+
+fn main() -> std::process::ExitCode {
+    run::main(cli::parse())
+}

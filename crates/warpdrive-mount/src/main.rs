@@ -1,1 +1,10 @@
-fn main() {}
+//! `warpdrive-mount`: one POSIX tree over many object stores, for GPU training jobs. The binary
+//! parses the command line and config, then assembles the library crates.
+
+mod cli;
+mod config;
+mod run;
+
+fn main() -> std::process::ExitCode {
+    run::main(cli::parse())
+}

@@ -1,0 +1,77 @@
+//! The command line: global flags that override config keys, and the subcommands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// Kubernetes CSI driver for TrueNAS SCALE 25.10+ (NFS, NVMe-oF, iSCSI, SMB).
+///
+/// Without a subcommand, runs the driver: it serves /metrics, /healthz and /readyz on the
+/// metrics address until SIGTERM. Settings come from the config file, then TNS_CSI_*
+/// environment variables (TNS_CSI_TRUENAS__URL sets truenas.url), then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "tns-csi", max_term_width = 100)]
+pub(crate) struct Cli {
+    /// YAML config file (see deploy/examples/tns-csi.yaml).
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "TNS_CSI_CONFIG",
+        value_name = "FILE"
+    )]
+    pub(crate) config: Option<PathBuf>,
+
+    /// TrueNAS API endpoint, e.g. wss://nas.example.com/api/current (truenas.url).
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) truenas_url: Option<String>,
+
+    /// File holding the TrueNAS API key, e.g. a mounted Secret (truenas.api_key_file).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) api_key_file: Option<PathBuf>,
+
+    /// Allow a plain ws:// URL with an API key; only for the local simulator
+    /// (truenas.allow_insecure_transport).
+    #[arg(long, global = true)]
+    pub(crate) insecure_transport: bool,
+
+    /// Address of /metrics, /healthz and /readyz (metrics.addr) [default: 127.0.0.1:9809].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<SocketAddr>,
+
+    /// Log level or directives such as `info,truenas=debug` (log.level); RUST_LOG wins.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub(crate) log_level: Option<String>,
+
+    /// Log format (log.format) [default: auto = json unless stderr is a terminal].
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["auto", "json", "text"])]
+    pub(crate) log_format: Option<String>,
+
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Validate the config, read every secret it names, and print the effective config with
+    /// secrets redacted. Exits non-zero naming the first bad key.
+    CheckConfig,
+}
+
+/// Parses the process arguments, with the git commit in `--version`.
+pub(crate) fn parse() -> Cli {
+    let command = Cli::command().version(telemetry::version_string(env!("CARGO_PKG_VERSION")));
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,193 @@
+//! The config schema of `tns-csi` and its rules.
+
+use std::path::PathBuf;
+
+use credentials::{SecretSource, SecretString};
+use serde::{Deserialize, Serialize};
+use settings::{Invalid, Schema};
+use telemetry::logging::LogSettings;
+use telemetry::server::MetricsSettings;
+use tls::ClientTlsSettings;
+
+/// Default metrics port: beside the CSI livenessprobe sidecar's 9808.
+pub(crate) const DEFAULT_METRICS_PORT: u16 = 9809;
+
+/// The whole config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// How to reach TrueNAS; only the controller needs it.
+    #[serde(default)]
+    pub(crate) truenas: Option<TrueNasSettings>,
+    /// The /metrics, /healthz and /readyz endpoint.
+    #[serde(default = "default_metrics")]
+    pub(crate) metrics: MetricsSettings,
+    /// Logging.
+    #[serde(default)]
+    pub(crate) log: LogSettings,
+}
+
+fn default_metrics() -> MetricsSettings {
+    MetricsSettings::loopback(DEFAULT_METRICS_PORT)
+}
+
+/// The `truenas:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrueNasSettings {
+    /// `wss://HOST/api/current`.
+    pub(crate) url: String,
+    /// Name of the environment variable holding the API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) api_key_env: Option<String>,
+    /// File holding the API key (a mounted Kubernetes Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) api_key_file: Option<PathBuf>,
+    /// A `${VAR}` reference to the API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) api_key: Option<String>,
+    /// Permit `ws://` with an API key (the simulator); TrueNAS revokes keys sent in clear.
+    #[serde(default)]
+    pub(crate) allow_insecure_transport: bool,
+    /// Certificate trust for `wss://`.
+    #[serde(default)]
+    pub(crate) tls: ClientTlsSettings,
+}
+
+impl TrueNasSettings {
+    /// Where the API key lives, if the config names a place.
+    pub(crate) fn api_key_source(&self) -> Result<Option<SecretSource>, credentials::Error> {
+        credentials::choose_source(
+            "api_key",
+            self.api_key_env.as_deref(),
+            self.api_key_file.as_deref(),
+            self.api_key.as_deref(),
+        )
+    }
+
+    /// Reads the API key; errors name the key path and the variable or file.
+    pub(crate) fn resolve_api_key(&self) -> Result<SecretString, Invalid> {
+        let source = self
+            .api_key_source()
+            .map_err(|err| Invalid::new("truenas.api_key", err.to_string()))?;
+        let source = source.ok_or_else(|| Invalid::new("truenas.api_key", "missing"))?;
+        source.resolve().map_err(|err| {
+            Invalid::new("truenas.api_key", format!("cannot read the API key: {err}"))
+        })
+    }
+}
+
+impl Schema for Config {
+    const ENV_PREFIX: &'static str = "TNS_CSI_";
+    const SECRET_REFERENCE_KEYS: &'static [&'static str] = &["truenas.api_key"];
+
+    fn validate(&self) -> Vec<Invalid> {
+        let mut invalid = Vec::new();
+        if let Err(err) = self.log.validate() {
+            invalid.push(Invalid::new("log.level", err.to_string()));
+        }
+        if let Some(truenas) = &self.truenas {
+            truenas.validate(&mut invalid);
+        }
+        invalid
+    }
+}
+
+impl TrueNasSettings {
+    fn validate(&self, invalid: &mut Vec<Invalid>) {
+        match url::Url::parse(&self.url) {
+            Err(err) => invalid.push(Invalid::new("truenas.url", format!("`{}` is not a URL ({err}); expected wss://HOST/api/current", self.url))),
+            Ok(url) if !matches!(url.scheme(), "wss" | "ws") || url.host_str().is_none() => invalid.push(Invalid::new(
+                "truenas.url",
+                format!("`{}` must be wss://HOST/api/current (the TrueNAS WebSocket API)", self.url),
+            )),
+            Ok(url) if url.scheme() == "ws" && !self.allow_insecure_transport => invalid.push(Invalid::new(
+                "truenas.url",
+                "plain ws:// would send the API key in clear text, and TrueNAS revokes keys seen that \
+                 way; use wss://, or set truenas.allow_insecure_transport: true (--insecure-transport) \
+                 for a local simulator",
+            )),
+            Ok(_) => {}
+        }
+        match self.api_key_source() {
+            Err(err) => invalid.push(Invalid::new("truenas.api_key", err.to_string())),
+            Ok(None) => invalid.push(Invalid::new(
+                "truenas.api_key_file",
+                "the TrueNAS API key is required: set truenas.api_key_file (a mounted Secret), \
+                 truenas.api_key_env (a variable name) or truenas.api_key: \"${VAR}\"",
+            )),
+            Ok(Some(_)) => {}
+        }
+        if let Err(err) = self.tls.validate() {
+            invalid.push(Invalid::new("truenas.tls", err.to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Config, settings::Error> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), yaml).unwrap();
+        settings::Loader::new()
+            .file(file.path())
+            .env_vars(env.iter().copied())
+            .load()
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let config = load("", &[]).unwrap();
+        assert!(config.truenas.is_none());
+        assert_eq!(config.metrics.addr.to_string(), "127.0.0.1:9809");
+    }
+
+    #[test]
+    fn plain_ws_with_key_is_refused_unless_allowed() {
+        let yaml = "truenas: { url: 'ws://127.0.0.1:1/api/current', api_key_env: K }\n";
+        let err = load(yaml, &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("config key `truenas.url`: plain ws://"),
+            "{err}"
+        );
+        let allowed = "truenas: { url: 'ws://127.0.0.1:1/api/current', api_key_env: K, allow_insecure_transport: true }\n";
+        assert!(load(allowed, &[]).is_ok());
+    }
+
+    #[test]
+    fn url_and_key_are_checked() {
+        let err = load("truenas: { url: 'https://nas', api_key_env: K }\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be wss://HOST/api/current"), "{err}");
+        let err = load("truenas: { url: 'wss://nas/api/current' }\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config key `truenas.api_key_file`: the TrueNAS API key is required"),
+            "{err}"
+        );
+        let both = "truenas: { url: 'wss://nas/api/current', api_key_env: K, api_key_file: /k }\n";
+        let err = load(both, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("`api_key_env` and `api_key_file` are all set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_reach_nested_keys() {
+        let config = load(
+            "truenas: { url: 'wss://a/api/current', api_key_env: K }\n",
+            &[
+                ("TNS_CSI_TRUENAS__URL", "wss://b/api/current"),
+                ("TNS_CSI_METRICS__ADDR", "127.0.0.1:1234"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.truenas.unwrap().url, "wss://b/api/current");
+        assert_eq!(config.metrics.addr.port(), 1234);
+    }
+}

@@ -1,0 +1,123 @@
+//! Assembly: config → logging → metrics → serving, and the `check-config` subcommand.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use credentials::Redactor;
+use prometheus_client::registry::Registry;
+use settings::Loader;
+use telemetry::readiness::Readiness;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+
+/// Runs the command and turns any error into a message on stderr and exit code 1.
+pub(crate) fn main(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            return fail(&anyhow::Error::new(err).context("cannot start the async runtime"));
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err),
+    }
+}
+
+fn fail(err: &anyhow::Error) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "tns-csi: error: {err:#}");
+    ExitCode::FAILURE
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let config = load(&cli)?;
+    match cli.command {
+        Some(Command::CheckConfig) => check_config(&config),
+        None => serve(config).await,
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let mut loader = Loader::new();
+    if let Some(path) = &cli.config {
+        loader = loader.file(path);
+    }
+    if let Some(url) = &cli.truenas_url {
+        loader = loader.flag("truenas.url", "--truenas-url", url.as_str());
+    }
+    if let Some(path) = &cli.api_key_file {
+        loader = loader.flag(
+            "truenas.api_key_file",
+            "--api-key-file",
+            path.display().to_string(),
+        );
+    }
+    if cli.insecure_transport {
+        loader = loader.flag(
+            "truenas.allow_insecure_transport",
+            "--insecure-transport",
+            true,
+        );
+    }
+    if let Some(addr) = cli.metrics_addr {
+        loader = loader.flag("metrics.addr", "--metrics-addr", addr.to_string());
+    }
+    if let Some(level) = &cli.log_level {
+        loader = loader.flag("log.level", "--log-level", level.as_str());
+    }
+    if let Some(format) = &cli.log_format {
+        loader = loader.flag("log.format", "--log-format", format.as_str());
+    }
+    loader.load().context("invalid configuration")
+}
+
+/// Reads every secret the config names, failing with the key path of the first that fails.
+fn resolve_secrets(config: &Config) -> anyhow::Result<Redactor> {
+    let mut redactor = Redactor::default();
+    if let Some(truenas) = &config.truenas {
+        let key = truenas.resolve_api_key().context("invalid configuration")?;
+        redactor.add(&key);
+    }
+    Ok(redactor)
+}
+
+fn check_config(config: &Config) -> anyhow::Result<()> {
+    let redactor = resolve_secrets(config)?;
+    let yaml = settings::render_redacted(config, &redactor)
+        .context("cannot render the effective config")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "# tns-csi {} — effective configuration (secrets are never printed)",
+        telemetry::version_string(env!("CARGO_PKG_VERSION"))
+    )?;
+    if let Some(Ok(Some(source))) = config.truenas.as_ref().map(|t| t.api_key_source()) {
+        writeln!(out, "# truenas API key: read from {source}")?;
+    }
+    write!(out, "{yaml}")?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    telemetry::logging::init(&config.log)?;
+    let _redactor = resolve_secrets(&config)?;
+    let mut registry = Registry::default();
+    telemetry::register_build_info(&mut registry, "tns_csi", env!("CARGO_PKG_VERSION"));
+    let tls_metrics = tls::TlsMetrics::register(&mut registry);
+    if let Some(truenas) = &config.truenas {
+        tls::client_config(&truenas.tls, "truenas", &tls_metrics)
+            .context("invalid configuration: truenas.tls")?;
+    }
+    let readiness = Readiness::default();
+    tracing::info!(version = %telemetry::version_string(env!("CARGO_PKG_VERSION")), "tns-csi started");
+    telemetry::server::serve_until_shutdown(&config.metrics, Arc::new(registry), readiness).await?;
+    tracing::info!("tns-csi stopped");
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! The command line: global flags that override config keys, and the subcommands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+/// One read-mostly POSIX tree (FUSE) over S3, Azure Blob, GCS and local stores, with a block
+/// cache on local NVMe.
+///
+/// Without a subcommand, validates the config, reads every credential it names and serves
+/// /metrics, /healthz and /readyz until SIGTERM. Settings come from the config file, then
+/// WARPDRIVE_* environment variables (WARPDRIVE_CACHE__MAX_SIZE sets cache.max_size), then
+/// these flags.
+#[derive(Debug, Parser)]
+#[command(name = "warpdrive-mount", max_term_width = 100)]
+pub(crate) struct Cli {
+    /// YAML config file (see deploy/examples/warpdrive.yaml).
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "WARPDRIVE_CONFIG",
+        value_name = "FILE"
+    )]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Where the tree appears (mount_point).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) mount_point: Option<PathBuf>,
+
+    /// Address of /metrics, /healthz and /readyz (metrics.addr) [default: 127.0.0.1:9090].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<SocketAddr>,
+
+    /// Log level or directives such as `info,warpdrive_fs=debug` (log.level); RUST_LOG wins.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub(crate) log_level: Option<String>,
+
+    /// Log format (log.format) [default: auto = json unless stderr is a terminal].
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["auto", "json", "text"])]
+    pub(crate) log_format: Option<String>,
+
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Validate the config, read every credential it names, and print the effective config
+    /// with secrets redacted. Exits non-zero naming the first bad key.
+    CheckConfig,
+}
+
+/// Parses the process arguments, with the git commit in `--version`.
+pub(crate) fn parse() -> Cli {
+    let command = Cli::command().version(telemetry::version_string(env!("CARGO_PKG_VERSION")));
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}
