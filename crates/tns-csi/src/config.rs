@@ -96,11 +96,14 @@ impl Schema for Config {
 impl TrueNasSettings {
     fn validate(&self, invalid: &mut Vec<Invalid>) {
         match url::Url::parse(&self.url) {
-            Err(err) => invalid.push(Invalid::new("truenas.url", format!("`{}` is not a URL ({err}); expected wss://HOST/api/current", self.url))),
-            Ok(url) if !matches!(url.scheme(), "wss" | "ws") || url.host_str().is_none() => invalid.push(Invalid::new(
+            Err(err) => invalid.push(Invalid::new("truenas.url", format!("not a URL ({err}); expected wss://HOST/api/current"))),
+            Ok(url) if !matches!(url.scheme(), "wss" | "ws") => invalid.push(Invalid::new(
                 "truenas.url",
-                format!("`{}` must be wss://HOST/api/current (the TrueNAS WebSocket API)", self.url),
+                format!("scheme `{}` is not supported; expected wss://HOST/api/current (the TrueNAS WebSocket API)", url.scheme()),
             )),
+            Ok(url) if url.host_str().is_none_or(str::is_empty) => {
+                invalid.push(Invalid::new("truenas.url", "has no host; expected wss://HOST/api/current"))
+            }
             Ok(url) if url.scheme() == "ws" && !self.allow_insecure_transport => invalid.push(Invalid::new(
                 "truenas.url",
                 "plain ws:// would send the API key in clear text, and TrueNAS revokes keys seen that \
@@ -161,7 +164,10 @@ mod tests {
         let err = load("truenas: { url: 'https://nas', api_key_env: K }\n", &[])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("must be wss://HOST/api/current"), "{err}");
+        assert!(
+            err.contains("scheme `https` is not supported; expected wss://HOST/api/current"),
+            "{err}"
+        );
         let err = load("truenas: { url: 'wss://nas/api/current' }\n", &[])
             .unwrap_err()
             .to_string();

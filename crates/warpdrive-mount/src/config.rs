@@ -426,7 +426,7 @@ impl BackendSettings {
         }
         if let Some(endpoint) = &self.endpoint {
             match url::Url::parse(endpoint) {
-                Err(err) => invalid.push(Invalid::new(format!("{at}.endpoint"), format!("`{endpoint}` is not a URL ({err})"))),
+                Err(err) => invalid.push(Invalid::new(format!("{at}.endpoint"), format!("not a URL ({err})"))),
                 Ok(url) if url.scheme() == "http" && !self.allow_http => invalid.push(Invalid::new(
                     format!("{at}.endpoint"),
                     "http:// sends credentials and data in clear; use https://, or set allow_http: true for an emulator",

@@ -1,0 +1,269 @@
+//! The real `tns-csi` binary: check-config, unknown keys, the metrics endpoint, and the rule
+//! that a secret fed in through any source never shows up in anything the process emits.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tns-csi");
+const SECRET: &str = "tnsKEY-9f8e7d6c5b4a-DO-NOT-LEAK";
+
+fn tns_csi(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_clear().env("RUST_LOG", "trace");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("tns-csi runs")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every way the config can name the API key, as (config YAML, extra env).
+fn secret_sources(dir: &Path) -> Vec<(String, Vec<(&'static str, &'static str)>)> {
+    let key_file = dir.join("api-key");
+    std::fs::write(&key_file, format!("{SECRET}\n")).unwrap();
+    let url = "wss://127.0.0.1:1/api/current";
+    vec![
+        (
+            format!("truenas:\n  url: {url}\n  api_key_env: TRUENAS_API_KEY\n"),
+            vec![("TRUENAS_API_KEY", SECRET)],
+        ),
+        (
+            format!(
+                "truenas:\n  url: {url}\n  api_key_file: {}\n",
+                key_file.display()
+            ),
+            vec![],
+        ),
+        (
+            format!("truenas:\n  url: {url}\n  api_key: \"${{TRUENAS_API_KEY}}\"\n"),
+            vec![("TRUENAS_API_KEY", SECRET)],
+        ),
+    ]
+}
+
+#[test]
+fn check_config_prints_redacted_config_for_every_source() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, env) in secret_sources(dir.path()) {
+        let config = write(dir.path(), "config.yaml", &yaml);
+        let out = tns_csi(&["check-config", "--config", &config], &env);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{yaml}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        assert!(
+            stdout.contains("url: wss://127.0.0.1:1/api/current"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("# truenas API key: read from "), "{stdout}");
+        assert!(
+            !stdout.contains(SECRET) && !stderr.contains(SECRET),
+            "secret leaked:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn unknown_key_exits_nonzero_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        "truenas:\n  url: wss://nas/api/current\n  api_key_env: K\n  api_kye_file: /x\n",
+    );
+    let out = tns_csi(&["check-config", "--config", &config], &[("K", SECRET)]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("config key `truenas.api_kye_file`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown key"), "{stderr}");
+}
+
+#[test]
+fn mistakes_with_secrets_never_echo_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        // a literal secret pasted where a reference belongs
+        format!("truenas:\n  url: wss://nas/api/current\n  api_key: {SECRET}\n"),
+        // a secret referenced into a field of the wrong type
+        "truenas:\n  url: wss://nas/api/current\n  api_key_env: K\nmetrics:\n  addr: ${K}\n"
+            .to_owned(),
+        // a secret referenced into an enum field
+        "log:\n  format: ${K}\n".to_owned(),
+        // a secret referenced into the URL
+        "truenas:\n  url: ${K}\n  api_key_env: K\n".to_owned(),
+    ];
+    for yaml in cases {
+        let config = write(dir.path(), "c.yaml", &yaml);
+        let out = tns_csi(&["check-config", "--config", &config], &[("K", SECRET)]);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(!out.status.success(), "{yaml} was accepted:\n{all}");
+        assert!(all.contains("config key `"), "error names no key:\n{all}");
+        assert!(!all.contains(SECRET), "secret leaked for {yaml}:\n{all}");
+    }
+}
+
+#[test]
+fn version_names_the_commit() {
+    let out = tns_csi(&["--version"], &[]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("tns-csi ") && stdout.contains("(commit "),
+        "{stdout}"
+    );
+}
+
+/// A running `tns-csi`, killed when dropped so a failing test leaves no process behind.
+struct Running {
+    child: Child,
+    stderr_tail: std::sync::mpsc::Receiver<String>,
+    startup_log: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn start(config: &str, env: &[(&str, &str)]) -> (Self, String) {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "--config",
+            config,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .env_clear()
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut running = Self {
+            child,
+            stderr_tail: rx,
+            startup_log: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = String::new();
+        while Instant::now() < deadline {
+            let Ok(line) = running.stderr_tail.recv_timeout(Duration::from_millis(200)) else {
+                continue;
+            };
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("serving /metrics") {
+                let addr = line
+                    .split("\"addr\":\"")
+                    .nth(1)
+                    .and_then(|s| s.split('"').next())
+                    .unwrap()
+                    .to_owned();
+                running.startup_log = seen;
+                return (running, addr);
+            }
+        }
+        panic!("tns-csi did not start serving within 20 s; its log:\n{seen}");
+    }
+
+    /// Sends SIGTERM, waits for a clean exit, and returns everything it logged.
+    fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "tns-csi ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "exit status {status}");
+        let mut logs = std::mem::take(&mut self.startup_log);
+        while let Ok(line) = self.stderr_tail.recv_timeout(Duration::from_millis(500)) {
+            logs.push_str(&line);
+            logs.push('\n');
+        }
+        logs
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, response)
+}
+
+#[test]
+fn serves_metrics_and_never_leaks_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, env) in secret_sources(dir.path()) {
+        let yaml = format!("{yaml}  tls:\n    insecure_skip_verify: true\n");
+        let config = write(dir.path(), "config.yaml", &yaml);
+        let (running, addr) = Running::start(&config, &env);
+        let (status, metrics) = http_get(&addr, "/metrics");
+        assert_eq!(status, 200, "{metrics}");
+        assert!(metrics.contains("tns_csi_build_info{"), "{metrics}");
+        assert!(
+            metrics.contains("tls_insecure_skip_verify{component=\"truenas\"} 1"),
+            "{metrics}"
+        );
+        assert_eq!(http_get(&addr, "/healthz").0, 200);
+        assert_eq!(http_get(&addr, "/readyz").0, 200);
+        let logs = running.stop();
+        assert!(
+            logs.contains("\"level\":\"WARN\"") && logs.contains("verification is OFF"),
+            "{logs}"
+        );
+        assert!(
+            logs.contains("TRACE") || logs.contains("DEBUG"),
+            "not logging at trace:\n{logs}"
+        );
+        assert!(!metrics.contains(SECRET), "secret in /metrics");
+        assert!(!logs.contains(SECRET), "secret in logs:\n{logs}");
+    }
+}

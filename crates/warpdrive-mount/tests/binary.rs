@@ -1,0 +1,173 @@
+//! The real `warpdrive-mount` binary: check-config over every credential source, bad keys,
+//! and the metrics endpoint, with a secret that must never appear in its output.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_warpdrive-mount");
+const SECRET: &str = "wdSECRET-0a1b2c3d4e5f-DO-NOT-LEAK";
+
+fn warpdrive(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_clear().env("RUST_LOG", "trace");
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("warpdrive-mount runs")
+}
+
+fn config(dir: &Path, auth: &str) -> String {
+    let path = dir.join("warpdrive.yaml");
+    let yaml = format!(
+        "mount_point: /data\nbackends:\n  - name: training\n    type: s3\n    bucket: b\n    \
+         mount_path: /training/sets\n    endpoint: http://127.0.0.1:9000\n    allow_http: true\n    \
+         auth: {auth}\n  - {{ name: scratch, type: local, mount_path: /local, root: /srv }}\n"
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn check_config_reads_credentials_and_prints_no_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("secret");
+    std::fs::write(&key_file, format!("{SECRET}\n")).unwrap();
+    let sources = [
+        "{ method: static, access_key_id_env: AKID, secret_access_key_env: SAK }".to_owned(),
+        format!(
+            "{{ method: static, access_key_id_env: AKID, secret_access_key_file: {} }}",
+            key_file.display()
+        ),
+    ];
+    for auth in sources {
+        let cfg = config(dir.path(), &auth);
+        let out = warpdrive(
+            &["check-config", "--config", &cfg],
+            &[("AKID", "AKIDEXAMPLE"), ("SAK", SECRET)],
+        );
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(
+            stdout.contains("# backends.0.auth.secret_access_key: read from "),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("max_size:") && stdout.contains("mount_path: /training/sets"),
+            "{stdout}"
+        );
+        assert!(
+            !stdout.contains(SECRET) && !stderr.contains(SECRET),
+            "secret leaked:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn missing_credential_and_unknown_key_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "{ method: static, access_key_id_env: AKID, secret_access_key_env: SAK }",
+    );
+    let out = warpdrive(&["check-config", "--config", &cfg], &[("AKID", "x")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "config key `backends.0.auth.secret_access_key`: environment variable `SAK` is not set"
+        ),
+        "{stderr}"
+    );
+
+    let out = warpdrive(
+        &["check-config", "--config", &cfg],
+        &[("WARPDRIVE_CACHE__MAX_SIZ", "1GiB")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("config key `cache.max_siz` (from environment variable WARPDRIVE_CACHE__MAX_SIZ): unknown key"), "{stderr}");
+}
+
+/// Kills the child when a failing assertion unwinds, so no process outlives the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serves_metrics_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "{ method: static, access_key_id_env: AKID, secret_access_key_env: SAK }",
+    );
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args([
+                "--config",
+                &cfg,
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .env_clear()
+            .envs([
+                ("AKID", "AKIDEXAMPLE"),
+                ("SAK", SECRET),
+                ("RUST_LOG", "trace"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut logs = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("warpdrive-mount exited before serving:\n{logs}");
+        }
+        logs.push_str(&line);
+        if line.contains("serving /metrics") {
+            break line
+                .split("\"addr\":\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap()
+                .to_owned();
+        }
+    };
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut metrics = String::new();
+    stream.read_to_string(&mut metrics).unwrap();
+    assert!(
+        metrics.starts_with("HTTP/1.1 200") && metrics.contains("warpdrive_build_info{"),
+        "{metrics}"
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    stderr.read_to_string(&mut logs).unwrap();
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status}\n{logs}");
+    assert!(logs.contains("warpdrive-mount stopped"), "{logs}");
+    assert!(
+        !logs.contains(SECRET) && !metrics.contains(SECRET),
+        "secret leaked"
+    );
+}
