@@ -1,1 +1,73 @@
-fn main() {}
+//! `cargo xtask`: the project's build tasks in Rust instead of Makefiles or shell scripts.
+//!
+//! `ci` runs exactly the gates CI runs; `test` first makes sure this machine has what those
+//! gates need (installing it with apt-get where it can), then runs them; `dist` builds
+//! stripped release binaries with checksums; `demo` runs the two systems on embedded defaults.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod ci;
+mod demo;
+mod dist;
+mod setup;
+#[cfg(test)]
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Build, test, package and demo tasks for the tns-csi / warpdrive workspace.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run exactly what CI runs: fmt check, clippy -D warnings, rustdoc -D warnings, all tests
+    /// (including the tidy tests that enforce docs/ARCHITECTURE.md).
+    Ci,
+    /// Check and install what the tests need on this machine, then run `ci`. This is the
+    /// command README.md gives and `.ci/run` calls.
+    Test,
+    /// Build both binaries in release mode, stripped, into target/dist/ with SHA256SUMS.
+    Dist,
+    /// Build and run both binaries on embedded example configs, show their endpoints, stop.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Ci => ci::run(),
+        Task::Test => setup::ensure().and_then(|()| ci::run()),
+        Task::Dist => dist::run(),
+        Task::Demo => demo::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// The cargo that invoked us, so the pinned toolchain is used for every step.
+fn cargo() -> std::process::Command {
+    let mut cmd =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
