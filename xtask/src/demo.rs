@@ -140,14 +140,18 @@ fn start(
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            if let Some(addr) = line
-                .contains("serving /metrics")
-                .then(|| line.split("\"addr\":\"").nth(1)?.split('"').next())
-                .flatten()
-            {
-                return Ok((daemon, addr.to_owned()));
-            }
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        if !line.contains("serving /metrics") {
+            continue;
+        }
+        if let Some(addr) = line
+            .split("\"addr\":\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        {
+            return Ok((daemon, addr.to_owned()));
         }
     }
     bail!("{name} did not start serving within 20 s")
