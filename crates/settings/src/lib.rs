@@ -9,10 +9,12 @@
 //! unknown key; expected one of …").
 
 mod error;
+mod flags;
 mod layers;
 mod render;
 
 pub use error::{Error, Invalid, KeyError};
 pub use figment::value::Value;
+pub use flags::ObservabilityFlags;
 pub use layers::{Loader, Schema};
 pub use render::render_redacted;

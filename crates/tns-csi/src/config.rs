@@ -196,4 +196,26 @@ mod tests {
         assert_eq!(config.truenas.unwrap().url, "wss://b/api/current");
         assert_eq!(config.metrics.addr.port(), 1234);
     }
+
+    #[test]
+    fn debug_of_config_and_key_shows_no_secret() {
+        const SECRET: &str = "dbg-secret-4242";
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, SECRET).unwrap();
+        let yaml = format!(
+            "truenas: {{ url: 'wss://nas/api/current', api_key_file: {} }}\n",
+            key_file.display()
+        );
+        let config = load(&yaml, &[]).unwrap();
+        let key = config.truenas.as_ref().unwrap().resolve_api_key().unwrap();
+        for shown in [
+            format!("{config:?}"),
+            format!("{config:#?}"),
+            format!("{key:?}"),
+        ] {
+            assert!(!shown.contains(SECRET), "{shown}");
+        }
+        assert_eq!(credentials::ExposeSecret::expose_secret(&key), SECRET);
+    }
 }

@@ -1,6 +1,5 @@
 //! The command line: global flags that override config keys, and the subcommands.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -29,17 +28,8 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) mount_point: Option<PathBuf>,
 
-    /// Address of /metrics, /healthz and /readyz (metrics.addr) [default: 127.0.0.1:9090].
-    #[arg(long, global = true, value_name = "ADDR")]
-    pub(crate) metrics_addr: Option<SocketAddr>,
-
-    /// Log level or directives such as `info,warpdrive_fs=debug` (log.level); RUST_LOG wins.
-    #[arg(long, global = true, value_name = "LEVEL")]
-    pub(crate) log_level: Option<String>,
-
-    /// Log format (log.format) [default: auto = json unless stderr is a terminal].
-    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["auto", "json", "text"])]
-    pub(crate) log_format: Option<String>,
+    #[command(flatten)]
+    pub(crate) observability: settings::ObservabilityFlags,
 
     #[command(subcommand)]
     pub(crate) command: Option<Command>,

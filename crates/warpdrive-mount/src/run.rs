@@ -45,15 +45,7 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(path) = &cli.mount_point {
         loader = loader.flag("mount_point", "--mount-point", path.display().to_string());
     }
-    if let Some(addr) = cli.metrics_addr {
-        loader = loader.flag("metrics.addr", "--metrics-addr", addr.to_string());
-    }
-    if let Some(level) = &cli.log_level {
-        loader = loader.flag("log.level", "--log-level", level.as_str());
-    }
-    if let Some(format) = &cli.log_format {
-        loader = loader.flag("log.format", "--log-format", format.as_str());
-    }
+    loader = cli.observability.apply(loader);
     loader.load().context("invalid configuration")
 }
 
