@@ -147,9 +147,11 @@ fn every_crate_inherits_workspace_settings() {
         }
         for dep in package["dependencies"].as_array().unwrap() {
             // Versions live in [workspace.dependencies]; a crate only names what it uses.
-            if dep["req"].as_str() != Some("*")
-                && manifest.contains(&format!("{} = \"", dep["name"].as_str().unwrap()))
-            {
+            let name = dep["name"].as_str().unwrap();
+            let own_version = manifest.lines().any(|line| {
+                line.starts_with(&format!("{name} = ")) && !line.contains("workspace = true")
+            });
+            if own_version {
                 problems.push(format!(
                     "{manifest_path}: `{}` has its own version; use `.workspace = true`",
                     dep["name"]

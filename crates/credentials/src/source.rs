@@ -101,7 +101,7 @@ fn read_file(path: &Path) -> Result<SecretString, Error> {
         }
     })?;
     let trimmed = value.trim_end_matches(['\n', '\r']).len();
-    // Wipe the newline bytes we cut off so the buffer holds nothing beyond the secret.
+    // The newlines cut off are not secret, so truncating (not wiping) them is enough.
     value.truncate(trimmed);
     if value.is_empty() {
         return Err(Error::Empty {

@@ -66,14 +66,21 @@ impl TrueNasSettings {
     }
 
     /// Reads the API key; errors name the key path and the variable or file.
-    pub(crate) fn resolve_api_key(&self) -> Result<SecretString, Invalid> {
+    pub(crate) fn resolve_api_key(&self) -> Result<(SecretSource, SecretString), Invalid> {
         let source = self
             .api_key_source()
             .map_err(|err| Invalid::new("truenas.api_key", err.to_string()))?;
-        let source = source.ok_or_else(|| Invalid::new("truenas.api_key", "missing"))?;
-        source.resolve().map_err(|err| {
+        let source = source.ok_or_else(|| {
+            Invalid::new(
+                "truenas.api_key_file",
+                "the TrueNAS API key is required: set truenas.api_key_file, truenas.api_key_env \
+                 or truenas.api_key: \"${VAR}\"",
+            )
+        })?;
+        let key = source.resolve().map_err(|err| {
             Invalid::new("truenas.api_key", format!("cannot read the API key: {err}"))
-        })
+        })?;
+        Ok((source, key))
     }
 }
 
@@ -208,7 +215,7 @@ mod tests {
             key_file.display()
         );
         let config = load(&yaml, &[]).unwrap();
-        let key = config.truenas.as_ref().unwrap().resolve_api_key().unwrap();
+        let (_, key) = config.truenas.as_ref().unwrap().resolve_api_key().unwrap();
         for shown in [
             format!("{config:?}"),
             format!("{config:#?}"),

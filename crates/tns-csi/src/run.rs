@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use credentials::Redactor;
+use credentials::{Redactor, SecretSource};
 use prometheus_client::registry::Registry;
 use settings::Loader;
 use telemetry::readiness::Readiness;
@@ -15,24 +15,18 @@ use crate::config::Config;
 
 /// Runs the command and turns any error into a message on stderr and exit code 1.
 pub(crate) fn main(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            return fail(&anyhow::Error::new(err).context("cannot start the async runtime"));
-        }
-    };
-    match runtime.block_on(dispatch(cli)) {
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(dispatch(cli)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(&err),
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "tns-csi: error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
-}
-
-fn fail(err: &anyhow::Error) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "tns-csi: error: {err:#}");
-    ExitCode::FAILURE
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -69,18 +63,21 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     loader.load().context("invalid configuration")
 }
 
-/// Reads every secret the config names, failing with the key path of the first that fails.
-fn resolve_secrets(config: &Config) -> anyhow::Result<Redactor> {
+/// Reads every secret the config names, failing with the key path of the first that fails;
+/// returns where each came from and a redactor that knows their values.
+fn resolve_secrets(config: &Config) -> anyhow::Result<(Vec<SecretSource>, Redactor)> {
+    let mut sources = Vec::new();
     let mut redactor = Redactor::default();
     if let Some(truenas) = &config.truenas {
-        let key = truenas.resolve_api_key().context("invalid configuration")?;
+        let (source, key) = truenas.resolve_api_key().context("invalid configuration")?;
         redactor.add(&key);
+        sources.push(source);
     }
-    Ok(redactor)
+    Ok((sources, redactor))
 }
 
 fn check_config(config: &Config) -> anyhow::Result<()> {
-    let redactor = resolve_secrets(config)?;
+    let (sources, redactor) = resolve_secrets(config)?;
     let yaml = settings::render_redacted(config, &redactor)
         .context("cannot render the effective config")?;
     let mut out = std::io::stdout().lock();
@@ -89,7 +86,7 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
         "# tns-csi {} — effective configuration (secrets are never printed)",
         telemetry::version_string(env!("CARGO_PKG_VERSION"))
     )?;
-    if let Some(Ok(Some(source))) = config.truenas.as_ref().map(|t| t.api_key_source()) {
+    for source in &sources {
         writeln!(out, "# truenas API key: read from {source}")?;
     }
     write!(out, "{yaml}")?;
@@ -99,7 +96,8 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::logging::init(&config.log)?;
-    let _redactor = resolve_secrets(&config)?;
+    // Fail at start, naming the key, if a secret cannot be read.
+    resolve_secrets(&config)?;
     let mut registry = Registry::default();
     telemetry::register_build_info(&mut registry, "tns_csi", env!("CARGO_PKG_VERSION"));
     let tls_metrics = tls::TlsMetrics::register(&mut registry);
