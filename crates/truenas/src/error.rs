@@ -60,7 +60,7 @@ impl RpcError {
         })
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         self.reason.clone().unwrap_or_else(|| self.message.clone())
     }
 }
@@ -170,6 +170,33 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The client settings cannot work (bad URL, key in clear over ws://).
+    #[error("TrueNAS client settings: {reason}")]
+    Config {
+        /// What to change.
+        reason: String,
+    },
+}
+
+/// errno names of the errnos TrueNAS reports (spec §2).
+fn errname_of(errno: i64) -> Option<&'static str> {
+    Some(match errno {
+        1 => "EPERM",
+        2 => "ENOENT",
+        13 => "EACCES",
+        14 => "EFAULT",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        22 => "EINVAL",
+        39 => "ENOTEMPTY",
+        74 => "EBADMSG",
+        95 => "EOPNOTSUPP",
+        201 => "ENOMETHOD",
+        202 => "ESERVICESTARTFAILURE",
+        205 => "EDATASETISLOCKED",
+        207 => "ENOTAUTHENTICATED",
+        _ => return None,
+    })
 }
 
 fn describe(entries: &[ValidationEntry]) -> String {
@@ -230,6 +257,52 @@ impl Error {
                 errname,
                 reason,
             }
+        }
+    }
+
+    /// A short label for metrics and logs: `not_found`, `validation`, `transport`, …
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::AlreadyExists { .. } => "already_exists",
+            Self::Validation { .. } => "validation",
+            Self::Busy { .. } => "busy",
+            Self::NotAuthenticated { .. } | Self::Auth { .. } => "auth",
+            Self::TooManyCalls { .. } => "too_many_calls",
+            Self::NoSuchMethod { .. } => "no_such_method",
+            Self::Call { .. } => "error",
+            Self::Transport { .. } => "transport",
+            Self::Timeout { .. } => "timeout",
+            Self::Protocol { .. } => "protocol",
+            Self::Config { .. } => "config",
+        }
+    }
+
+    /// The error of a FAILED job from `core.get_jobs`, classified like a direct error.
+    pub fn from_job(method: &str, job: &Value) -> Self {
+        let reason = job
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("the job failed without a message")
+            .to_owned();
+        let info = job.get("exc_info").cloned().unwrap_or(Value::Null);
+        let extra = info.get("extra").cloned().unwrap_or(Value::Null);
+        let validation = info.get("type").and_then(Value::as_str) == Some("VALIDATION");
+        let errno = info.get("errno").and_then(Value::as_i64);
+        let data = serde_json::json!({
+            "error": if validation { Some(22) } else { errno },
+            "errname": if validation { Some("EINVAL") } else { errno.and_then(errname_of) },
+            "reason": reason,
+            "extra": if validation { extra } else { Value::Null },
+        });
+        let error = serde_json::json!({
+            "code": if validation { -32602 } else { -32001 },
+            "message": if validation { "Invalid params" } else { "Method call error" },
+            "data": data,
+        });
+        match RpcError::from_value(&error) {
+            Ok(rpc) => Self::from_rpc(method, rpc),
+            Err(reason) => Self::Protocol { reason },
         }
     }
 

@@ -1,13 +1,19 @@
 //! The TrueNAS SCALE 25.10 API as our client sees it (../shared/specs/truenas-api.md).
 //!
-//! Work in progress for issue 3. What is here is the part with no I/O: the JSON-RPC 2.0
-//! envelope ([`wire`]), the classification of TrueNAS errors into cases a caller can branch on
-//! ([`Error`]), and typed query filters and options ([`query`]) so no call site builds filter
-//! JSON by hand. The WebSocket connection, login, reconnect and the typed API per namespace
-//! build on these.
+//! [`Client`] keeps a small pool of logged-in WebSocket connections and multiplexes JSON-RPC
+//! calls over them within TrueNAS's per-socket limit; it logs in again, reconnects with
+//! backoff and retries read-only calls on its own. [`api`] is the typed surface the CSI
+//! driver uses, so no call site builds method names or filter JSON by hand. Errors are
+//! classified into cases a caller can branch on ([`Error`]).
 
+pub mod api;
+mod client;
+mod connection;
 mod error;
+pub mod metrics;
 pub mod query;
 pub mod wire;
 
+pub use client::{ApiKey, Client, ClientSettings};
 pub use error::{Error, RpcError, ValidationEntry};
+pub use metrics::ClientMetrics;

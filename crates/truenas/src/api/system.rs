@@ -1,0 +1,51 @@
+//! Version, liveness and host facts (spec §4.13).
+
+use serde::Deserialize;
+
+use crate::{Client, Error};
+
+/// The fields of `system.info` the driver reports.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[non_exhaustive]
+pub struct SystemInfo {
+    /// e.g. `TrueNAS-25.10.0`.
+    pub version: String,
+    /// Host name.
+    #[serde(default)]
+    pub hostname: String,
+}
+
+/// `system.*` and `core.ping`.
+#[derive(Debug, Clone, Copy)]
+pub struct System<'a>(pub(super) &'a Client);
+
+impl System<'_> {
+    /// `TrueNAS-25.10.0`.
+    pub async fn version(&self) -> Result<String, Error> {
+        super::decode(
+            "system.version",
+            self.0.call("system.version", vec![]).await?,
+        )
+    }
+
+    /// `25.10.0`: use it to gate features (NVMe-oF and `pool.snapshot` need 25.10).
+    pub async fn version_short(&self) -> Result<String, Error> {
+        let method = "system.version_short";
+        super::decode(method, self.0.call(method, vec![]).await?)
+    }
+
+    /// Host facts.
+    pub async fn info(&self) -> Result<SystemInfo, Error> {
+        super::decode("system.info", self.0.call("system.info", vec![]).await?)
+    }
+
+    /// A round trip through the API (`core.ping` → `pong`).
+    pub async fn ping(&self) -> Result<(), Error> {
+        match self.0.call("core.ping", vec![]).await? {
+            serde_json::Value::String(pong) if pong == "pong" => Ok(()),
+            other => Err(Error::Protocol {
+                reason: format!("core.ping returned {other}"),
+            }),
+        }
+    }
+}
