@@ -173,6 +173,9 @@ mod tests {
         let bytes = fs::read(&dst).unwrap();
         assert_eq!(bytes.len(), 64 << 20);
         assert_eq!(&bytes[10 << 20..(10 << 20) + 10], b"hello zvol");
-        assert!(allocated(&dst, &|_| false) < 8 << 20, "the copy stayed sparse");
+        assert!(
+            allocated(&dst, &|_| false) < 8 << 20,
+            "the copy stayed sparse"
+        );
     }
 }

@@ -22,7 +22,11 @@ const VOLBLOCKSIZES: &[&str] = &[
 pub(crate) fn human(bytes: u64) -> String {
     const UNITS: &[&str] = &["KiB", "MiB", "GiB", "TiB", "PiB"];
     if bytes < 1024 {
-        return if bytes == 1 { "1 byte".into() } else { format!("{bytes} bytes") };
+        return if bytes == 1 {
+            "1 byte".into()
+        } else {
+            format!("{bytes} bytes")
+        };
     }
     let mut value = bytes as f64;
     let mut unit = "bytes";
@@ -65,14 +69,26 @@ fn prop(parsed: Value, raw: &str, value: Value, source: &str, info: Option<Strin
 }
 
 fn size_prop(bytes: u64, source: &str) -> Value {
-    prop(json!(bytes), &bytes.to_string(), json!(human(bytes)), source, None)
+    prop(
+        json!(bytes),
+        &bytes.to_string(),
+        json!(human(bytes)),
+        source,
+        None,
+    )
 }
 
 fn nullable_size(bytes: u64, source: &str) -> Value {
     if bytes == 0 {
         prop(Value::Null, "0", Value::Null, source, None)
     } else {
-        prop(json!(bytes), &bytes.to_string(), json!(human(bytes)), source, None)
+        prop(
+            json!(bytes),
+            &bytes.to_string(),
+            json!(human(bytes)),
+            source,
+            None,
+        )
     }
 }
 
@@ -125,26 +141,55 @@ pub(crate) fn render(ctx: &Ctx<'_>, name: &str, children: bool, user_props: bool
     let mut e = Map::new();
     e.insert("id".into(), json!(name));
     e.insert("name".into(), json!(name));
-    e.insert("type".into(), json!(if rec.volume { "VOLUME" } else { "FILESYSTEM" }));
+    e.insert(
+        "type".into(),
+        json!(if rec.volume { "VOLUME" } else { "FILESYSTEM" }),
+    );
     e.insert("pool".into(), json!(pool));
     e.insert("encrypted".into(), json!(rec.encrypted));
-    e.insert("encryption_root".into(), if rec.encrypted { json!(name) } else { Value::Null });
+    e.insert(
+        "encryption_root".into(),
+        if rec.encrypted {
+            json!(name)
+        } else {
+            Value::Null
+        },
+    );
     e.insert("key_loaded".into(), json!(rec.encrypted));
     e.insert("locked".into(), json!(false));
     e.insert(
         "mountpoint".into(),
-        if rec.volume { Value::Null } else { json!(format!("/mnt/{name}")) },
+        if rec.volume {
+            Value::Null
+        } else {
+            json!(format!("/mnt/{name}"))
+        },
     );
-    e.insert("available".into(), size_prop(m.available(ctx.data, name), "NONE"));
-    e.insert("used".into(), size_prop(own + refres_used + child_used, "NONE"));
+    e.insert(
+        "available".into(),
+        size_prop(m.available(ctx.data, name), "NONE"),
+    );
+    e.insert(
+        "used".into(),
+        size_prop(own + refres_used + child_used, "NONE"),
+    );
     e.insert("usedbydataset".into(), size_prop(own, "NONE"));
     e.insert("usedbychildren".into(), size_prop(child_used, "NONE"));
-    e.insert("usedbyrefreservation".into(), size_prop(refres_used, "NONE"));
+    e.insert(
+        "usedbyrefreservation".into(),
+        size_prop(refres_used, "NONE"),
+    );
     e.insert("usedbysnapshots".into(), size_prop(0, "NONE"));
-    for (api, zfs) in [("reservation", "reservation"), ("refreservation", "refreservation")] {
+    for (api, zfs) in [
+        ("reservation", "reservation"),
+        ("refreservation", "refreservation"),
+    ] {
         let local = rec.props.get(zfs);
         let bytes = local.and_then(|v| v.parse().ok()).unwrap_or(0);
-        e.insert(api.into(), nullable_size(bytes, if local.is_some() { "LOCAL" } else { "DEFAULT" }));
+        e.insert(
+            api.into(),
+            nullable_size(bytes, if local.is_some() { "LOCAL" } else { "DEFAULT" }),
+        );
     }
     for (api, zfs) in [
         ("compression", "compression"),
@@ -162,38 +207,92 @@ pub(crate) fn render(ctx: &Ctx<'_>, name: &str, children: bool, user_props: bool
             _ if api == "copies" => json!(raw.parse::<u64>().unwrap_or(1)),
             _ => json!(raw),
         };
-        e.insert(api.into(), prop(parsed, &raw, json!(raw.to_uppercase()), source, info));
+        e.insert(
+            api.into(),
+            prop(parsed, &raw, json!(raw.to_uppercase()), source, info),
+        );
     }
-    e.insert("compressratio".into(), prop(json!("1.00"), "1.00", json!("1.00x"), "NONE", None));
+    e.insert(
+        "compressratio".into(),
+        prop(json!("1.00"), "1.00", json!("1.00x"), "NONE", None),
+    );
     e.insert("creation".into(), creation_prop(rec.creation, true));
-    e.insert("origin".into(), prop(json!(rec.origin), &rec.origin, json!(rec.origin), "NONE", None));
+    e.insert(
+        "origin".into(),
+        prop(
+            json!(rec.origin),
+            &rec.origin,
+            json!(rec.origin),
+            "NONE",
+            None,
+        ),
+    );
     let algorithm = if rec.encrypted { "aes-256-gcm" } else { "off" };
     e.insert(
         "encryption_algorithm".into(),
-        prop(json!(algorithm), algorithm, if rec.encrypted { json!("AES-256-GCM") } else { Value::Null }, "NONE", None),
+        prop(
+            json!(algorithm),
+            algorithm,
+            if rec.encrypted {
+                json!("AES-256-GCM")
+            } else {
+                Value::Null
+            },
+            "NONE",
+            None,
+        ),
     );
     e.insert(
         "key_format".into(),
         prop(json!("none"), "none", Value::Null, "NONE", None),
     );
-    e.insert("pbkdf2iters".into(), prop(json!("0"), "0", json!("0"), "DEFAULT", None));
+    e.insert(
+        "pbkdf2iters".into(),
+        prop(json!("0"), "0", json!("0"), "DEFAULT", None),
+    );
     if rec.volume {
-        let volsize: u64 = rec.props.get("volsize").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let volsize: u64 = rec
+            .props
+            .get("volsize")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         e.insert("volsize".into(), size_prop(volsize, "LOCAL"));
-        let block: u64 = rec.props.get("volblocksize").and_then(|v| v.parse().ok()).unwrap_or(16384);
+        let block: u64 = rec
+            .props
+            .get("volblocksize")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16384);
         e.insert(
             "volblocksize".into(),
-            prop(json!(block), &block.to_string(), json!(block_display(block)), "NONE", None),
+            prop(
+                json!(block),
+                &block.to_string(),
+                json!(block_display(block)),
+                "NONE",
+                None,
+            ),
         );
     } else {
         for (api, zfs) in [("quota", "quota"), ("refquota", "refquota")] {
             let local = rec.props.get(zfs);
             let bytes = local.and_then(|v| v.parse().ok()).unwrap_or(0);
-            e.insert(api.into(), nullable_size(bytes, if local.is_some() { "LOCAL" } else { "DEFAULT" }));
+            e.insert(
+                api.into(),
+                nullable_size(bytes, if local.is_some() { "LOCAL" } else { "DEFAULT" }),
+            );
         }
         let (raw, source, info) = inherited(ctx, name, "recordsize");
         let bytes: u64 = raw.parse().unwrap_or(131_072);
-        e.insert("recordsize".into(), prop(json!(bytes), &raw, json!(block_display(bytes)), source, info));
+        e.insert(
+            "recordsize".into(),
+            prop(
+                json!(bytes),
+                &raw,
+                json!(block_display(bytes)),
+                source,
+                info,
+            ),
+        );
         for (api, zfs) in [
             ("aclmode", "aclmode"),
             ("acltype", "acltype"),
@@ -208,11 +307,24 @@ pub(crate) fn render(ctx: &Ctx<'_>, name: &str, children: bool, user_props: bool
                 ("atime" | "exec", "off") => json!(false),
                 _ => json!(raw),
             };
-            e.insert(api.into(), prop(parsed, &raw, json!(raw.to_uppercase()), source, info));
+            e.insert(
+                api.into(),
+                prop(parsed, &raw, json!(raw.to_uppercase()), source, info),
+            );
         }
-        let case = rec.props.get("casesensitivity").cloned().unwrap_or_else(|| "sensitive".into());
-        e.insert("casesensitivity".into(), prop(json!(case), &case, json!(case.to_uppercase()), "NONE", None));
-        e.insert("xattr".into(), prop(Value::Null, "sa", json!("SA"), "LOCAL", None));
+        let case = rec
+            .props
+            .get("casesensitivity")
+            .cloned()
+            .unwrap_or_else(|| "sensitive".into());
+        e.insert(
+            "casesensitivity".into(),
+            prop(json!(case), &case, json!(case.to_uppercase()), "NONE", None),
+        );
+        e.insert(
+            "xattr".into(),
+            prop(Value::Null, "sa", json!("SA"), "LOCAL", None),
+        );
     }
     if user_props {
         let mut users = Map::new();
@@ -276,8 +388,14 @@ pub(crate) fn pool_query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
 pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let q = QueryArgs::parse(params)?;
     let flat = q.extra("flat").and_then(Value::as_bool).unwrap_or(true);
-    let children = q.extra("retrieve_children").and_then(Value::as_bool).unwrap_or(true);
-    let user = q.extra("retrieve_user_props").and_then(Value::as_bool).unwrap_or(true);
+    let children = q
+        .extra("retrieve_children")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let user = q
+        .extra("retrieve_user_props")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     let names: Vec<String> = ctx
         .m
         .datasets
@@ -291,7 +409,10 @@ pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         Some(Value::String(id)) => names.into_iter().filter(|n| n == id).collect(),
         _ => names,
     };
-    let rows = names.iter().map(|n| render(ctx, n, children, user)).collect();
+    let rows = names
+        .iter()
+        .map(|n| render(ctx, n, children, user))
+        .collect();
     q.apply(rows)
 }
 
@@ -299,7 +420,9 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.ends_with(' ')
         && name.split('/').all(|c| {
-            !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-:. ".contains(ch))
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-:. ".contains(ch))
         })
 }
 
@@ -314,13 +437,31 @@ pub(crate) fn valid_user_key(key: &str) -> bool {
 }
 
 fn compression_ok(value: &str) -> bool {
-    const PLAIN: &[&str] = &["ON", "OFF", "LZ4", "GZIP", "ZSTD", "ZSTD-FAST", "ZLE", "LZJB", "INHERIT"];
+    const PLAIN: &[&str] = &[
+        "ON",
+        "OFF",
+        "LZ4",
+        "GZIP",
+        "ZSTD",
+        "ZSTD-FAST",
+        "ZLE",
+        "LZJB",
+        "INHERIT",
+    ];
     let level = |prefix: &str, ok: &dyn Fn(u32) -> bool| {
-        value.strip_prefix(prefix).and_then(|n| n.parse().ok()).is_some_and(ok)
+        value
+            .strip_prefix(prefix)
+            .and_then(|n| n.parse().ok())
+            .is_some_and(ok)
     };
     PLAIN.contains(&value)
         || level("GZIP-", &|n| (1..=9).contains(&n))
-        || level("ZSTD-FAST-", &|n| (1..=10).contains(&n) || (n % 10 == 0 && (20..=100).contains(&n)) || n == 500 || n == 1000)
+        || level("ZSTD-FAST-", &|n| {
+            (1..=10).contains(&n)
+                || (n % 10 == 0 && (20..=100).contains(&n))
+                || n == 500
+                || n == 1000
+        })
         || (!value.starts_with("ZSTD-FAST") && level("ZSTD-", &|n| (1..=19).contains(&n)))
 }
 
@@ -329,13 +470,42 @@ const ONOFF: &[&str] = &["ON", "OFF", "INHERIT"];
 fn common_fields(update: bool) -> Vec<schema::Field> {
     let mut fields = vec![
         opt("comments", Ty::Str),
-        opt("sync", Ty::Lit(&["STANDARD", "ALWAYS", "DISABLED", "INHERIT"])),
-        opt("compression", Ty::Pred(compression_ok, "Input should be 'ON', 'OFF', 'LZ4', 'GZIP', 'GZIP-1'…'GZIP-9', 'ZSTD', 'ZSTD-1'…'ZSTD-19', 'ZSTD-FAST', 'ZSTD-FAST-N', 'ZLE', 'LZJB' or 'INHERIT'")),
+        opt(
+            "sync",
+            Ty::Lit(&["STANDARD", "ALWAYS", "DISABLED", "INHERIT"]),
+        ),
+        opt(
+            "compression",
+            Ty::Pred(
+                compression_ok,
+                "Input should be 'ON', 'OFF', 'LZ4', 'GZIP', 'GZIP-1'…'GZIP-9', 'ZSTD', 'ZSTD-1'…'ZSTD-19', 'ZSTD-FAST', 'ZSTD-FAST-N', 'ZLE', 'LZJB' or 'INHERIT'",
+            ),
+        ),
         opt("exec", Ty::Lit(ONOFF)),
         opt("readonly", Ty::Lit(ONOFF)),
-        opt("deduplication", Ty::Lit(&["ON", "VERIFY", "OFF", "INHERIT"])),
-        opt("checksum", Ty::Lit(&["ON", "OFF", "FLETCHER2", "FLETCHER4", "SHA256", "SHA512", "SKEIN", "EDONR", "BLAKE3", "INHERIT"])),
-        opt("snapdir", Ty::Lit(&["DISABLED", "VISIBLE", "HIDDEN", "INHERIT"])),
+        opt(
+            "deduplication",
+            Ty::Lit(&["ON", "VERIFY", "OFF", "INHERIT"]),
+        ),
+        opt(
+            "checksum",
+            Ty::Lit(&[
+                "ON",
+                "OFF",
+                "FLETCHER2",
+                "FLETCHER4",
+                "SHA256",
+                "SHA512",
+                "SKEIN",
+                "EDONR",
+                "BLAKE3",
+                "INHERIT",
+            ]),
+        ),
+        opt(
+            "snapdir",
+            Ty::Lit(&["DISABLED", "VISIBLE", "HIDDEN", "INHERIT"]),
+        ),
         opt("snapdev", Ty::Lit(&["HIDDEN", "VISIBLE", "INHERIT"])),
         opt("copies", Ty::IntOr(&["INHERIT"])),
         opt("reservation", Ty::Int),
@@ -346,12 +516,18 @@ fn common_fields(update: bool) -> Vec<schema::Field> {
         opt("quota_critical", Ty::IntOr(&["INHERIT"])),
         opt("refquota_warning", Ty::IntOr(&["INHERIT"])),
         opt("refquota_critical", Ty::IntOr(&["INHERIT"])),
-        opt("user_properties", list(Ty::Obj(vec![req("key", Ty::Str), req("value", Ty::Str)]))),
+        opt(
+            "user_properties",
+            list(Ty::Obj(vec![req("key", Ty::Str), req("value", Ty::Str)])),
+        ),
         opt("force_size", Ty::Bool),
     ];
     if !update {
         fields.extend([
-            opt("share_type", Ty::Lit(&["GENERIC", "NFS", "SMB", "MULTIPROTOCOL", "APPS"])),
+            opt(
+                "share_type",
+                Ty::Lit(&["GENERIC", "NFS", "SMB", "MULTIPROTOCOL", "APPS"]),
+            ),
             opt("encryption", Ty::Bool),
             opt("inherit_encryption", Ty::Bool),
             opt(
@@ -359,7 +535,17 @@ fn common_fields(update: bool) -> Vec<schema::Field> {
                 Ty::Obj(vec![
                     opt("generate_key", Ty::Bool),
                     opt("pbkdf2iters", Ty::Int),
-                    opt("algorithm", Ty::Lit(&["AES-128-CCM", "AES-192-CCM", "AES-256-CCM", "AES-128-GCM", "AES-192-GCM", "AES-256-GCM"])),
+                    opt(
+                        "algorithm",
+                        Ty::Lit(&[
+                            "AES-128-CCM",
+                            "AES-192-CCM",
+                            "AES-256-CCM",
+                            "AES-128-GCM",
+                            "AES-192-GCM",
+                            "AES-256-GCM",
+                        ]),
+                    ),
                     opt("passphrase", null(Ty::Str)),
                     opt("key", null(Ty::Str)),
                 ]),
@@ -372,7 +558,10 @@ fn common_fields(update: bool) -> Vec<schema::Field> {
 
 fn fs_fields() -> Vec<schema::Field> {
     vec![
-        opt("aclmode", Ty::Lit(&["PASSTHROUGH", "RESTRICTED", "DISCARD", "INHERIT"])),
+        opt(
+            "aclmode",
+            Ty::Lit(&["PASSTHROUGH", "RESTRICTED", "DISCARD", "INHERIT"]),
+        ),
         opt("acltype", Ty::Lit(&["OFF", "NFSV4", "POSIX", "INHERIT"])),
         opt("atime", Ty::Lit(ONOFF)),
         opt("quota", null(Ty::Int)),
@@ -385,7 +574,10 @@ fn create_schema() -> Ty {
     let mut fs = vec![
         req("name", Ty::Str),
         opt("type", Ty::Lit(&["FILESYSTEM"])),
-        opt("casesensitivity", Ty::Lit(&["SENSITIVE", "INSENSITIVE", "INHERIT"])),
+        opt(
+            "casesensitivity",
+            Ty::Lit(&["SENSITIVE", "INSENSITIVE", "INHERIT"]),
+        ),
     ];
     fs.extend(common_fields(false));
     fs.extend(fs_fields());
@@ -410,7 +602,11 @@ fn update_schema() -> Ty {
         opt("volsize", Ty::Int),
         opt(
             "user_properties_update",
-            list(Ty::Obj(vec![req("key", Ty::Str), opt("value", Ty::Str), opt("remove", Ty::Bool)])),
+            list(Ty::Obj(vec![
+                req("key", Ty::Str),
+                opt("value", Ty::Str),
+                opt("remove", Ty::Bool),
+            ])),
         ),
     ]);
     Ty::Obj(fields)
@@ -511,21 +707,32 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let volume = data.get("type").and_then(Value::as_str) == Some("VOLUME");
     let mut errors = Vec::new();
     if !name.contains('/') {
-        return Err(Failure::invalid(format!("{p}.name"), "You need a full name, e.g. pool/newdataset"));
+        return Err(Failure::invalid(
+            format!("{p}.name"),
+            "You need a full name, e.g. pool/newdataset",
+        ));
     }
     if !valid_name(&name) {
-        return Err(Failure::invalid(format!("{p}.name"), "Invalid dataset name"));
+        return Err(Failure::invalid(
+            format!("{p}.name"),
+            "Invalid dataset name",
+        ));
     }
     if INTERNAL.iter().any(|i| name.contains(i)) {
         return Err(Failure::invalid(
             format!("{p}.name"),
-            format!("{name} is using system internal managed dataset. Please specify a different parent."),
+            format!(
+                "{name} is using system internal managed dataset. Please specify a different parent."
+            ),
         ));
     }
     if let Some(Value::Array(props)) = data.get("user_properties") {
         for (i, item) in props.iter().enumerate() {
             if !item["key"].as_str().unwrap_or("").contains(':') {
-                errors.push(Entry::invalid(format!("data.user_properties.{i}.key"), "String should match pattern '.*:.*'"));
+                errors.push(Entry::invalid(
+                    format!("data.user_properties.{i}.key"),
+                    "String should match pattern '.*:.*'",
+                ));
             }
         }
     }
@@ -535,7 +742,10 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     }
     let pool = name.split('/').next().unwrap_or_default().to_owned();
     if !ctx.m.pools.contains_key(&pool) {
-        return Err(Failure::invalid(format!("{p}.name"), format!("zpool ({pool}) does not exist.")));
+        return Err(Failure::invalid(
+            format!("{p}.name"),
+            format!("zpool ({pool}) does not exist."),
+        ));
     }
     let parent = Model::parent(&name).unwrap_or_default().to_owned();
     if !ctx.m.datasets.contains_key(&parent) {
@@ -550,40 +760,77 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
                 current = Model::parent(ds);
             }
             for ds in missing.into_iter().rev() {
-                if ctx.m.datasets.get(Model::parent(&ds).unwrap_or("")).is_some_and(|r| r.volume) {
-                    return Err(Failure::invalid(format!("{p}.name"), format!("{ds}: parent may not be a ZFS volume")));
+                if ctx
+                    .m
+                    .datasets
+                    .get(Model::parent(&ds).unwrap_or(""))
+                    .is_some_and(|r| r.volume)
+                {
+                    return Err(Failure::invalid(
+                        format!("{p}.name"),
+                        format!("{ds}: parent may not be a ZFS volume"),
+                    ));
                 }
                 insert_dataset(ctx, &ds, false, &json!({}), "")?;
             }
         } else {
-            return Err(Failure::invalid(format!("{p}.name"), format!("Parent dataset ({parent}) does not exist.")));
+            return Err(Failure::invalid(
+                format!("{p}.name"),
+                format!("Parent dataset ({parent}) does not exist."),
+            ));
         }
     }
     let parent_rec = &ctx.m.datasets[&parent];
     if parent_rec.volume {
-        return Err(Failure::invalid(format!("{p}.name"), format!("{parent}: parent may not be a ZFS volume")));
+        return Err(Failure::invalid(
+            format!("{p}.name"),
+            format!("{parent}: parent may not be a ZFS volume"),
+        ));
     }
-    if ctx.m.effective(&parent, "readonly").is_some_and(|(v, _, _)| v == "on") {
-        return Err(Failure::invalid(format!("{p}.readonly"), format!("Turn off readonly mode on {parent} to create {name}")));
+    if ctx
+        .m
+        .effective(&parent, "readonly")
+        .is_some_and(|(v, _, _)| v == "on")
+    {
+        return Err(Failure::invalid(
+            format!("{p}.readonly"),
+            format!("Turn off readonly mode on {parent} to create {name}"),
+        ));
     }
-    if ctx.data.dataset_dir(&name).exists() || ctx.m.datasets.get(&name).is_some_and(|r| !r.volume) {
-        return Err(Failure::invalid(format!("{p}.name"), format!("Path /mnt/{name} already exists")));
+    if ctx.data.dataset_dir(&name).exists() || ctx.m.datasets.get(&name).is_some_and(|r| !r.volume)
+    {
+        return Err(Failure::invalid(
+            format!("{p}.name"),
+            format!("Path /mnt/{name} already exists"),
+        ));
     }
     if ctx.m.datasets.contains_key(&name) {
-        return Err(Failure::call(14, "Failed to create dataset: dataset already exists"));
+        return Err(Failure::call(
+            14,
+            "Failed to create dataset: dataset already exists",
+        ));
     }
     let acltype = data.get("acltype").and_then(Value::as_str);
     let aclmode = data.get("aclmode").and_then(Value::as_str);
     if matches!(acltype, Some("POSIX" | "OFF")) && aclmode.is_some_and(|m| m != "DISCARD") {
-        return Err(Failure::invalid(format!("{p}.aclmode"), "Must be set to DISCARD when acltype is POSIX or OFF"));
+        return Err(Failure::invalid(
+            format!("{p}.aclmode"),
+            "Must be set to DISCARD when acltype is POSIX or OFF",
+        ));
     }
     if acltype == Some("NFSV4") && aclmode == Some("DISCARD") {
-        return Err(Failure::invalid(format!("{p}.aclmode"), "DISCARD aclmode may not be set for NFSv4 acl type"));
+        return Err(Failure::invalid(
+            format!("{p}.aclmode"),
+            "DISCARD aclmode may not be set for NFSv4 acl type",
+        ));
     }
     let encryption = schema::bool_or(data, "encryption", false);
     if encryption {
         if schema::bool_or(data, "inherit_encryption", true) {
-            return Err(Failure::invalid(format!("{p}.inherit_encryption"), "Must be disabled when encryption is enabled."));
+            return Err(Failure::invalid(
+                format!("{p}.inherit_encryption"),
+                "Must be disabled when encryption is enabled.",
+            ));
         }
         let options = data.get("encryption_options").cloned().unwrap_or(json!({}));
         let sources = [
@@ -592,9 +839,19 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
             schema::get(&options, "passphrase").is_some(),
         ];
         match sources.iter().filter(|s| **s).count() {
-            0 => return Err(Failure::invalid(format!("{p}.encryption_options.key"), "Please provide a key or select generate_key to automatically generate a key when enabling encryption.")),
+            0 => {
+                return Err(Failure::invalid(
+                    format!("{p}.encryption_options.key"),
+                    "Please provide a key or select generate_key to automatically generate a key when enabling encryption.",
+                ));
+            }
             1 => {}
-            _ => return Err(Failure::invalid(format!("{p}.encryption_options.generate_key"), "Only one of key, generate_key must be provided.")),
+            _ => {
+                return Err(Failure::invalid(
+                    format!("{p}.encryption_options.generate_key"),
+                    "Only one of key, generate_key must be provided.",
+                ));
+            }
         }
     }
     if volume {
@@ -606,23 +863,41 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
             .unwrap_or(16384);
         let available = ctx.m.available(ctx.data, &parent);
         if volsize as f64 > available as f64 * 0.8 && !schema::bool_or(data, "force_size", false) {
-            return Err(Failure::invalid(format!("{p}.volsize"), "It is not recommended to use more than 80% of your available space for VOLUME"));
+            return Err(Failure::invalid(
+                format!("{p}.volsize"),
+                "It is not recommended to use more than 80% of your available space for VOLUME",
+            ));
         }
         if volsize == 0 || volsize % block != 0 {
-            return Err(Failure::invalid(format!("{p}.volsize"), "Volume size should be a multiple of volume block size"));
+            return Err(Failure::invalid(
+                format!("{p}.volsize"),
+                "Volume size should be a multiple of volume block size",
+            ));
         }
     }
     if let Some(Value::Array(props)) = data.get("user_properties")
-        && let Some(bad) = props.iter().filter_map(|i| i["key"].as_str()).find(|k| !valid_user_key(k))
+        && let Some(bad) = props
+            .iter()
+            .filter_map(|i| i["key"].as_str())
+            .find(|k| !valid_user_key(k))
     {
-        return Err(Failure::call(14, format!("Failed to create dataset: invalid property '{bad}'")));
+        return Err(Failure::call(
+            14,
+            format!("Failed to create dataset: invalid property '{bad}'"),
+        ));
     }
     insert_dataset(ctx, &name, volume, data, "")?;
     Ok(render(ctx, &name, true, true))
 }
 
 /// Adds a dataset to the model and makes its directory or zvol file.
-pub(crate) fn insert_dataset(ctx: &mut Ctx<'_>, name: &str, volume: bool, data: &Value, origin: &str) -> Result<(), Failure> {
+pub(crate) fn insert_dataset(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    volume: bool,
+    data: &Value,
+    origin: &str,
+) -> Result<(), Failure> {
     let txg = ctx.m.next_txg();
     let mut rec = DatasetRec {
         name: name.to_owned(),
@@ -644,7 +919,8 @@ pub(crate) fn insert_dataset(ctx: &mut Ctx<'_>, name: &str, volume: bool, data: 
     }
     match data.get("share_type").and_then(Value::as_str) {
         Some("SMB") => {
-            rec.props.insert("casesensitivity".into(), "insensitive".into());
+            rec.props
+                .insert("casesensitivity".into(), "insensitive".into());
             rec.props.insert("acltype".into(), "nfsv4".into());
             rec.props.insert("aclmode".into(), "restricted".into());
         }
@@ -658,16 +934,22 @@ pub(crate) fn insert_dataset(ctx: &mut Ctx<'_>, name: &str, volume: bool, data: 
     if let Some(case) = data.get("casesensitivity").and_then(Value::as_str)
         && case != "INHERIT"
     {
-        rec.props.insert("casesensitivity".into(), case.to_lowercase());
+        rec.props
+            .insert("casesensitivity".into(), case.to_lowercase());
     }
     let io = |err: std::io::Error| Failure::call(14, format!("Failed to create dataset: {err}"));
     if volume {
         let volsize = data["volsize"].as_u64().unwrap_or(0);
-        let block = data.get("volblocksize").and_then(Value::as_str).and_then(block_bytes).unwrap_or(16384);
+        let block = data
+            .get("volblocksize")
+            .and_then(Value::as_str)
+            .and_then(block_bytes)
+            .unwrap_or(16384);
         rec.props.insert("volsize".into(), volsize.to_string());
         rec.props.insert("volblocksize".into(), block.to_string());
         if !schema::bool_or(data, "sparse", false) {
-            rec.props.insert("refreservation".into(), volsize.to_string());
+            rec.props
+                .insert("refreservation".into(), volsize.to_string());
         }
         if origin.is_empty() {
             data::size_zvol(&ctx.data.zvol_file(name), volsize).map_err(io)?;
@@ -694,34 +976,67 @@ pub(crate) fn update(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let data = &args[1];
     let p = "pool_dataset_update";
     let Some(rec) = ctx.m.datasets.get(&id).cloned() else {
-        return Err(Failure::Validation(vec![Entry { attribute: Some("id".into()), message: format!("{id} does not exist"), errno: 2 }]));
+        return Err(Failure::Validation(vec![Entry {
+            attribute: Some("id".into()),
+            message: format!("{id} does not exist"),
+            errno: 2,
+        }]));
     };
     let mut errors = Vec::new();
-    let fs_only = ["aclmode", "acltype", "atime", "quota", "refquota", "recordsize"];
+    let fs_only = [
+        "aclmode",
+        "acltype",
+        "atime",
+        "quota",
+        "refquota",
+        "recordsize",
+    ];
     for key in data.as_object().into_iter().flat_map(|o| o.keys()) {
         if rec.volume && fs_only.contains(&key.as_str()) {
-            errors.push(Entry::invalid(format!("{p}.{key}"), "This field is not valid for VOLUME"));
+            errors.push(Entry::invalid(
+                format!("{p}.{key}"),
+                "This field is not valid for VOLUME",
+            ));
         }
         if !rec.volume && key == "volsize" {
-            errors.push(Entry::invalid(format!("{p}.{key}"), "This field is not valid for FILESYSTEM"));
+            errors.push(Entry::invalid(
+                format!("{p}.{key}"),
+                "This field is not valid for FILESYSTEM",
+            ));
         }
     }
     quota_checks(p, data, &mut errors);
     if data.get("user_properties").is_some() && data.get("user_properties_update").is_some() {
-        errors.push(Entry::invalid(format!("{p}.user_properties_update"), "Should not be specified when \"user_properties\" are explicitly specified"));
+        errors.push(Entry::invalid(
+            format!("{p}.user_properties_update"),
+            "Should not be specified when \"user_properties\" are explicitly specified",
+        ));
     }
-    let updates: Vec<Value> = data.get("user_properties_update").and_then(Value::as_array).cloned().unwrap_or_default();
+    let updates: Vec<Value> = data
+        .get("user_properties_update")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for (i, item) in updates.iter().enumerate() {
         let key = item["key"].as_str().unwrap_or("");
         if !key.contains(':') {
-            errors.push(Entry::invalid(format!("data.user_properties_update.{i}.key"), "String should match pattern '.*:.*'"));
+            errors.push(Entry::invalid(
+                format!("data.user_properties_update.{i}.key"),
+                "String should match pattern '.*:.*'",
+            ));
         }
         let has_value = schema::get(item, "value").is_some();
         let remove = schema::bool_or(item, "remove", false);
         if has_value && remove {
-            errors.push(Entry::invalid(format!("{p}.user_properties_update.{i}.remove"), "When \"value\" is specified, this cannot be set"));
+            errors.push(Entry::invalid(
+                format!("{p}.user_properties_update.{i}.remove"),
+                "When \"value\" is specified, this cannot be set",
+            ));
         } else if !has_value && !remove {
-            errors.push(Entry::invalid(format!("{p}.user_properties_update.{i}.value"), "Either \"value\" or \"remove\" must be specified"));
+            errors.push(Entry::invalid(
+                format!("{p}.user_properties_update.{i}.value"),
+                "Either \"value\" or \"remove\" must be specified",
+            ));
         }
     }
     if !errors.is_empty() {
@@ -731,39 +1046,69 @@ pub(crate) fn update(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     for item in &updates {
         let key = item["key"].as_str().unwrap_or("");
         if schema::bool_or(item, "remove", false) && !effective.contains_key(key) {
-            return Err(Failure::invalid(format!("properties.{key}"), "Property does not exist and cannot be inherited"));
+            return Err(Failure::invalid(
+                format!("properties.{key}"),
+                "Property does not exist and cannot be inherited",
+            ));
         }
         if !valid_user_key(key) {
-            return Err(Failure::call(14, format!("Failed to update properties: invalid property '{key}'")));
+            return Err(Failure::call(
+                14,
+                format!("Failed to update properties: invalid property '{key}'"),
+            ));
         }
     }
     if let Some(volsize) = data.get("volsize").and_then(Value::as_u64) {
-        let current: u64 = rec.props.get("volsize").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let block: u64 = rec.props.get("volblocksize").and_then(|v| v.parse().ok()).unwrap_or(16384);
+        let current: u64 = rec
+            .props
+            .get("volsize")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let block: u64 = rec
+            .props
+            .get("volblocksize")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16384);
         if volsize < current {
-            return Err(Failure::invalid(format!("{p}.volsize"), "You cannot shrink a zvol from GUI, this may lead to data loss."));
+            return Err(Failure::invalid(
+                format!("{p}.volsize"),
+                "You cannot shrink a zvol from GUI, this may lead to data loss.",
+            ));
         }
         let parent = Model::parent(&id).unwrap_or_default();
-        let room = ctx.m.available(ctx.data, parent) + ctx.m.used_by_dataset(ctx.data, &id) + ctx.m.refreservation(&id);
-        if volsize > current && volsize as f64 > room as f64 * 0.8 && !schema::bool_or(data, "force_size", false) {
-            return Err(Failure::invalid(format!("{p}.volsize"), "It is not recommended to use more than 80% of your available space for VOLUME"));
+        let room = ctx.m.available(ctx.data, parent)
+            + ctx.m.used_by_dataset(ctx.data, &id)
+            + ctx.m.refreservation(&id);
+        if volsize > current
+            && volsize as f64 > room as f64 * 0.8
+            && !schema::bool_or(data, "force_size", false)
+        {
+            return Err(Failure::invalid(
+                format!("{p}.volsize"),
+                "It is not recommended to use more than 80% of your available space for VOLUME",
+            ));
         }
         if volsize % block != 0 {
-            return Err(Failure::invalid(format!("{p}.volsize"), "Volume size should be a multiple of volume block size"));
+            return Err(Failure::invalid(
+                format!("{p}.volsize"),
+                "Volume size should be a multiple of volume block size",
+            ));
         }
     }
     let mut rec = rec;
     apply_props(&mut rec, data);
     if let Some(volsize) = data.get("volsize").and_then(Value::as_u64) {
         if rec.props.contains_key("refreservation") {
-            rec.props.insert("refreservation".into(), volsize.to_string());
+            rec.props
+                .insert("refreservation".into(), volsize.to_string());
         }
         rec.props.insert("volsize".into(), volsize.to_string());
         data::size_zvol(&ctx.data.zvol_file(&id), volsize)
             .map_err(|err| Failure::call(14, format!("Failed to update dataset: {err}")))?;
     }
     if let Some(Value::Array(props)) = data.get("user_properties") {
-        rec.user.retain(|k, _| !k.starts_with("org.freenas:") && !k.starts_with("org.truenas:"));
+        rec.user
+            .retain(|k, _| !k.starts_with("org.freenas:") && !k.starts_with("org.truenas:"));
         for item in props {
             if let (Some(k), Some(v)) = (item["key"].as_str(), item["value"].as_str()) {
                 rec.user.insert(k.into(), v.into());
@@ -792,7 +1137,10 @@ fn delete_attachments(ctx: &mut Ctx<'_>, id: &str) {
     let zvol = format!("zvol/{id}");
     let on_zvol = |path: &str| path == zvol || path.starts_with(&format!("{zvol}/"));
     for table in ["sharing.nfs", "sharing.smb"] {
-        ctx.m.table(table).rows.retain(|_, row| !inside(row["path"].as_str().unwrap_or("")));
+        ctx.m
+            .table(table)
+            .rows
+            .retain(|_, row| !inside(row["path"].as_str().unwrap_or("")));
     }
     ctx.m.table("nvmet.namespace").rows.retain(|_, row| {
         let path = row["device_path"].as_str().unwrap_or("");
@@ -802,13 +1150,19 @@ fn delete_attachments(ctx: &mut Ctx<'_>, id: &str) {
         .m
         .rows("iscsi.extent")
         .iter()
-        .filter(|row| on_zvol(row["disk"].as_str().unwrap_or("")) || inside(row["path"].as_str().unwrap_or("")))
+        .filter(|row| {
+            on_zvol(row["disk"].as_str().unwrap_or(""))
+                || inside(row["path"].as_str().unwrap_or(""))
+        })
         .filter_map(|row| row["id"].as_i64())
         .collect();
     if gone.is_empty() {
         return;
     }
-    ctx.m.table("iscsi.extent").rows.retain(|id, _| !gone.contains(id));
+    ctx.m
+        .table("iscsi.extent")
+        .rows
+        .retain(|id, _| !gone.contains(id));
     let mut touched = Vec::new();
     ctx.m.table("iscsi.targetextent").rows.retain(|_, row| {
         let hit = gone.contains(&row["extent"].as_i64().unwrap_or(0));
@@ -817,7 +1171,12 @@ fn delete_attachments(ctx: &mut Ctx<'_>, id: &str) {
         }
         !hit
     });
-    let still_used: Vec<i64> = ctx.m.rows("iscsi.targetextent").iter().filter_map(|r| r["target"].as_i64()).collect();
+    let still_used: Vec<i64> = ctx
+        .m
+        .rows("iscsi.targetextent")
+        .iter()
+        .filter_map(|r| r["target"].as_i64())
+        .collect();
     ctx.m
         .table("iscsi.target")
         .rows
@@ -826,8 +1185,14 @@ fn delete_attachments(ctx: &mut Ctx<'_>, id: &str) {
 
 /// Destroys a dataset's data and record, then any deferred snapshot its origin was waiting on.
 pub(crate) fn destroy_dataset(ctx: &mut Ctx<'_>, name: &str) {
-    let Some(rec) = ctx.m.datasets.remove(name) else { return };
-    let path = if rec.volume { ctx.data.zvol_file(name) } else { ctx.data.dataset_dir(name) };
+    let Some(rec) = ctx.m.datasets.remove(name) else {
+        return;
+    };
+    let path = if rec.volume {
+        ctx.data.zvol_file(name)
+    } else {
+        ctx.data.dataset_dir(name)
+    };
     let _ = data::remove(&path);
     if !rec.origin.is_empty() {
         crate::snapshots::reap_deferred(ctx, &rec.origin);
@@ -838,17 +1203,28 @@ pub(crate) fn destroy_dataset(ctx: &mut Ctx<'_>, name: &str) {
 pub(crate) fn delete(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let args = schema::args(
         params,
-        &[req("id", Ty::Str), opt("options", Ty::Obj(vec![opt("recursive", Ty::Bool), opt("force", Ty::Bool)]))],
+        &[
+            req("id", Ty::Str),
+            opt(
+                "options",
+                Ty::Obj(vec![opt("recursive", Ty::Bool), opt("force", Ty::Bool)]),
+            ),
+        ],
     )?;
     let id = args[0].as_str().unwrap_or_default().to_owned();
     let options = schema::object_or_empty(&args[1]);
     let recursive = schema::bool_or(&options, "recursive", false);
     let children = ctx.m.children(&id);
     if !recursive && !children.is_empty() {
-        return Err(Failure::call(39, format!("Failed to delete dataset: cannot destroy '{id}': filesystem has children")));
+        return Err(Failure::call(
+            39,
+            format!("Failed to delete dataset: cannot destroy '{id}': filesystem has children"),
+        ));
     }
     if !ctx.m.datasets.contains_key(&id) {
-        return Err(Failure::instance_not_found(format!("PoolDataset {id} does not exist")));
+        return Err(Failure::instance_not_found(format!(
+            "PoolDataset {id} does not exist"
+        )));
     }
     ctx.faults.check_busy(&id)?;
     let is_root = !id.contains('/');
@@ -864,15 +1240,32 @@ pub(crate) fn delete(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         .map(|s| s.id.clone())
         .collect();
     for snap in &snaps {
-        let clones: Vec<String> = ctx.m.clones_of(snap).into_iter().filter(|c| !doomed.contains(c)).collect();
+        let clones: Vec<String> = ctx
+            .m
+            .clones_of(snap)
+            .into_iter()
+            .filter(|c| !doomed.contains(c))
+            .collect();
         if !clones.is_empty() {
             delete_attachments(ctx, &id);
-            return Err(Failure::call(14, format!("Failed to delete dataset: cannot destroy '{snap}': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\n{}", clones.join("\n"))));
+            return Err(Failure::call(
+                14,
+                format!(
+                    "Failed to delete dataset: cannot destroy '{snap}': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\n{}",
+                    clones.join("\n")
+                ),
+            ));
         }
     }
     delete_attachments(ctx, &id);
     if !recursive && !snaps.is_empty() {
-        return Err(Failure::call(14, format!("Failed to delete dataset: cannot destroy '{id}': filesystem has children\nuse '-r' to destroy the following datasets:\n{}", snaps.join("\n"))));
+        return Err(Failure::call(
+            14,
+            format!(
+                "Failed to delete dataset: cannot destroy '{id}': filesystem has children\nuse '-r' to destroy the following datasets:\n{}",
+                snaps.join("\n")
+            ),
+        ));
     }
     for snap in snaps {
         crate::snapshots::destroy_snapshot(ctx, &snap);
@@ -888,7 +1281,10 @@ pub(crate) fn promote(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let args = schema::args(params, &[req("id", Ty::Str)])?;
     let id = args[0].as_str().unwrap_or_default().to_owned();
     let Some(rec) = ctx.m.datasets.get(&id) else {
-        return Err(Failure::call(2, format!("Dataset \"{id}\" does not exist.")));
+        return Err(Failure::call(
+            2,
+            format!("Dataset \"{id}\" does not exist."),
+        ));
     };
     if rec.origin.is_empty() {
         return Err(Failure::call(74, "Only cloned datasets can be promoted."));

@@ -59,7 +59,10 @@ impl Faults {
     /// Makes every call of `method` fail with a CallError `errname` (e.g. `EBUSY`) and `message`.
     pub fn fail_method(&self, method: &str, errname: &str, message: &str) {
         let errno = errno_of(errname).unwrap_or(14);
-        self.with(|s| s.failures.insert(method.to_owned(), (errno, message.to_owned())));
+        self.with(|s| {
+            s.failures
+                .insert(method.to_owned(), (errno, message.to_owned()))
+        });
     }
 
     /// Stops failing `method`.
@@ -100,7 +103,11 @@ impl Faults {
 
     /// Calls of one method received.
     pub fn calls_of(&self, method: &str) -> u64 {
-        let map = self.counters.by_method.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self
+            .counters
+            .by_method
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         map.get(method).copied().unwrap_or(0)
     }
 
@@ -121,7 +128,11 @@ impl Faults {
 
     pub(crate) fn count_call(&self, method: &str) {
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let mut map = self.counters.by_method.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .counters
+            .by_method
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         *map.entry(method.to_owned()).or_default() += 1;
     }
 
@@ -130,7 +141,9 @@ impl Faults {
     }
 
     pub(crate) fn count_refused(&self) {
-        self.counters.refused_too_many.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .refused_too_many
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn saw_in_flight(&self, n: usize) {
@@ -142,7 +155,11 @@ impl Faults {
     }
 
     pub(crate) fn injected(&self, method: &str) -> Option<Failure> {
-        self.with(|s| s.failures.get(method).map(|(errno, msg)| Failure::call(*errno, msg.clone())))
+        self.with(|s| {
+            s.failures
+                .get(method)
+                .map(|(errno, msg)| Failure::call(*errno, msg.clone()))
+        })
     }
 
     pub(crate) fn logins_refused(&self) -> bool {
@@ -174,7 +191,10 @@ impl Faults {
 
     pub(crate) fn check_busy(&self, dataset: &str) -> Result<(), Failure> {
         if self.with(|s| s.busy.contains(dataset)) {
-            Err(Failure::call(16, format!("Failed to delete dataset: cannot destroy '{dataset}': dataset is busy")))
+            Err(Failure::call(
+                16,
+                format!("Failed to delete dataset: cannot destroy '{dataset}': dataset is busy"),
+            ))
         } else {
             Ok(())
         }

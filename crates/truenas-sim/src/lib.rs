@@ -75,7 +75,9 @@ fn parse_key(key: &str) -> anyhow::Result<(u64, String)> {
         .trim()
         .split_once('-')
         .context("the API key must look like <id>-<64 alphanumerics>")?;
-    let id: u64 = id.parse().context("the API key id (before the `-`) must be a number")?;
+    let id: u64 = id
+        .parse()
+        .context("the API key id (before the `-`) must be a number")?;
     if secret.len() != 64 || !secret.chars().all(|c| c.is_ascii_alphanumeric()) {
         bail!("the API key secret (after the `-`) must be 64 letters and digits");
     }
@@ -95,7 +97,9 @@ pub struct Simulator {
 
 impl std::fmt::Debug for Simulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulator").field("url", &self.url()).finish_non_exhaustive()
+        f.debug_struct("Simulator")
+            .field("url", &self.url())
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,7 +111,8 @@ impl Simulator {
             .with_context(|| format!("cannot use data directory {}", config.data_dir.display()))?;
         let state_file = match &config.state_dir {
             Some(dir) => {
-                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
                 Some(dir.join("state.json"))
             }
             None => None,
@@ -211,7 +216,11 @@ impl Drop for Simulator {
 }
 
 /// Pools from the command line, their root datasets, a portal and a default initiator group.
-fn seed(model: &mut model::Model, data: &data::DataDir, pools: &[(String, u64)]) -> anyhow::Result<()> {
+fn seed(
+    model: &mut model::Model,
+    data: &data::DataDir,
+    pools: &[(String, u64)],
+) -> anyhow::Result<()> {
     if model.basenqn.is_empty() {
         model.basenqn = format!("nqn.2011-06.com.truenas:uuid:{}", targets::uuid4());
     }
@@ -220,12 +229,15 @@ fn seed(model: &mut model::Model, data: &data::DataDir, pools: &[(String, u64)])
             bail!("pool name `{name}` is not valid");
         }
         let next_id = model.pools.values().map(|p| p.id).max().unwrap_or(0) + 1;
-        let pool = model.pools.entry(name.clone()).or_insert_with(|| model::PoolRec {
-            id: next_id,
-            name: name.clone(),
-            size: *size,
-            guid: format!("{}", fastrand::u64(1_000_000_000_000_000_000..u64::MAX)),
-        });
+        let pool = model
+            .pools
+            .entry(name.clone())
+            .or_insert_with(|| model::PoolRec {
+                id: next_id,
+                name: name.clone(),
+                size: *size,
+                guid: format!("{}", fastrand::u64(1_000_000_000_000_000_000..u64::MAX)),
+            });
         pool.size = *size;
         if !model.datasets.contains_key(name) {
             let txg = model.next_txg();
@@ -246,17 +258,26 @@ fn seed(model: &mut model::Model, data: &data::DataDir, pools: &[(String, u64)])
         std::fs::create_dir_all(data.dataset_dir(name))?;
     }
     if model.rows("iscsi.portal").is_empty() {
-        model.table("iscsi.portal").insert(json!({"tag": 1, "comment": "", "listen": [{"ip": "0.0.0.0", "port": 3260}]}));
+        model
+            .table("iscsi.portal")
+            .insert(json!({"tag": 1, "comment": "", "listen": [{"ip": "0.0.0.0", "port": 3260}]}));
     }
     if model.rows("iscsi.initiator").is_empty() {
-        model.table("iscsi.initiator").insert(json!({"initiators": [], "comment": ""}));
+        model
+            .table("iscsi.initiator")
+            .insert(json!({"initiators": [], "comment": ""}));
     }
     Ok(())
 }
 
 fn self_signed() -> anyhow::Result<(tokio_rustls::TlsAcceptor, String)> {
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-    let certified = rcgen::generate_simple_self_signed(names).context("cannot make a certificate")?;
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let certified =
+        rcgen::generate_simple_self_signed(names).context("cannot make a certificate")?;
     let pem = certified.cert.pem();
     let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
         .map_err(|err| anyhow::anyhow!("bad key: {err}"))?;

@@ -39,7 +39,9 @@ struct Cli {
 }
 
 fn parse_pool(text: &str) -> Result<(String, u64), String> {
-    let (name, size) = text.split_once('=').ok_or("expected NAME=SIZE, e.g. tank=100GiB")?;
+    let (name, size) = text
+        .split_once('=')
+        .ok_or("expected NAME=SIZE, e.g. tank=100GiB")?;
     let size: bytesize::ByteSize = size
         .parse()
         .map_err(|err| format!("`{size}` is not a size like 100GiB: {err}"))?;
@@ -58,7 +60,10 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("truenas-sim: {err:#}\n").as_bytes());
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("truenas-sim: {err:#}\n").as_bytes(),
+            );
             std::process::ExitCode::FAILURE
         }
     }
@@ -73,7 +78,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             write_private(&cli.api_key_file, &key)?;
             key
         }
-        Err(err) => return Err(err).with_context(|| format!("cannot read {}", cli.api_key_file.display())),
+        Err(err) => {
+            return Err(err).with_context(|| format!("cannot read {}", cli.api_key_file.display()));
+        }
     };
     let mut config = SimConfig::new(&cli.data_dir);
     config.listen = cli.listen;

@@ -37,7 +37,13 @@ fn simple_query(ctx: &mut Ctx<'_>, params: &[Value], table: &str) -> Outcome {
     QueryArgs::parse(params)?.apply(ctx.m.rows(table))
 }
 
-fn simple_delete(ctx: &mut Ctx<'_>, params: &[Value], table: &str, verbose: &str, extra: Vec<schema::Field>) -> Outcome {
+fn simple_delete(
+    ctx: &mut Ctx<'_>,
+    params: &[Value],
+    table: &str,
+    verbose: &str,
+    extra: Vec<schema::Field>,
+) -> Outcome {
     let mut spec = vec![req("id", Ty::Int)];
     spec.extend(extra);
     let args = schema::args(params, &spec)?;
@@ -66,11 +72,17 @@ pub(crate) fn lookup(method: &str) -> Option<(Handler, bool)> {
         "sharing.nfs.query" => (sharing::nfs_query, false),
         "sharing.nfs.create" => (sharing::nfs_create, true),
         "sharing.nfs.update" => (sharing::nfs_update, true),
-        "sharing.nfs.delete" => (|c, p| simple_delete(c, p, "sharing.nfs", "SharingNFS", vec![]), true),
+        "sharing.nfs.delete" => (
+            |c, p| simple_delete(c, p, "sharing.nfs", "SharingNFS", vec![]),
+            true,
+        ),
         "sharing.smb.query" => (sharing::smb_query, false),
         "sharing.smb.create" => (sharing::smb_create, true),
         "sharing.smb.update" => (sharing::smb_update, true),
-        "sharing.smb.delete" => (|c, p| simple_delete(c, p, "sharing.smb", "SharingSMB", vec![]), true),
+        "sharing.smb.delete" => (
+            |c, p| simple_delete(c, p, "sharing.smb", "SharingSMB", vec![]),
+            true,
+        ),
         "nvmet.global.config" => (targets::nvmet_global, false),
         "nvmet.subsys.query" => (targets::subsys_query, false),
         "nvmet.subsys.create" => (targets::subsys_create, true),
@@ -84,19 +96,28 @@ pub(crate) fn lookup(method: &str) -> Option<(Handler, bool)> {
         "nvmet.port.delete" => (targets::port_delete, true),
         "nvmet.port_subsys.query" => (|c, p| targets::link_query(c, p, false), false),
         "nvmet.port_subsys.create" => (|c, p| targets::link_create(c, p, false), true),
-        "nvmet.port_subsys.delete" => (|c, p| simple_delete(c, p, "nvmet.port_subsys", "NVMetPortSubsys", vec![]), true),
+        "nvmet.port_subsys.delete" => (
+            |c, p| simple_delete(c, p, "nvmet.port_subsys", "NVMetPortSubsys", vec![]),
+            true,
+        ),
         "nvmet.host.query" => (|c, p| simple_query(c, p, "nvmet.host"), false),
         "nvmet.host.create" => (targets::host_create, true),
         "nvmet.host.delete" => (targets::host_delete, true),
         "nvmet.host_subsys.query" => (|c, p| targets::link_query(c, p, true), false),
         "nvmet.host_subsys.create" => (|c, p| targets::link_create(c, p, true), true),
-        "nvmet.host_subsys.delete" => (|c, p| simple_delete(c, p, "nvmet.host_subsys", "NVMetHostSubsys", vec![]), true),
+        "nvmet.host_subsys.delete" => (
+            |c, p| simple_delete(c, p, "nvmet.host_subsys", "NVMetHostSubsys", vec![]),
+            true,
+        ),
         "iscsi.global.config" => (targets::iscsi_global, false),
         "iscsi.portal.query" => (|c, p| simple_query(c, p, "iscsi.portal"), false),
         "iscsi.initiator.query" => (|c, p| simple_query(c, p, "iscsi.initiator"), false),
         "iscsi.initiator.create" => (|c, p| targets::initiator_upsert(c, p, false), true),
         "iscsi.initiator.update" => (|c, p| targets::initiator_upsert(c, p, true), true),
-        "iscsi.initiator.delete" => (|c, p| simple_delete(c, p, "iscsi.initiator", "iSCSIHostAuthInitiator", vec![]), true),
+        "iscsi.initiator.delete" => (
+            |c, p| simple_delete(c, p, "iscsi.initiator", "iSCSIHostAuthInitiator", vec![]),
+            true,
+        ),
         "iscsi.target.query" => (|c, p| simple_query(c, p, "iscsi.target"), false),
         "iscsi.target.create" => (targets::target_create, true),
         "iscsi.target.delete" => (targets::target_delete, true),
@@ -105,7 +126,18 @@ pub(crate) fn lookup(method: &str) -> Option<(Handler, bool)> {
         "iscsi.extent.delete" => (targets::extent_delete, true),
         "iscsi.targetextent.query" => (|c, p| simple_query(c, p, "iscsi.targetextent"), false),
         "iscsi.targetextent.create" => (targets::targetextent_create, true),
-        "iscsi.targetextent.delete" => (|c, p| simple_delete(c, p, "iscsi.targetextent", "iSCSITargetToExtent", vec![opt("force", Ty::Bool)]), true),
+        "iscsi.targetextent.delete" => (
+            |c, p| {
+                simple_delete(
+                    c,
+                    p,
+                    "iscsi.targetextent",
+                    "iSCSITargetToExtent",
+                    vec![opt("force", Ty::Bool)],
+                )
+            },
+            true,
+        ),
         "filesystem.stat" => (filesystem_stat, false),
         _ => return None,
     };
@@ -120,14 +152,31 @@ fn filesystem_stat(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         return Err(Failure::call(22, format!("{path}: path must be absolute")));
     }
     let Some(host) = ctx.data.host_path(path) else {
-        return Err(Failure::call(18, format!("{path}: path is outside of the NAS")));
+        return Err(Failure::call(
+            18,
+            format!("{path}: path is outside of the NAS"),
+        ));
     };
-    let meta = std::fs::symlink_metadata(&host).map_err(|_| Failure::call(2, format!("Path {path} not found")))?;
-    let kind = if meta.is_dir() { "DIRECTORY" } else if meta.file_type().is_symlink() { "SYMLINK" } else if meta.is_file() { "FILE" } else { "OTHER" };
-    let is_mountpoint = ctx.m.datasets.contains_key(path.trim_start_matches("/mnt/"));
-    Ok(serde_json::json!({"realpath": path, "type": kind, "size": meta.len(), "allocation_size": meta.blocks() * 512,
+    let meta = std::fs::symlink_metadata(&host)
+        .map_err(|_| Failure::call(2, format!("Path {path} not found")))?;
+    let kind = if meta.is_dir() {
+        "DIRECTORY"
+    } else if meta.file_type().is_symlink() {
+        "SYMLINK"
+    } else if meta.is_file() {
+        "FILE"
+    } else {
+        "OTHER"
+    };
+    let is_mountpoint = ctx
+        .m
+        .datasets
+        .contains_key(path.trim_start_matches("/mnt/"));
+    Ok(
+        serde_json::json!({"realpath": path, "type": kind, "size": meta.len(), "allocation_size": meta.blocks() * 512,
         "mode": meta.mode(), "mount_id": 0, "uid": meta.uid(), "gid": meta.gid(), "atime": meta.atime() as f64,
         "mtime": meta.mtime() as f64, "ctime": meta.ctime() as f64, "btime": meta.ctime() as f64, "dev": meta.dev(),
         "inode": meta.ino(), "nlink": meta.nlink(), "acl": false, "is_mountpoint": is_mountpoint, "is_ctldir": false,
-        "attributes": [], "user": "root", "group": "root"}))
+        "attributes": [], "user": "root", "group": "root"}),
+    )
 }

@@ -164,7 +164,11 @@ impl Model {
     }
 
     /// Effective native property: (raw value, source, source dataset).
-    pub(crate) fn effective(&self, name: &str, prop: &str) -> Option<(String, &'static str, Option<String>)> {
+    pub(crate) fn effective(
+        &self,
+        name: &str,
+        prop: &str,
+    ) -> Option<(String, &'static str, Option<String>)> {
         let rec = self.datasets.get(name)?;
         if let Some(value) = rec.props.get(prop) {
             return Some((value.clone(), "LOCAL", None));
@@ -244,7 +248,9 @@ impl Model {
 
     /// Bytes a dataset itself holds on disk.
     pub(crate) fn used_by_dataset(&self, data: &DataDir, name: &str) -> u64 {
-        let Some(rec) = self.datasets.get(name) else { return 0 };
+        let Some(rec) = self.datasets.get(name) else {
+            return 0;
+        };
         if rec.volume {
             data::allocated(&data.zvol_file(name), &|_| false)
         } else {
@@ -284,7 +290,9 @@ impl Model {
 
     /// Bytes left in the pool after data and reservations.
     pub(crate) fn pool_free(&self, data: &DataDir, pool: &str) -> u64 {
-        let Some(rec) = self.pools.get(pool) else { return 0 };
+        let Some(rec) = self.pools.get(pool) else {
+            return 0;
+        };
         let (a, b, c) = self.usage(data, pool);
         rec.size.saturating_sub(a + b + c)
     }
@@ -321,9 +329,12 @@ impl Model {
     /// Loads the state file, if there is one.
     pub(crate) fn load(path: &Path) -> io::Result<Option<Self>> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {err}", path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|err| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {err}", path.display()),
+                )
+            }),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err),
         }

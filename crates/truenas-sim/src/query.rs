@@ -46,7 +46,14 @@ impl QueryArgs {
             }
         };
         const KEYS: &[&str] = &[
-            "select", "order_by", "limit", "offset", "count", "get", "extra", "force_sql_filters",
+            "select",
+            "order_by",
+            "limit",
+            "offset",
+            "count",
+            "get",
+            "extra",
+            "force_sql_filters",
         ];
         let mut errors = Vec::new();
         for key in options.keys() {
@@ -61,14 +68,20 @@ impl QueryArgs {
             if let Some(v) = options.get(key)
                 && !v.is_u64()
             {
-                errors.push(Entry::invalid(format!("options.{key}"), "Input should be a valid integer"));
+                errors.push(Entry::invalid(
+                    format!("options.{key}"),
+                    "Input should be a valid integer",
+                ));
             }
         }
         for key in ["count", "get", "force_sql_filters"] {
             if let Some(v) = options.get(key)
                 && !v.is_boolean()
             {
-                errors.push(Entry::invalid(format!("options.{key}"), "Input should be a valid boolean"));
+                errors.push(Entry::invalid(
+                    format!("options.{key}"),
+                    "Input should be a valid boolean",
+                ));
             }
         }
         if !errors.is_empty() {
@@ -85,7 +98,10 @@ impl QueryArgs {
     }
 
     fn flag(&self, key: &str) -> bool {
-        self.options.get(key).and_then(Value::as_bool).unwrap_or(false)
+        self.options
+            .get(key)
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     fn number(&self, key: &str) -> u64 {
@@ -124,7 +140,10 @@ impl QueryArgs {
                     None => (key, false),
                 };
                 rows.sort_by(|a, b| {
-                    let ord = compare(lookup(a, key).unwrap_or(&Value::Null), lookup(b, key).unwrap_or(&Value::Null));
+                    let ord = compare(
+                        lookup(a, key).unwrap_or(&Value::Null),
+                        lookup(b, key).unwrap_or(&Value::Null),
+                    );
                     if descending { ord.reverse() } else { ord }
                 });
             }
@@ -159,7 +178,9 @@ impl QueryArgs {
                 }
                 _ => continue,
             };
-            let Some(value) = lookup(&row, path) else { continue };
+            let Some(value) = lookup(&row, path) else {
+                continue;
+            };
             match alias {
                 Some(alias) => {
                     out.insert(alias.to_owned(), value.clone());
@@ -257,9 +278,13 @@ pub(crate) fn lookup<'a>(row: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 fn matches(row: &Value, filter: &Value) -> bool {
-    let Value::Array(parts) = filter else { return false };
+    let Value::Array(parts) = filter else {
+        return false;
+    };
     if parts.len() == 2 && parts[0] == "OR" {
-        let Value::Array(branches) = &parts[1] else { return false };
+        let Value::Array(branches) = &parts[1] else {
+            return false;
+        };
         return branches.iter().any(|branch| match branch {
             Value::Array(inner) if inner.first().is_some_and(Value::is_array) => {
                 inner.iter().all(|f| matches(row, f))
@@ -275,12 +300,19 @@ fn matches(row: &Value, filter: &Value) -> bool {
     if path_segments.iter().any(|s| s == "*") {
         let star = path_segments.iter().position(|s| s == "*").unwrap_or(0);
         let head: Vec<&str> = path_segments[..star].iter().map(String::as_str).collect();
-        let tail: Vec<&str> = path_segments[star + 1..].iter().map(String::as_str).collect();
+        let tail: Vec<&str> = path_segments[star + 1..]
+            .iter()
+            .map(String::as_str)
+            .collect();
         let Some(Value::Array(items)) = lookup(row, &head.join(".")) else {
             return false;
         };
         return items.iter().any(|item| {
-            let field = if tail.is_empty() { Some(item) } else { lookup(item, &tail.join(".")) };
+            let field = if tail.is_empty() {
+                Some(item)
+            } else {
+                lookup(item, &tail.join("."))
+            };
             field.is_some_and(|x| compare_op(x, op, wanted))
         });
     }
@@ -315,7 +347,8 @@ fn compare_op(x: &Value, op: &str, y: &Value) -> bool {
         "<=" => compare(x, y) != Ordering::Greater && same_kind(x, y),
         "~" => {
             let subject = text(x).unwrap_or_default();
-            y.as_str().is_some_and(|pattern| simple_regex_prefix(pattern, &subject))
+            y.as_str()
+                .is_some_and(|pattern| simple_regex_prefix(pattern, &subject))
         }
         "in" => y.as_array().is_some_and(|list| list.contains(x)),
         "nin" => y.as_array().is_some_and(|list| !list.contains(x)),
@@ -344,7 +377,10 @@ fn simple_regex_prefix(pattern: &str, subject: &str) -> bool {
 }
 
 fn same_kind(x: &Value, y: &Value) -> bool {
-    matches!((x, y), (Value::Number(_), Value::Number(_)) | (Value::String(_), Value::String(_)))
+    matches!(
+        (x, y),
+        (Value::Number(_), Value::Number(_)) | (Value::String(_), Value::String(_))
+    )
 }
 
 fn compare(a: &Value, b: &Value) -> Ordering {
@@ -378,13 +414,46 @@ mod tests {
             {"id": 2, "name": "b", "subsys": {"id": 8}, "user_properties": {}},
             {"id": 3, "name": "c", "subsys": {"id": 7}, "user_properties": {}},
         ]);
-        assert_eq!(run(json!([[["subsys.id", "=", 7]], {"select": ["id"]}]), rows.clone()).unwrap(), json!([{"id":1},{"id":3}]));
-        assert_eq!(run(json!([[["user_properties.k:a\\.b.value", "=", "x"]]]), rows.clone()).unwrap()[0]["id"], 1);
-        assert_eq!(run(json!([[["id", "=", "1"]]]), rows.clone()).unwrap(), json!([]));
-        assert_eq!(run(json!([[["OR", [["name", "=", "a"], ["name", "=", "b"]]]], {"count": true}]), rows.clone()).unwrap(), json!(2));
-        assert_eq!(run(json!([[], {"order_by": ["-id"], "limit": 1}]), rows.clone()).unwrap()[0]["id"], 3);
-        assert_eq!(run(json!([[["name", "C=", "A"]], {"get": true}]), rows.clone()).unwrap()["id"], 1);
-        assert_eq!(run(json!([[["name", "=", "zz"]], {"get": true}]), rows.clone()).unwrap_err(), Failure::match_not_found());
+        assert_eq!(
+            run(
+                json!([[["subsys.id", "=", 7]], {"select": ["id"]}]),
+                rows.clone()
+            )
+            .unwrap(),
+            json!([{"id":1},{"id":3}])
+        );
+        assert_eq!(
+            run(
+                json!([[["user_properties.k:a\\.b.value", "=", "x"]]]),
+                rows.clone()
+            )
+            .unwrap()[0]["id"],
+            1
+        );
+        assert_eq!(
+            run(json!([[["id", "=", "1"]]]), rows.clone()).unwrap(),
+            json!([])
+        );
+        assert_eq!(
+            run(
+                json!([[["OR", [["name", "=", "a"], ["name", "=", "b"]]]], {"count": true}]),
+                rows.clone()
+            )
+            .unwrap(),
+            json!(2)
+        );
+        assert_eq!(
+            run(json!([[], {"order_by": ["-id"], "limit": 1}]), rows.clone()).unwrap()[0]["id"],
+            3
+        );
+        assert_eq!(
+            run(json!([[["name", "C=", "A"]], {"get": true}]), rows.clone()).unwrap()["id"],
+            1
+        );
+        assert_eq!(
+            run(json!([[["name", "=", "zz"]], {"get": true}]), rows.clone()).unwrap_err(),
+            Failure::match_not_found()
+        );
         assert!(run(json!([[["name", "==", "a"]]]), rows.clone()).is_err());
         assert!(run(json!([[], {"get": true, "limit": 2}]), rows).is_err());
     }

@@ -125,15 +125,17 @@ impl Failure {
 
     /// The `error` member of the reply.
     pub(crate) fn to_json(&self) -> Value {
-        let trace = |class: &str, repr: String| {
-            json!({"class": class, "frames": [], "formatted": format!("Traceback (most recent call last):\n{repr}\n"), "repr": repr})
-        };
+        let trace = |class: &str, repr: String| json!({"class": class, "frames": [], "formatted": format!("Traceback (most recent call last):\n{repr}\n"), "repr": repr});
         match self {
             Self::Validation(entries) => {
                 let reason: String = entries
                     .iter()
                     .map(|e| {
-                        let errname = if e.errno == 2 { "ENOENT" } else { errname(e.errno) };
+                        let errname = if e.errno == 2 {
+                            "ENOENT"
+                        } else {
+                            errname(e.errno)
+                        };
                         let attribute = e.attribute.as_deref().unwrap_or("None");
                         format!("[{errname}] {attribute}: {}\n", e.message)
                     })

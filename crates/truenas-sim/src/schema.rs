@@ -190,7 +190,10 @@ fn check_object(value: &Value, fields: &[Field], path: &str, errors: &mut Vec<En
     }
     for key in map.keys() {
         if !fields.iter().any(|f| f.name == key) {
-            errors.push(Entry::invalid(join(path, key), "Extra inputs are not permitted"));
+            errors.push(Entry::invalid(
+                join(path, key),
+                "Extra inputs are not permitted",
+            ));
         }
     }
 }
@@ -279,9 +282,18 @@ mod tests {
             got,
             vec![
                 ("data.name".into(), "Field required".into()),
-                ("data.volsize".into(), "Input should be a valid integer".into()),
-                ("data.sparse".into(), "Input should be a valid boolean".into()),
-                ("data.sync".into(), "Input should be 'STANDARD' or 'ALWAYS'".into()),
+                (
+                    "data.volsize".into(),
+                    "Input should be a valid integer".into()
+                ),
+                (
+                    "data.sparse".into(),
+                    "Input should be a valid boolean".into()
+                ),
+                (
+                    "data.sync".into(),
+                    "Input should be 'STANDARD' or 'ALWAYS'".into()
+                ),
                 ("data.bogus".into(), "Extra inputs are not permitted".into()),
             ]
         );

@@ -127,7 +127,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let config = WebSocketConfig::default()
         .max_message_size(Some(16 << 20))
         .max_frame_size(Some(16 << 20));
-    let Ok(socket) = tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config)).await else {
+    let Ok(socket) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config)).await
+    else {
         return;
     };
     let (mut sink, mut source) = socket.split();
@@ -160,7 +162,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
-                close(&conn, CloseCode::Unsupported, "Binary frames are not supported");
+                close(
+                    &conn,
+                    CloseCode::Unsupported,
+                    "Binary frames are not supported",
+                );
                 break;
             }
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -169,7 +175,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let authenticated = conn.authenticated.load(Ordering::Acquire);
         let length = text.chars().count();
         if !authenticated && length > ANON_MAX {
-            close(&conn, CloseCode::Invalid, "Anonymous connection max message length is 8 kB");
+            close(
+                &conn,
+                CloseCode::Invalid,
+                "Anonymous connection max message length is 8 kB",
+            );
             break;
         }
         if authenticated && length > AUTH_MAX {
@@ -209,7 +219,14 @@ fn handle_frame(shared: &Arc<Shared>, conn: &Arc<Conn>, text: &str) {
         Err(err) => return reply(conn, &Value::Null, Err(plain(-32700, &err.to_string()))),
     };
     if value.is_array() {
-        return reply(conn, &Value::Null, Err(plain(-32700, "Batch messages are not supported at this time")));
+        return reply(
+            conn,
+            &Value::Null,
+            Err(plain(
+                -32700,
+                "Batch messages are not supported at this time",
+            )),
+        );
     }
     let Value::Object(object) = value else {
         return reply(conn, &Value::Null, Err(plain(-32600, "Invalid Request")));
@@ -236,13 +253,24 @@ fn handle_frame(shared: &Arc<Shared>, conn: &Arc<Conn>, text: &str) {
         return;
     }
     let method = object["method"].as_str().unwrap_or_default().to_owned();
-    let params = object.get("params").and_then(Value::as_array).cloned().unwrap_or_default();
+    let params = object
+        .get("params")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let in_flight = conn.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
     if in_flight > HARD_LIMIT {
         conn.in_flight.fetch_sub(1, Ordering::AcqRel);
         shared.faults.count_refused();
         if id.is_some() {
-            reply(conn, &reply_id, Err(plain(-32000, "Maximum number of concurrent calls (20) has exceeded")));
+            reply(
+                conn,
+                &reply_id,
+                Err(plain(
+                    -32000,
+                    "Maximum number of concurrent calls (20) has exceeded",
+                )),
+            );
         }
         return;
     }
@@ -268,7 +296,12 @@ fn handle_frame(shared: &Arc<Shared>, conn: &Arc<Conn>, text: &str) {
 }
 
 /// Runs one call; `None` means "no reply" (never happens for calls with an id).
-async fn call(shared: &Arc<Shared>, conn: &Arc<Conn>, method: &str, params: Vec<Value>) -> Option<Outcome> {
+async fn call(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    method: &str,
+    params: Vec<Value>,
+) -> Option<Outcome> {
     let latency = shared.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -300,28 +333,58 @@ async fn call(shared: &Arc<Shared>, conn: &Arc<Conn>, method: &str, params: Vec<
             conn.authenticated.store(false, Ordering::Release);
             Ok(json!(true))
         }
-        "auth.me" => Ok(json!({"pw_name": shared.username, "pw_uid": 0, "pw_gid": 0, "privilege": {"roles": {"$set": ["FULL_ADMIN"]}}})),
-        "auth.mechanism_choices" => Ok(json!(["PASSWORD_PLAIN", "API_KEY_PLAIN", "TOKEN_PLAIN", "OTP_TOKEN"])),
+        "auth.me" => Ok(
+            json!({"pw_name": shared.username, "pw_uid": 0, "pw_gid": 0, "privilege": {"roles": {"$set": ["FULL_ADMIN"]}}}),
+        ),
+        "auth.mechanism_choices" => Ok(json!([
+            "PASSWORD_PLAIN",
+            "API_KEY_PLAIN",
+            "TOKEN_PLAIN",
+            "OTP_TOKEN"
+        ])),
         "core.set_options" => set_options(conn, &params),
         "core.get_jobs" => {
-            let rows = shared.jobs.lock().unwrap_or_else(|e| e.into_inner()).rows.values().cloned().collect();
+            let rows = shared
+                .jobs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .rows
+                .values()
+                .cloned()
+                .collect();
             crate::query::QueryArgs::parse(&params).and_then(|q| q.apply(rows))
         }
         "core.job_abort" => job_abort(shared, &params),
         "system.version" => Ok(json!(format!("TrueNAS-{}", shared.version))),
         "system.version_short" => Ok(json!(shared.version)),
-        "system.info" => Ok(json!({"version": format!("TrueNAS-{}", shared.version), "hostname": "truenas-sim",
+        "system.info" => Ok(
+            json!({"version": format!("TrueNAS-{}", shared.version), "hostname": "truenas-sim",
             "physmem": 17179869184u64, "model": "Simulator", "cores": 2, "physical_cores": 2, "loadavg": [0.0, 0.0, 0.0],
             "uptime": "1 day", "uptime_seconds": 86400.0, "system_serial": "SIM0001", "system_product": "truenas-sim",
             "system_product_version": shared.version, "license": null, "timezone": "UTC", "system_manufacturer": "truenas-sim",
-            "ecc_memory": false})),
+            "ecc_memory": false}),
+        ),
         "service.control" => {
             let body = service_control(&params);
             run_job(shared, conn, method, body).await
         }
         "filesystem.setacl" => {
-            let body = schema::args(&params, &[req("data", Ty::Obj(vec![req("path", Ty::Str), opt("dacl", Ty::Any), opt("options", Ty::Any), opt("nfs41_flags", Ty::Any), opt("uid", Ty::Any), opt("gid", Ty::Any), opt("acltype", Ty::Any)]))])
-                .map(|_| Value::Null);
+            let body = schema::args(
+                &params,
+                &[req(
+                    "data",
+                    Ty::Obj(vec![
+                        req("path", Ty::Str),
+                        opt("dacl", Ty::Any),
+                        opt("options", Ty::Any),
+                        opt("nfs41_flags", Ty::Any),
+                        opt("uid", Ty::Any),
+                        opt("gid", Ty::Any),
+                        opt("acltype", Ty::Any),
+                    ]),
+                )],
+            )
+            .map(|_| Value::Null);
             run_job(shared, conn, method, body).await
         }
         _ => model_call(shared, method, params).await,
@@ -399,7 +462,10 @@ async fn login_ex(shared: &Shared, conn: &Conn, params: &[Value]) -> Outcome {
         req("password", Ty::Str),
         opt("login_options", Ty::Obj(vec![opt("user_info", Ty::Bool)])),
     ]);
-    let data = Ty::Union(vec![("AuthApiKeyPlain", api_key), ("AuthPasswordPlain", password)]);
+    let data = Ty::Union(vec![
+        ("AuthApiKeyPlain", api_key),
+        ("AuthPasswordPlain", password),
+    ]);
     let args = schema::args(params, &[req("login_data", data)])?;
     let data = &args[0];
     if data["mechanism"] != "API_KEY_PLAIN" {
@@ -409,8 +475,16 @@ async fn login_ex(shared: &Shared, conn: &Conn, params: &[Value]) -> Outcome {
     let response = match check {
         KeyCheck::Ok if data["username"] == shared.username.as_str() => {
             conn.authenticated.store(true, Ordering::Release);
-            let with_info = data.get("login_options").and_then(|o| o.get("user_info")).and_then(Value::as_bool).unwrap_or(true);
-            let info = if with_info { json!({"pw_name": shared.username}) } else { Value::Null };
+            let with_info = data
+                .get("login_options")
+                .and_then(|o| o.get("user_info"))
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            let info = if with_info {
+                json!({"pw_name": shared.username})
+            } else {
+                Value::Null
+            };
             json!({"response_type": "SUCCESS", "user_info": info, "authenticator": "LEVEL_1"})
         }
         KeyCheck::Revoked => json!({"response_type": "EXPIRED"}),
@@ -422,12 +496,17 @@ async fn login_ex(shared: &Shared, conn: &Conn, params: &[Value]) -> Outcome {
 fn set_options(conn: &Conn, params: &[Value]) -> Outcome {
     let options = params.first().cloned().unwrap_or(json!({}));
     if !options.is_object() {
-        return Err(Failure::invalid("options", "Input should be a valid dictionary"));
+        return Err(Failure::invalid(
+            "options",
+            "Input should be a valid dictionary",
+        ));
     }
     if let Some(legacy) = options.get("legacy_jobs").and_then(Value::as_bool) {
         conn.legacy_jobs.store(legacy, Ordering::Release);
     }
-    Ok(json!({"legacy_jobs": conn.legacy_jobs.load(Ordering::Acquire), "private_methods": false, "py_exceptions": false}))
+    Ok(
+        json!({"legacy_jobs": conn.legacy_jobs.load(Ordering::Acquire), "private_methods": false, "py_exceptions": false}),
+    )
 }
 
 fn service_control(params: &[Value]) -> Outcome {
@@ -436,13 +515,31 @@ fn service_control(params: &[Value]) -> Outcome {
         &[
             req("verb", Ty::Lit(&["START", "STOP", "RESTART", "RELOAD"])),
             req("service", Ty::Str),
-            opt("options", Ty::Obj(vec![opt("ha_propagate", Ty::Bool), opt("silent", Ty::Bool), opt("timeout", Ty::Int)])),
+            opt(
+                "options",
+                Ty::Obj(vec![
+                    opt("ha_propagate", Ty::Bool),
+                    opt("silent", Ty::Bool),
+                    opt("timeout", Ty::Int),
+                ]),
+            ),
         ],
     )?;
-    const SERVICES: &[&str] = &["nfs", "cifs", "iscsitarget", "nvmet", "ssh", "smartd", "ups"];
+    const SERVICES: &[&str] = &[
+        "nfs",
+        "cifs",
+        "iscsitarget",
+        "nvmet",
+        "ssh",
+        "smartd",
+        "ups",
+    ];
     let service = args[1].as_str().unwrap_or_default();
     if !SERVICES.contains(&service) {
-        return Err(Failure::call(2, format!("The service {service} does not exist")));
+        return Err(Failure::call(
+            2,
+            format!("The service {service} does not exist"),
+        ));
     }
     Ok(json!(true))
 }
@@ -462,7 +559,11 @@ async fn run_job(shared: &Arc<Shared>, conn: &Conn, method: &str, body: Outcome)
             "time_started": {"$date": started}, "time_finished": null, "credentials": {"type": "API_KEY", "data": {}}}));
         // Keep about 1000 jobs, evicting finished ones first.
         while jobs.rows.len() > 1000 {
-            let oldest = jobs.rows.iter().find(|(_, j)| j["state"] != "RUNNING").map(|(k, _)| *k);
+            let oldest = jobs
+                .rows
+                .iter()
+                .find(|(_, j)| j["state"] != "RUNNING")
+                .map(|(k, _)| *k);
             match oldest {
                 Some(k) => jobs.rows.remove(&k),
                 None => break,
@@ -481,19 +582,27 @@ async fn run_job(shared: &Arc<Shared>, conn: &Conn, method: &str, body: Outcome)
                 Ok(result) => {
                     job["state"] = json!("SUCCESS");
                     job["result"] = result.clone();
-                    job["progress"] = json!({"percent": 100, "description": "Finished", "extra": null});
+                    job["progress"] =
+                        json!({"percent": 100, "description": "Finished", "extra": null});
                 }
                 Err(failure) => {
                     let error = failure.to_json();
-                    let reason = error["data"]["reason"].as_str().unwrap_or("failed").to_owned();
+                    let reason = error["data"]["reason"]
+                        .as_str()
+                        .unwrap_or("failed")
+                        .to_owned();
                     let (kind, errno, extra) = match failure {
-                        Failure::Validation(_) => ("VALIDATION", Value::Null, error["data"]["extra"].clone()),
+                        Failure::Validation(_) => {
+                            ("VALIDATION", Value::Null, error["data"]["extra"].clone())
+                        }
                         _ => ("CallError", error["data"]["error"].clone(), Value::Null),
                     };
                     job["state"] = json!("FAILED");
                     job["error"] = json!(reason);
-                    job["exception"] = json!(format!("Traceback (most recent call last):\n{reason}"));
-                    job["exc_info"] = json!({"repr": reason, "type": kind, "errno": errno, "extra": extra});
+                    job["exception"] =
+                        json!(format!("Traceback (most recent call last):\n{reason}"));
+                    job["exc_info"] =
+                        json!({"repr": reason, "type": kind, "errno": errno, "extra": extra});
                 }
             }
             job["time_finished"] = json!({"$date": crate::datasets::now() * 1000});
@@ -514,7 +623,11 @@ async fn run_job(shared: &Arc<Shared>, conn: &Conn, method: &str, body: Outcome)
                 Some("FAILED") => {
                     let errno = job["exc_info"]["errno"].as_i64().unwrap_or(14);
                     let reason = job["error"].as_str().unwrap_or("").to_owned();
-                    return Err(Failure::Bare { errno, reason, class: "CallError" });
+                    return Err(Failure::Bare {
+                        errno,
+                        reason,
+                        class: "CallError",
+                    });
                 }
                 Some("ABORTED") | None => return Ok(Value::Null),
                 _ => {}
@@ -529,7 +642,9 @@ fn job_abort(shared: &Shared, params: &[Value]) -> Outcome {
     let id = args[0].as_u64().unwrap_or(0);
     let mut jobs = shared.jobs.lock().unwrap_or_else(|e| e.into_inner());
     let Some(job) = jobs.rows.get_mut(&id) else {
-        return Err(Failure::instance_not_found(format!("Job {id} does not exist")));
+        return Err(Failure::instance_not_found(format!(
+            "Job {id} does not exist"
+        )));
     };
     if job["state"] == "RUNNING" || job["state"] == "WAITING" {
         job["state"] = json!("ABORTED");
@@ -563,5 +678,10 @@ async fn model_call(shared: &Arc<Shared>, method: &str, params: Vec<Value>) -> O
         outcome
     })
     .await
-    .unwrap_or_else(|err| Err(Failure::call(14, format!("internal simulator error: {err}"))))
+    .unwrap_or_else(|err| {
+        Err(Failure::call(
+            14,
+            format!("internal simulator error: {err}"),
+        ))
+    })
 }

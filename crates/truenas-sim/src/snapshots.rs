@@ -16,7 +16,10 @@ use crate::schema::{self, Ty, list, opt, req};
 fn render(ctx: &Ctx<'_>, snap: &SnapRec) -> Value {
     let mut props = Map::new();
     let raw = |v: String| json!({"value": v.clone(), "rawvalue": v.clone(), "source": "NONE", "parsed": v});
-    props.insert("used".into(), json!({"value": "0B", "rawvalue": "0", "source": "NONE", "parsed": 0}));
+    props.insert(
+        "used".into(),
+        json!({"value": "0B", "rawvalue": "0", "source": "NONE", "parsed": 0}),
+    );
     props.insert(
         "referenced".into(),
         json!({"value": datasets::human(snap.referenced), "rawvalue": snap.referenced.to_string(), "source": "NONE", "parsed": snap.referenced}),
@@ -24,14 +27,23 @@ fn render(ctx: &Ctx<'_>, snap: &SnapRec) -> Value {
     props.insert("creation".into(), creation_prop(snap.creation, false));
     props.insert("createtxg".into(), raw(snap.createtxg.to_string()));
     let defer = if snap.defer_destroy { "on" } else { "off" };
-    props.insert("defer_destroy".into(), json!({"value": defer, "rawvalue": defer, "source": "NONE", "parsed": snap.defer_destroy}));
+    props.insert(
+        "defer_destroy".into(),
+        json!({"value": defer, "rawvalue": defer, "source": "NONE", "parsed": snap.defer_destroy}),
+    );
     let clones = ctx.m.clones_of(&snap.id).join(",");
     props.insert("clones".into(), raw(clones));
     for (key, (value, _)) in ctx.m.user_props(&snap.dataset) {
-        props.insert(key, json!({"value": value, "rawvalue": value, "source": "INHERITED", "parsed": value}));
+        props.insert(
+            key,
+            json!({"value": value, "rawvalue": value, "source": "INHERITED", "parsed": value}),
+        );
     }
     for (key, value) in &snap.user {
-        props.insert(key.clone(), json!({"value": value, "rawvalue": value, "source": "LOCAL", "parsed": value}));
+        props.insert(
+            key.clone(),
+            json!({"value": value, "rawvalue": value, "source": "LOCAL", "parsed": value}),
+        );
     }
     let pool = snap.dataset.split('/').next().unwrap_or_default();
     json!({"id": snap.id, "name": snap.id, "snapshot_name": snap.name, "dataset": snap.dataset, "pool": pool,
@@ -41,7 +53,10 @@ fn render(ctx: &Ctx<'_>, snap: &SnapRec) -> Value {
 /// `pool.snapshot.query`.
 pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let q = QueryArgs::parse(params)?;
-    let direct = q.only_equality("id").or_else(|| q.only_equality("name")).cloned();
+    let direct = q
+        .only_equality("id")
+        .or_else(|| q.only_equality("name"))
+        .cloned();
     let rows = ctx
         .m
         .snapshots
@@ -58,18 +73,35 @@ pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
 fn valid_snapshot_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-:.".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-:.".contains(c))
 }
 
-fn take(ctx: &mut Ctx<'_>, dataset: &str, name: &str, user: BTreeMap<String, String>) -> Result<String, Failure> {
+fn take(
+    ctx: &mut Ctx<'_>,
+    dataset: &str,
+    name: &str,
+    user: BTreeMap<String, String>,
+) -> Result<String, Failure> {
     let id = format!("{dataset}@{name}");
     if ctx.m.snapshots.contains_key(&id) {
-        return Err(Failure::call(17, format!("Failed to snapshot {id}: dataset already exists")));
+        return Err(Failure::call(
+            17,
+            format!("Failed to snapshot {id}: dataset already exists"),
+        ));
     }
     let Some(rec) = ctx.m.datasets.get(dataset) else {
-        return Err(Failure::call(14, format!("Failed to snapshot {id}: dataset does not exist")));
+        return Err(Failure::call(
+            14,
+            format!("Failed to snapshot {id}: dataset does not exist"),
+        ));
     };
-    let source = if rec.volume { ctx.data.zvol_file(dataset) } else { ctx.data.dataset_dir(dataset) };
+    let source = if rec.volume {
+        ctx.data.zvol_file(dataset)
+    } else {
+        ctx.data.dataset_dir(dataset)
+    };
     let m = &*ctx.m;
     let skip = |path: &std::path::Path| {
         path.strip_prefix(&source)
@@ -112,32 +144,54 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let args = schema::args(params, &[req("data", schema)])?;
     let data = &args[0];
     let dataset = data["dataset"].as_str().unwrap_or_default().to_owned();
-    let name = match (schema::get(data, "name"), schema::get(data, "naming_schema")) {
+    let name = match (
+        schema::get(data, "name"),
+        schema::get(data, "naming_schema"),
+    ) {
         (Some(_), Some(_)) => {
-            return Err(Failure::invalid("snapshot_create.naming_schema", "You can't specify name and naming schema at the same time"));
+            return Err(Failure::invalid(
+                "snapshot_create.naming_schema",
+                "You can't specify name and naming schema at the same time",
+            ));
         }
         (Some(Value::String(name)), None) => name.clone(),
         (None, Some(Value::String(schema))) => {
             let secs = datasets::now();
             schema.replace("%Y-%m-%d_%H-%M", &format!("{secs}"))
         }
-        _ => return Err(Failure::invalid("snapshot_create.name", "Please provide either name or naming schema")),
+        _ => {
+            return Err(Failure::invalid(
+                "snapshot_create.name",
+                "Please provide either name or naming schema",
+            ));
+        }
     };
     if !valid_snapshot_name(&name) {
-        return Err(Failure::invalid("snapshot_create.name", "Invalid snapshot name"));
+        return Err(Failure::invalid(
+            "snapshot_create.name",
+            "Invalid snapshot name",
+        ));
     }
     let mut user = BTreeMap::new();
     if let Some(Value::Object(props)) = data.get("properties") {
         for (key, value) in props {
             if key.contains(':') {
-                let value = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                let value = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
                 user.insert(key.clone(), value);
             }
         }
     }
     let id = take(ctx, &dataset, &name, user.clone())?;
     if schema::bool_or(data, "recursive", false) {
-        let excluded: Vec<String> = data.get("exclude").and_then(Value::as_array).into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+        let excluded: Vec<String> = data
+            .get("exclude")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
         let mut kids = ctx.m.descendants(&dataset);
         kids.reverse();
         for child in kids.into_iter().filter(|c| !excluded.contains(c)) {
@@ -150,30 +204,53 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
 /// `pool.snapshot.update`.
 pub(crate) fn update(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let schema = Ty::Obj(vec![
-        opt("user_properties_update", list(Ty::Obj(vec![req("key", Ty::Str), req("value", Ty::Str)]))),
+        opt(
+            "user_properties_update",
+            list(Ty::Obj(vec![req("key", Ty::Str), req("value", Ty::Str)])),
+        ),
         opt("user_properties_remove", list(Ty::Str)),
     ]);
     let args = schema::args(params, &[req("id", Ty::Str), req("data", schema)])?;
     let id = args[0].as_str().unwrap_or_default().to_owned();
     let Some(mut snap) = ctx.m.snapshots.get(&id).cloned() else {
-        return Err(Failure::call(14, format!("Failed to update snapshot: cannot open '{id}': dataset does not exist")));
+        return Err(Failure::call(
+            14,
+            format!("Failed to update snapshot: cannot open '{id}': dataset does not exist"),
+        ));
     };
-    let updates = args[1].get("user_properties_update").and_then(Value::as_array).cloned().unwrap_or_default();
-    let removes = args[1].get("user_properties_remove").and_then(Value::as_array).cloned().unwrap_or_default();
+    let updates = args[1]
+        .get("user_properties_update")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let removes = args[1]
+        .get("user_properties_remove")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for (i, item) in updates.iter().enumerate() {
         if !item["key"].as_str().unwrap_or("").contains(':') {
-            return Err(Failure::invalid(format!("data.user_properties_update.{i}.key"), "String should match pattern '.*:.*'"));
+            return Err(Failure::invalid(
+                format!("data.user_properties_update.{i}.key"),
+                "String should match pattern '.*:.*'",
+            ));
         }
     }
     let inherited = ctx.m.user_props(&snap.dataset);
     for key in removes.iter().filter_map(Value::as_str) {
         if !snap.user.contains_key(key) && !inherited.contains_key(key) {
-            return Err(Failure::invalid(format!("properties.{key}"), "Property does not exist and cannot be inherited"));
+            return Err(Failure::invalid(
+                format!("properties.{key}"),
+                "Property does not exist and cannot be inherited",
+            ));
         }
         snap.user.remove(key);
     }
     for item in &updates {
-        snap.user.insert(item["key"].as_str().unwrap_or("").into(), item["value"].as_str().unwrap_or("").into());
+        snap.user.insert(
+            item["key"].as_str().unwrap_or("").into(),
+            item["value"].as_str().unwrap_or("").into(),
+        );
     }
     ctx.m.snapshots.insert(id.clone(), snap);
     Ok(render(ctx, &ctx.m.snapshots[&id]))
@@ -196,13 +273,21 @@ pub(crate) fn reap_deferred(ctx: &mut Ctx<'_>, id: &str) {
 pub(crate) fn delete(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let args = schema::args(
         params,
-        &[req("id", Ty::Str), opt("options", Ty::Obj(vec![opt("defer", Ty::Bool), opt("recursive", Ty::Bool)]))],
+        &[
+            req("id", Ty::Str),
+            opt(
+                "options",
+                Ty::Obj(vec![opt("defer", Ty::Bool), opt("recursive", Ty::Bool)]),
+            ),
+        ],
     )?;
     let id = args[0].as_str().unwrap_or_default().to_owned();
     let options = schema::object_or_empty(&args[1]);
     let defer = schema::bool_or(&options, "defer", false);
     let Some(snap) = ctx.m.snapshots.get(&id).cloned() else {
-        return Err(Failure::instance_not_found(format!("cannot open '{id}': dataset does not exist")));
+        return Err(Failure::instance_not_found(format!(
+            "cannot open '{id}': dataset does not exist"
+        )));
     };
     let mut targets = vec![id.clone()];
     if schema::bool_or(&options, "recursive", false) {
@@ -218,7 +303,10 @@ pub(crate) fn delete(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         if !clones.is_empty() && !defer {
             return Err(Failure::invalid(
                 "options.defer",
-                format!("Please set this attribute as '{target}' snapshot has dependent clones: {}", clones.join(", ")),
+                format!(
+                    "Please set this attribute as '{target}' snapshot has dependent clones: {}",
+                    clones.join(", ")
+                ),
             ));
         }
     }
@@ -243,7 +331,12 @@ pub(crate) fn clone(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let data = &args[0];
     let snapshot = data["snapshot"].as_str().unwrap_or_default().to_owned();
     let target = data["dataset_dst"].as_str().unwrap_or_default().to_owned();
-    let fail = |why: &str| Err(Failure::call(14, format!("Failed to clone snapshot: {why}")));
+    let fail = |why: &str| {
+        Err(Failure::call(
+            14,
+            format!("Failed to clone snapshot: {why}"),
+        ))
+    };
     let Some(snap) = ctx.m.snapshots.get(&snapshot).cloned() else {
         return fail(&format!("cannot open '{snapshot}': dataset does not exist"));
     };
@@ -257,18 +350,39 @@ pub(crate) fn clone(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let source = ctx.m.datasets[&snap.dataset].clone();
     let mut props = json!({});
     if source.volume {
-        props["volsize"] = json!(source.props.get("volsize").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0));
-        props["volblocksize"] = json!(source.props.get("volblocksize").cloned().unwrap_or_else(|| "16384".into()));
+        props["volsize"] = json!(
+            source
+                .props
+                .get("volsize")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        );
+        props["volblocksize"] = json!(
+            source
+                .props
+                .get("volblocksize")
+                .cloned()
+                .unwrap_or_else(|| "16384".into())
+        );
         props["sparse"] = json!(true);
     }
     datasets::insert_dataset(ctx, &target, source.volume, &props, &snapshot)?;
     if let Some(rec) = ctx.m.datasets.get_mut(&target) {
         if source.volume {
-            rec.props.insert("volblocksize".into(), source.props.get("volblocksize").cloned().unwrap_or_else(|| "16384".into()));
+            rec.props.insert(
+                "volblocksize".into(),
+                source
+                    .props
+                    .get("volblocksize")
+                    .cloned()
+                    .unwrap_or_else(|| "16384".into()),
+            );
         }
         if let Some(Value::Object(extra)) = data.get("dataset_properties") {
             for (key, value) in extra {
-                let value = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                let value = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
                 if key.contains(':') {
                     rec.user.insert(key.clone(), value);
                 } else {
@@ -277,7 +391,11 @@ pub(crate) fn clone(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
             }
         }
     }
-    let dest = if source.volume { ctx.data.zvol_file(&target) } else { ctx.data.dataset_dir(&target) };
+    let dest = if source.volume {
+        ctx.data.zvol_file(&target)
+    } else {
+        ctx.data.dataset_dir(&target)
+    };
     data::copy_tree(&ctx.data.snapshot_path(&snapshot), &dest, &|_| false)
         .map_err(|err| Failure::call(14, format!("Failed to clone snapshot: {err}")))?;
     Ok(json!(true))
@@ -295,7 +413,10 @@ pub(crate) fn rollback(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let id = args[0].as_str().unwrap_or_default().to_owned();
     let options = schema::object_or_empty(&args[1]);
     let Some(snap) = ctx.m.snapshots.get(&id).cloned() else {
-        return Err(Failure::call(14, format!("Failed to rollback snapshot: cannot open '{id}': dataset does not exist")));
+        return Err(Failure::call(
+            14,
+            format!("Failed to rollback snapshot: cannot open '{id}': dataset does not exist"),
+        ));
     };
     let newer: Vec<String> = ctx
         .m
@@ -305,13 +426,25 @@ pub(crate) fn rollback(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         .map(|s| s.id.clone())
         .collect();
     if !newer.is_empty() && !schema::bool_or(&options, "recursive", false) {
-        return Err(Failure::call(14, format!("Failed to rollback snapshot: cannot rollback to '{id}': more recent snapshots or bookmarks exist\nuse '-r' to force deletion of the following snapshots and bookmarks:\n{}", newer.join("\n"))));
+        return Err(Failure::call(
+            14,
+            format!(
+                "Failed to rollback snapshot: cannot rollback to '{id}': more recent snapshots or bookmarks exist\nuse '-r' to force deletion of the following snapshots and bookmarks:\n{}",
+                newer.join("\n")
+            ),
+        ));
     }
     let recursive_clones = schema::bool_or(&options, "recursive_clones", false);
     for newer_snap in &newer {
         let clones = ctx.m.clones_of(newer_snap);
         if !clones.is_empty() && !recursive_clones {
-            return Err(Failure::call(14, format!("Failed to rollback snapshot: cannot destroy '{newer_snap}': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\n{}", clones.join("\n"))));
+            return Err(Failure::call(
+                14,
+                format!(
+                    "Failed to rollback snapshot: cannot destroy '{newer_snap}': snapshot has dependent clones\nuse '-R' to destroy the following datasets:\n{}",
+                    clones.join("\n")
+                ),
+            ));
         }
     }
     for newer_snap in newer {
@@ -321,7 +454,11 @@ pub(crate) fn rollback(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         destroy_snapshot(ctx, &newer_snap);
     }
     let rec = &ctx.m.datasets[&snap.dataset];
-    let dest = if rec.volume { ctx.data.zvol_file(&snap.dataset) } else { ctx.data.dataset_dir(&snap.dataset) };
+    let dest = if rec.volume {
+        ctx.data.zvol_file(&snap.dataset)
+    } else {
+        ctx.data.dataset_dir(&snap.dataset)
+    };
     let m = &*ctx.m;
     let dataset = snap.dataset.clone();
     // Child datasets' directories live inside the parent's: keep them across the restore.
@@ -329,7 +466,10 @@ pub(crate) fn rollback(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         data::copy_tree(&ctx.data.snapshot_path(&id), &dest, &|_| false)
     } else {
         let keep = |path: &std::path::Path| {
-            path.strip_prefix(&dest).ok().and_then(|r| r.to_str()).is_some_and(|r| m.datasets.contains_key(&format!("{dataset}/{r}")))
+            path.strip_prefix(&dest)
+                .ok()
+                .and_then(|r| r.to_str())
+                .is_some_and(|r| m.datasets.contains_key(&format!("{dataset}/{r}")))
         };
         restore_dir(&ctx.data.snapshot_path(&id), &dest, &keep)
     }
@@ -337,7 +477,11 @@ pub(crate) fn rollback(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     Ok(Value::Null)
 }
 
-fn restore_dir(from: &std::path::Path, to: &std::path::Path, keep: &dyn Fn(&std::path::Path) -> bool) -> std::io::Result<()> {
+fn restore_dir(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    keep: &dyn Fn(&std::path::Path) -> bool,
+) -> std::io::Result<()> {
     for entry in std::fs::read_dir(to)? {
         let path = entry?.path();
         if !keep(&path) {
@@ -356,7 +500,10 @@ fn restore_dir(from: &std::path::Path, to: &std::path::Path, keep: &dyn Fn(&std:
 pub(crate) fn promote(ctx: &mut Ctx<'_>, clone: &str) -> Result<(), Failure> {
     let origin = ctx.m.datasets[clone].origin.clone();
     let Some(origin_snap) = ctx.m.snapshots.get(&origin).cloned() else {
-        return Err(Failure::call(14, format!("Failed to promote: origin {origin} is missing")));
+        return Err(Failure::call(
+            14,
+            format!("Failed to promote: origin {origin} is missing"),
+        ));
     };
     let parent = origin_snap.dataset.clone();
     let moving: Vec<SnapRec> = ctx
@@ -367,21 +514,41 @@ pub(crate) fn promote(ctx: &mut Ctx<'_>, clone: &str) -> Result<(), Failure> {
         .cloned()
         .collect();
     for snap in &moving {
-        if ctx.m.snapshots.contains_key(&format!("{clone}@{}", snap.name)) {
-            return Err(Failure::call(14, format!("Failed to promote: cannot promote '{clone}': snapshot name '{}' conflicts", snap.name)));
+        if ctx
+            .m
+            .snapshots
+            .contains_key(&format!("{clone}@{}", snap.name))
+        {
+            return Err(Failure::call(
+                14,
+                format!(
+                    "Failed to promote: cannot promote '{clone}': snapshot name '{}' conflicts",
+                    snap.name
+                ),
+            ));
         }
     }
     let parent_origin = ctx.m.datasets[&parent].origin.clone();
     for snap in moving {
         let new_id = format!("{clone}@{}", snap.name);
-        let _ = std::fs::rename(ctx.data.snapshot_path(&snap.id), ctx.data.snapshot_path(&new_id));
+        let _ = std::fs::rename(
+            ctx.data.snapshot_path(&snap.id),
+            ctx.data.snapshot_path(&new_id),
+        );
         ctx.m.snapshots.remove(&snap.id);
         for rec in ctx.m.datasets.values_mut() {
             if rec.origin == snap.id {
                 rec.origin = new_id.clone();
             }
         }
-        ctx.m.snapshots.insert(new_id.clone(), SnapRec { id: new_id, dataset: clone.to_owned(), ..snap });
+        ctx.m.snapshots.insert(
+            new_id.clone(),
+            SnapRec {
+                id: new_id,
+                dataset: clone.to_owned(),
+                ..snap
+            },
+        );
     }
     if let Some(rec) = ctx.m.datasets.get_mut(clone) {
         rec.origin = parent_origin;
