@@ -37,6 +37,15 @@ enum Task {
     Dist,
     /// Build and run both binaries on embedded example configs, show their endpoints, stop.
     Demo,
+    /// Run a benchmark in release mode and print its figures beside same-run baselines
+    /// (`truenas`: client calls/s and latency against the simulator).
+    Bench {
+        /// Which benchmark: `truenas`.
+        name: String,
+        /// Extra arguments for the benchmark (see `cargo run -p bench -- help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +55,7 @@ fn main() -> ExitCode {
         Task::Test => setup::ensure().and_then(|()| ci::run()),
         Task::Dist => dist::run(),
         Task::Demo => demo::run(),
+        Task::Bench { name, args } => bench(&name, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,6 +64,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds the `bench` package in release mode and runs one benchmark.
+fn bench(name: &str, args: &[String]) -> anyhow::Result<()> {
+    const KNOWN: &[&str] = &["truenas"];
+    if !KNOWN.contains(&name) {
+        anyhow::bail!(
+            "unknown benchmark `{name}`; available: {}",
+            KNOWN.join(", ")
+        );
+    }
+    let status = cargo()
+        .current_dir(root())
+        .args([
+            "run",
+            "--release",
+            "--locked",
+            "--quiet",
+            "--package",
+            "bench",
+            "--",
+            name,
+        ])
+        .args(args)
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "benchmark `{name}` failed or missed a target"
+    );
+    Ok(())
 }
 
 /// The workspace root (the parent of this crate).

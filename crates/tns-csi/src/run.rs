@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use credentials::{Redactor, SecretSource};
@@ -101,13 +102,55 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     telemetry::register_build_info(&mut registry, "tns_csi", env!("CARGO_PKG_VERSION"));
     let tls_metrics = tls::TlsMetrics::register(&mut registry);
-    if let Some(truenas) = &config.truenas {
-        tls::client_config(&truenas.tls, "truenas", &tls_metrics)
-            .context("invalid configuration: truenas.tls")?;
-    }
     let readiness = Readiness::default();
+    // Kept alive for the life of the process: its sockets stay logged in and ready.
+    let _client = match &config.truenas {
+        Some(truenas) => Some(connect_truenas(
+            truenas,
+            &tls_metrics,
+            &mut registry,
+            &readiness,
+        )?),
+        None => None,
+    };
     tracing::info!(version = %telemetry::version_string(env!("CARGO_PKG_VERSION")), "tns-csi started");
     telemetry::server::serve_until_shutdown(&config.metrics, Arc::new(registry), readiness).await?;
     tracing::info!("tns-csi stopped");
     Ok(())
+}
+
+/// Starts the TrueNAS client (it connects in the background) and its readiness check.
+fn connect_truenas(
+    truenas: &crate::config::TrueNasSettings,
+    tls_metrics: &tls::TlsMetrics,
+    registry: &mut Registry,
+    readiness: &Readiness,
+) -> anyhow::Result<truenas::Client> {
+    let tls = tls::client_config(&truenas.tls, "truenas", tls_metrics)
+        .context("invalid configuration: truenas.tls")?;
+    let (source, _) = truenas.resolve_api_key().context("invalid configuration")?;
+    let url = url::Url::parse(&truenas.url)
+        .with_context(|| format!("invalid configuration: truenas.url `{}`", truenas.url))?;
+    // The key is read again at every login, so a rotated Secret file is picked up.
+    let api_key = truenas::ApiKey::from_fn(move || source.resolve().map_err(|err| err.to_string()));
+    let mut settings = truenas::ClientSettings::new(url, api_key);
+    settings.allow_insecure_transport = truenas.allow_insecure_transport;
+    settings.tls = Some(tls);
+    let metrics = truenas::ClientMetrics::register(registry.sub_registry_with_prefix("tns_csi"));
+    let client =
+        truenas::Client::new(settings, metrics).context("invalid configuration: truenas")?;
+    let probe = client.clone();
+    readiness.register("truenas", move || {
+        let client = probe.clone();
+        async move {
+            if let Some(problem) = client.connection_problem() {
+                return Err(problem);
+            }
+            let pong = client
+                .call_within("core.ping", vec![], Duration::from_secs(3))
+                .await;
+            pong.map(drop).map_err(|err| err.to_string())
+        }
+    });
+    Ok(client)
 }

@@ -253,7 +253,10 @@ fn serves_metrics_and_never_leaks_the_secret() {
             "{metrics}"
         );
         assert_eq!(http_get(&addr, "/healthz").0, 200);
-        assert_eq!(http_get(&addr, "/readyz").0, 200);
+        // Nothing listens at the configured TrueNAS address: alive, but not ready.
+        let (status, body) = http_get(&addr, "/readyz");
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("failed truenas:"), "{body}");
         let logs = running.stop();
         assert!(
             logs.contains("\"level\":\"WARN\"") && logs.contains("verification is OFF"),
@@ -266,4 +269,53 @@ fn serves_metrics_and_never_leaks_the_secret() {
         assert!(!metrics.contains(SECRET), "secret in /metrics");
         assert!(!logs.contains(SECRET), "secret in logs:\n{logs}");
     }
+}
+
+#[test]
+fn ready_while_truenas_answers_and_client_metrics_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = truenas_sim::SimConfig::new(dir.path().join("data"));
+    let key = write(dir.path(), "key", &config.api_key);
+    let sim = runtime
+        .block_on(truenas_sim::Simulator::start(config))
+        .unwrap();
+    let yaml = format!(
+        "truenas:\n  url: {}\n  api_key_file: {key}\n  allow_insecure_transport: true\n",
+        sim.url()
+    );
+    let config = write(dir.path(), "config.yaml", &yaml);
+    let (running, addr) = Running::start(&config, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(&addr, "/readyz");
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, metrics) = http_get(&addr, "/metrics");
+    assert!(metrics.contains("tns_csi_truenas_connected 2"), "{metrics}");
+    assert!(
+        metrics.contains("tns_csi_truenas_calls_total{method=\"core.ping\",outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    // TrueNAS goes away: not ready, with the reason.
+    runtime.block_on(sim.stop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_get(&addr, "/readyz");
+        if status == 503 {
+            assert!(body.contains("failed truenas:"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready without TrueNAS");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = running.stop();
+    assert!(
+        !logs.contains(&std::fs::read_to_string(&key).unwrap()[2..]),
+        "key in logs"
+    );
 }

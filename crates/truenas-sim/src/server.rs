@@ -132,7 +132,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     else {
         return;
     };
-    let (mut sink, mut source) = socket.split();
+    let mut socket = socket;
     let (out, mut outgoing) = mpsc::unbounded_channel::<Message>();
     let loopback = peer.ip().is_loopback() && !shared.faults.peers_insecure();
     let conn = Arc::new(Conn {
@@ -145,17 +145,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         out,
         kill: Notify::new(),
     });
-    let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
-                break;
-            }
-        }
-    });
     loop {
         let message = tokio::select! {
-            message = source.next() => message,
+            message = socket.next() => message,
+            reply = outgoing.recv() => {
+                let Some(reply) = reply else { break };
+                if socket.send(reply).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             _ = conn.kill.notified() => break,
             _ = shutdown.changed() => break,
         };
@@ -163,10 +162,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
                 close(
-                    &conn,
+                    &mut socket,
                     CloseCode::Unsupported,
                     "Binary frames are not supported",
-                );
+                )
+                .await;
                 break;
             }
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -176,26 +176,31 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let length = text.chars().count();
         if !authenticated && length > ANON_MAX {
             close(
-                &conn,
+                &mut socket,
                 CloseCode::Invalid,
                 "Anonymous connection max message length is 8 kB",
-            );
+            )
+            .await;
             break;
         }
         if authenticated && length > AUTH_MAX {
-            close(&conn, CloseCode::Size, "Max message length is 64 kB");
+            close(&mut socket, CloseCode::Size, "Max message length is 64 kB").await;
             break;
         }
         handle_frame(&shared, &conn, &text);
     }
-    writer.abort();
 }
 
-fn close(conn: &Conn, code: CloseCode, reason: &str) {
-    let _ = conn.out.send(Message::Close(Some(CloseFrame {
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut tokio_tungstenite::WebSocketStream<S>,
+    code: CloseCode,
+    reason: &str,
+) {
+    let frame = CloseFrame {
         code,
         reason: reason.to_owned().into(),
-    })));
+    };
+    let _ = socket.close(Some(frame)).await;
 }
 
 fn reply(conn: &Conn, id: &Value, outcome: Outcome) {

@@ -247,6 +247,24 @@ impl Client {
             .any(|slot| matches!(*slot.state.borrow(), SlotState::Up { .. }))
     }
 
+    /// Why no socket is logged in, or `None` when one is (for readiness probes: no waiting).
+    pub fn connection_problem(&self) -> Option<String> {
+        if self.is_connected() {
+            return None;
+        }
+        let url = &self.inner.settings.url;
+        let state = self.inner.slots[0].state.borrow().clone();
+        Some(match state {
+            SlotState::AuthFailed(err) => err.to_string(),
+            SlotState::Connecting {
+                last_error: Some(err),
+            } => format!("not connected to {url}: {err}"),
+            SlotState::Connecting { last_error: None } => format!("connecting to {url}"),
+            SlotState::Closed => "the client is shutting down".into(),
+            SlotState::Up { .. } => return None,
+        })
+    }
+
     /// Calls `method` with positional `params` within the call timeout.
     ///
     /// Read-only methods are retried transparently across reconnects. Any other call whose

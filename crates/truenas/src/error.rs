@@ -217,10 +217,14 @@ impl Error {
         let reason = rpc.text();
         let errname = rpc.errname.clone().unwrap_or_else(|| "EUNKNOWN".into());
         let lower = reason.to_lowercase();
+        // Spec §2 rule 1. The wording test is kept for errors without per-attribute entries
+        // (libzfs texts); an attribute-level validation entry with errno 22 ("Parent dataset
+        // (x) does not exist", "Property does not exist and cannot be inherited") is a bad
+        // argument, not a missing object, and stays a validation error.
+        let attributed = rpc.code == -32602 && rpc.entries.iter().any(|e| e.attribute.is_some());
         let not_found = (rpc.code == -32602 && rpc.entries.iter().any(|e| e.errno == 2))
             || (rpc.code == -32001 && errname == "ENOENT")
-            || lower.contains("does not exist")
-            || lower.contains("not found")
+            || (!attributed && (lower.contains("does not exist") || lower.contains("not found")))
             || reason.contains("MatchNotFound");
         match rpc.code {
             -32601 => return Self::NoSuchMethod { method },
@@ -356,6 +360,10 @@ mod tests {
 
         let snap_exists = json!({"code":-32001,"message":"Method call error","data":{"error":17,"errname":"EEXIST","reason":"[EEXIST] Failed to snapshot tank/k8s/pvc-1@snap-1: dataset already exists","trace":null,"extra":null}});
         assert!(matches!(classify(snap_exists), Error::AlreadyExists { .. }));
+
+        // An attribute-level complaint that mentions "does not exist" is still a bad argument.
+        let parent = json!({"code":-32602,"message":"Invalid params","data":{"error":22,"errname":"EINVAL","reason":"[EINVAL] pool_dataset_create.name: Parent dataset (tank/a) does not exist.\n","trace":null,"extra":[["pool_dataset_create.name","Parent dataset (tank/a) does not exist.",22]]}});
+        assert!(matches!(classify(parent), Error::Validation { .. }));
 
         let no_match = json!({"code":-32001,"message":"Method call error","data":{"error":22,"errname":"EINVAL","reason":"MatchNotFound()","trace":null,"extra":null}});
         assert!(matches!(classify(no_match), Error::NotFound { .. }));

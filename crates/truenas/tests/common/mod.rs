@@ -8,13 +8,13 @@ use secrecy::SecretString;
 use truenas::{ApiKey, Client, ClientMetrics, ClientSettings};
 use truenas_sim::{SimConfig, Simulator};
 
-pub struct Env {
-    pub sim: Simulator,
-    pub key: String,
-    pub dir: tempfile::TempDir,
+pub(crate) struct Env {
+    pub(crate) sim: Simulator,
+    pub(crate) key: String,
+    pub(crate) dir: tempfile::TempDir,
 }
 
-pub async fn sim() -> Env {
+pub(crate) async fn sim() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let config = SimConfig::new(dir.path().join("data"));
     let key = config.api_key.clone();
@@ -22,7 +22,7 @@ pub async fn sim() -> Env {
     Env { sim, key, dir }
 }
 
-pub fn settings(env: &Env, key: &str) -> ClientSettings {
+pub(crate) fn settings(env: &Env, key: &str) -> ClientSettings {
     let mut settings = ClientSettings::new(
         env.sim.url().parse().unwrap(),
         ApiKey::fixed(SecretString::from(key.to_owned())),
@@ -34,7 +34,7 @@ pub fn settings(env: &Env, key: &str) -> ClientSettings {
     settings
 }
 
-pub async fn client(env: &Env) -> Client {
+pub(crate) async fn client(env: &Env) -> Client {
     let client = Client::new(settings(env, &env.key), ClientMetrics::default()).unwrap();
     client.ready().await.unwrap();
     client
