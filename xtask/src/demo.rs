@@ -1,8 +1,9 @@
 //! The newcomer's first command: both systems on embedded defaults, end to end.
 //!
-//! For now that is what exists: config validation with secrets redacted, and each daemon
-//! serving /healthz, /readyz and /metrics until it is stopped with SIGTERM. The demo grows as
-//! the TrueNAS simulator, the CSI services and the FUSE mount land.
+//! For now that is what exists: the TrueNAS simulator, config validation with secrets
+//! redacted, tns-csi logged in to the simulator (ready, with its TrueNAS metrics), and both
+//! daemons serving /healthz, /readyz and /metrics until they are stopped with SIGTERM. The demo
+//! grows as the CSI services and the FUSE mount land.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -13,14 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::{cargo, root};
-
-const TNS_CSI_CONFIG: &str = "\
-truenas:
-  url: wss://truenas.example.com/api/current
-  api_key_env: TRUENAS_API_KEY
-metrics:
-  addr: 127.0.0.1:0
-";
 
 /// A daemon started by the demo; stopped (or killed) when dropped.
 struct Daemon {
@@ -37,11 +30,13 @@ impl Drop for Daemon {
 
 /// Runs the demo.
 pub(crate) fn run() -> anyhow::Result<()> {
-    println!("==> building tns-csi and warpdrive-mount");
+    println!("==> building truenas-sim, tns-csi and warpdrive-mount");
     let built = cargo()
         .args([
             "build",
             "--quiet",
+            "--package",
+            "truenas-sim",
             "--package",
             "tns-csi",
             "--package",
@@ -58,8 +53,18 @@ pub(crate) fn run() -> anyhow::Result<()> {
         data.join("datasets/hello.txt"),
         "hello from the local backend\n",
     )?;
+    let (sim, sim_url, key_file) = start_simulator(&dir)?;
+    println!(
+        "\n==> truenas-sim is serving {sim_url} (pool tank, 100 GiB; data in target/demo/sim)"
+    );
     let tns_config = dir.join("tns-csi.yaml");
-    std::fs::write(&tns_config, TNS_CSI_CONFIG)?;
+    std::fs::write(
+        &tns_config,
+        format!(
+            "truenas:\n  url: {sim_url}\n  api_key_file: {}\n  # the simulator listens on loopback without TLS\n  allow_insecure_transport: true\nmetrics:\n  addr: 127.0.0.1:0\n",
+            key_file.display()
+        ),
+    )?;
     let wd_config = dir.join("warpdrive.yaml");
     std::fs::write(
         &wd_config,
@@ -70,7 +75,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
             data.display()
         ),
     )?;
-    let env = [("TRUENAS_API_KEY", "demo-key-never-printed")];
+    let env: [(&str, &str); 0] = [];
 
     for (bin, config) in [("tns-csi", &tns_config), ("warpdrive-mount", &wd_config)] {
         println!("\n==> {bin} check-config --config {}", config.display());
@@ -92,11 +97,15 @@ pub(crate) fn run() -> anyhow::Result<()> {
     for (name, config) in [("tns-csi", &tns_config), ("warpdrive-mount", &wd_config)] {
         let (daemon, addr) = start(name, config, &env)?;
         println!("\n==> {name} is serving on http://{addr}");
+        wait_ready(&addr)?;
         for path in ["/healthz", "/readyz", "/metrics"] {
             let (status, body) = get(&addr, path)?;
             let shown: Vec<&str> = body
                 .lines()
                 .filter(|l| !l.starts_with('#'))
+                .filter(|l| {
+                    path != "/metrics" || l.contains("build_info") || l.contains("truenas_c")
+                })
                 .take(4)
                 .collect();
             println!("    GET {path} -> {status}  {}", shown.join(" | "));
@@ -109,8 +118,61 @@ pub(crate) fn run() -> anyhow::Result<()> {
         let status = daemon.child.wait()?;
         println!("==> {} stopped on SIGTERM ({status})", daemon.name);
     }
+    drop(sim);
+    println!("==> truenas-sim stopped");
     println!("\nDemo done. Next: `cargo xtask test` runs every test.");
     Ok(())
+}
+
+/// Starts `truenas-sim` on a free loopback port; returns it, the URL it printed and the key file.
+fn start_simulator(dir: &Path) -> anyhow::Result<(Daemon, String, std::path::PathBuf)> {
+    let sim_dir = dir.join("sim");
+    std::fs::create_dir_all(&sim_dir)?;
+    let key_file = sim_dir.join("api-key");
+    let mut child = Command::new(binary("truenas-sim"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--pool",
+            "tank=100GiB",
+            "--api-key-file",
+        ])
+        .arg(&key_file)
+        .arg("--data-dir")
+        .arg(sim_dir.join("data"))
+        .arg("--state")
+        .arg(sim_dir.join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start truenas-sim")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let daemon = Daemon {
+        name: "truenas-sim",
+        child,
+    };
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let url = line.trim().to_owned();
+    if !url.starts_with("ws") {
+        bail!("truenas-sim did not print its URL (got `{url}`)");
+    }
+    Ok((daemon, url, key_file))
+}
+
+/// Waits up to 10 s for /readyz to answer 200 (tns-csi logs in to TrueNAS in the background).
+fn wait_ready(addr: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get(addr, "/readyz")?;
+        if status.starts_with("200") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("not ready after 10 s: {status} {body}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn binary(name: &str) -> std::path::PathBuf {
