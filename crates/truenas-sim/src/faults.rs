@@ -17,6 +17,7 @@ struct State {
     refuse_logins: bool,
     insecure_peers: bool,
     zvol_lag: Duration,
+    idle_timeout: Option<Duration>,
     busy: BTreeSet<String>,
 }
 
@@ -83,6 +84,15 @@ impl Faults {
     /// New zvols are not block devices for this long (spec §7.12).
     pub fn set_zvol_lag(&self, lag: Duration) {
         self.with(|s| s.zvol_lag = lag);
+    }
+
+    /// Closes sockets that sent nothing for this long, as TrueNAS's nginx does after ~60 s.
+    pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        self.with(|s| s.idle_timeout = timeout);
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
+        self.with(|s| s.idle_timeout)
     }
 
     /// Makes deleting this dataset fail with EBUSY.

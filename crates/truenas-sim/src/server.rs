@@ -145,9 +145,20 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         out,
         kill: Notify::new(),
     });
+    let mut last_heard = Instant::now();
     loop {
+        let idle = shared.faults.idle_timeout();
+        let idle_deadline =
+            tokio::time::Instant::from_std(last_heard + idle.unwrap_or(Duration::from_secs(3600)));
         let message = tokio::select! {
-            message = socket.next() => message,
+            message = socket.next() => {
+                last_heard = Instant::now();
+                message
+            }
+            _ = tokio::time::sleep_until(idle_deadline), if idle.is_some() => {
+                tracing::info!(peer = %peer, "closing an idle socket");
+                break;
+            }
             reply = outgoing.recv() => {
                 let Some(reply) = reply else { break };
                 if socket.send(reply).await.is_err() {

@@ -267,3 +267,38 @@ async fn property_objects_follow_the_spec_encoding() {
     assert_eq!(f["recordsize"]["value"], "128K");
     assert!(f.get("volsize").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_calls_are_rate_limited() {
+    let (sim, key, _dir) = start().await;
+    let (id, _) = key.split_once('-').unwrap();
+    let wrong = format!("{id}-{}", "y".repeat(64));
+    let mut ws = open(&sim).await;
+    for n in 0..20 {
+        send(&mut ws, json!({"jsonrpc": "2.0", "id": n, "method": "auth.login_with_api_key", "params": [wrong]})).await;
+        assert_eq!(next(&mut ws).await["result"], json!(false));
+    }
+    let started = std::time::Instant::now();
+    send(
+        &mut ws,
+        json!({"jsonrpc": "2.0", "id": 21, "method": "auth.login_with_api_key", "params": [key]}),
+    )
+    .await;
+    let reply = next(&mut ws).await;
+    assert_eq!(reply["error"]["data"]["errname"], "EBUSY");
+    assert_eq!(
+        reply["error"]["data"]["reason"],
+        "[EBUSY] Rate Limit Exceeded"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the server slows the caller down"
+    );
+    // core.set_options is exempt.
+    send(
+        &mut ws,
+        json!({"jsonrpc": "2.0", "id": 22, "method": "core.set_options", "params": [{}]}),
+    )
+    .await;
+    assert_eq!(next(&mut ws).await["result"]["legacy_jobs"], true);
+}

@@ -34,6 +34,20 @@ async fn pools_system_and_capacity() {
         "truenas-sim"
     );
     client.system().ping().await.unwrap();
+    use truenas::api::ServiceVerb;
+    assert!(
+        client
+            .system()
+            .control_service(ServiceVerb::Reload, "nfs")
+            .await
+            .unwrap()
+    );
+    let err = client
+        .system()
+        .control_service(ServiceVerb::Start, "nope")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
     let pool = client.pools().get("tank").await.unwrap().unwrap();
     assert_eq!(pool.size, 100 * GIB);
     assert!(client.pools().get("nope").await.unwrap().is_none());
@@ -134,6 +148,21 @@ async fn datasets_create_query_update_delete_with_spec_errors() {
     let mut ancestors = NewDataset::filesystem("tank/a/b/c");
     ancestors.create_ancestors = true;
     ds.create(&ancestors).await.unwrap();
+
+    // Record size and encryption with a generated key.
+    let mut tuned = NewDataset::filesystem("tank/tuned");
+    tuned.kind = NewDatasetKind::Filesystem {
+        refquota: None,
+        quota: None,
+        recordsize: Some("1M".into()),
+    };
+    tuned.encryption = Some(truenas::api::Encryption {
+        algorithm: Some("AES-256-GCM".into()),
+        passphrase: None,
+    });
+    let tuned = ds.create(&tuned).await.unwrap();
+    assert_eq!(tuned.recordsize.unwrap().parsed, Some(1 << 20));
+    assert!(tuned.encrypted);
 
     // Inherited user props show on children; exact lookups by user property.
     let child = ds

@@ -333,3 +333,35 @@ async fn metrics_count_calls_and_connections() {
     assert!(text.contains("truenas_connected 2"), "{text}");
     assert!(text.contains("truenas_reconnects_total 1"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_keep_an_idle_socket_open_past_the_proxy_timeout() {
+    let env = common::sim().await;
+    env.sim
+        .faults()
+        .set_idle_timeout(Some(Duration::from_millis(800)));
+    let mut settings = common::settings(&env, &env.key);
+    settings.connections = 1;
+    settings.ping_interval = Duration::from_millis(250);
+    let client = Client::new(settings, ClientMetrics::default()).unwrap();
+    client.ready().await.unwrap();
+    let logins = env.sim.faults().logins();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(client.is_connected());
+    client.system().ping().await.unwrap();
+    assert_eq!(env.sim.faults().logins(), logins, "no reconnect was needed");
+
+    // Without pings inside the timeout the proxy drops the socket and the client must reconnect.
+    let mut slow = common::settings(&env, &env.key);
+    slow.connections = 1;
+    slow.ping_interval = Duration::from_secs(30);
+    let client = Client::new(slow, ClientMetrics::default()).unwrap();
+    client.ready().await.unwrap();
+    let logins = env.sim.faults().logins();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.system().ping().await.unwrap();
+    assert!(
+        env.sim.faults().logins() > logins,
+        "the idle socket was dropped and reopened"
+    );
+}

@@ -19,8 +19,8 @@ mod snapshot;
 mod system;
 
 pub use dataset::{
-    Compression, Dataset, DatasetChanges, DatasetType, Datasets, NewDataset, NewDatasetKind,
-    VolBlockSize,
+    Compression, Dataset, DatasetChanges, DatasetType, Datasets, Encryption, NewDataset,
+    NewDatasetKind, VolBlockSize,
 };
 pub use iscsi::{
     Extent, Initiator, Iscsi, IscsiGlobal, NewExtent, NewTarget, Portal, PortalListen, Target,
@@ -33,7 +33,7 @@ pub use nvmet::{
 pub use pool::{Pool, Pools};
 pub use sharing::{NewNfsShare, NewSmbShare, NfsShare, NfsShares, SmbShare, SmbShares};
 pub use snapshot::{NewSnapshot, Rollback, Snapshot, Snapshots};
-pub use system::{System, SystemInfo};
+pub use system::{ServiceVerb, System, SystemInfo};
 
 /// A ZFS property as TrueNAS reports it: the typed value plus the raw and display forms.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -15,7 +15,20 @@ pub struct SystemInfo {
     pub hostname: String,
 }
 
-/// `system.*` and `core.ping`.
+/// What `service.control` does to a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceVerb {
+    /// Start it.
+    Start,
+    /// Stop it.
+    Stop,
+    /// Stop and start it.
+    Restart,
+    /// Re-read its configuration (after share changes).
+    Reload,
+}
+
+/// `system.*`, `service.control` and `core.ping`.
 #[derive(Debug, Clone, Copy)]
 pub struct System<'a>(pub(super) &'a Client);
 
@@ -37,6 +50,26 @@ impl System<'_> {
     /// Host facts.
     pub async fn info(&self) -> Result<SystemInfo, Error> {
         super::decode("system.info", self.0.call("system.info", vec![]).await?)
+    }
+
+    /// Starts, stops, restarts or reloads a service (`nfs`, `cifs`, `iscsitarget`, `nvmet`);
+    /// a job, awaited to its end.
+    pub async fn control_service(&self, verb: ServiceVerb, service: &str) -> Result<bool, Error> {
+        let verb = match verb {
+            ServiceVerb::Start => "START",
+            ServiceVerb::Stop => "STOP",
+            ServiceVerb::Restart => "RESTART",
+            ServiceVerb::Reload => "RELOAD",
+        };
+        let method = "service.control";
+        let result = self
+            .0
+            .call_job(
+                method,
+                vec![serde_json::json!(verb), serde_json::json!(service)],
+            )
+            .await?;
+        super::decode(method, result)
     }
 
     /// A round trip through the API (`core.ping` → `pong`).
