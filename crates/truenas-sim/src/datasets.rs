@@ -612,6 +612,28 @@ fn update_schema() -> Ty {
     Ty::Obj(fields)
 }
 
+/// Applies one API field to a property map: `"INHERIT"` clears the local value, a string or
+/// number sets it (strings through `form`, e.g. to the lowercase ZFS spelling).
+fn set_local(
+    props: &mut BTreeMap<String, String>,
+    zfs: &str,
+    value: Option<&Value>,
+    form: fn(&str) -> String,
+) {
+    match value {
+        Some(Value::String(s)) if s == "INHERIT" => {
+            props.remove(zfs);
+        }
+        Some(Value::String(s)) => {
+            props.insert(zfs.into(), form(s));
+        }
+        Some(Value::Number(n)) => {
+            props.insert(zfs.into(), n.to_string());
+        }
+        _ => {}
+    }
+}
+
 /// Sets the simple enum/int fields of create/update as local ZFS props.
 fn apply_props(rec: &mut DatasetRec, data: &Value) {
     for (api, zfs) in [
@@ -629,18 +651,7 @@ fn apply_props(rec: &mut DatasetRec, data: &Value) {
         ("atime", "atime"),
         ("special_small_block_size", "special_small_blocks"),
     ] {
-        match data.get(api) {
-            Some(Value::String(s)) if s == "INHERIT" => {
-                rec.props.remove(zfs);
-            }
-            Some(Value::String(s)) => {
-                rec.props.insert(zfs.into(), s.to_lowercase());
-            }
-            Some(Value::Number(n)) => {
-                rec.props.insert(zfs.into(), n.to_string());
-            }
-            _ => {}
-        }
+        set_local(&mut rec.props, zfs, data.get(api), str::to_lowercase);
     }
     for key in ["reservation", "refreservation", "quota", "refquota"] {
         match data.get(key) {
@@ -669,18 +680,7 @@ fn apply_props(rec: &mut DatasetRec, data: &Value) {
         ("refquota_warning", "org.freenas:refquota_warning"),
         ("refquota_critical", "org.freenas:refquota_critical"),
     ] {
-        match data.get(api) {
-            Some(Value::String(s)) if s == "INHERIT" => {
-                rec.user.remove(zfs);
-            }
-            Some(Value::String(s)) => {
-                rec.user.insert(zfs.into(), s.clone());
-            }
-            Some(Value::Number(n)) => {
-                rec.user.insert(zfs.into(), n.to_string());
-            }
-            _ => {}
-        }
+        set_local(&mut rec.user, zfs, data.get(api), str::to_owned);
     }
 }
 
