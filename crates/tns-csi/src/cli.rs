@@ -6,8 +6,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Kubernetes CSI driver for TrueNAS SCALE 25.10+ (NFS, NVMe-oF, iSCSI, SMB).
 ///
-/// Without a subcommand, runs the driver: it serves /metrics, /healthz and /readyz on the
-/// metrics address until SIGTERM. Settings come from the config file, then TNS_CSI_*
+/// Without a subcommand, runs the driver: the CSI services on --endpoint (a unix socket) and
+/// /metrics, /healthz and /readyz on the metrics address, until SIGTERM. Settings come from the config file, then TNS_CSI_*
 /// environment variables (TNS_CSI_TRUENAS__URL sets truenas.url), then these flags.
 #[derive(Debug, Parser)]
 #[command(name = "tns-csi", max_term_width = 100)]
@@ -34,6 +34,18 @@ pub(crate) struct Cli {
     /// (truenas.allow_insecure_transport).
     #[arg(long, global = true)]
     pub(crate) insecure_transport: bool,
+
+    /// Which CSI services to serve: controller, node or all (csi.mode).
+    #[arg(long, global = true, value_enum)]
+    pub(crate) mode: Option<crate::config::Mode>,
+
+    /// gRPC endpoint for the CSI sidecars, e.g. unix:///csi/csi.sock (csi.endpoint).
+    #[arg(long, global = true, env = "CSI_ENDPOINT", value_name = "URL")]
+    pub(crate) endpoint: Option<String>,
+
+    /// This node's name, for node mode (csi.node_id).
+    #[arg(long, global = true, env = "NODE_ID", value_name = "NAME")]
+    pub(crate) node_id: Option<String>,
 
     #[command(flatten)]
     pub(crate) observability: settings::ObservabilityFlags,

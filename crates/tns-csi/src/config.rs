@@ -19,6 +19,9 @@ pub(crate) struct Config {
     /// How to reach TrueNAS; only the controller needs it.
     #[serde(default)]
     pub(crate) truenas: Option<TrueNasSettings>,
+    /// Which CSI services to serve, and where.
+    #[serde(default)]
+    pub(crate) csi: CsiSettings,
     /// The /metrics, /healthz and /readyz endpoint.
     #[serde(default = "default_metrics")]
     pub(crate) metrics: MetricsSettings,
@@ -29,6 +32,78 @@ pub(crate) struct Config {
 
 fn default_metrics() -> MetricsSettings {
     MetricsSettings::loopback(DEFAULT_METRICS_PORT)
+}
+
+/// Which CSI services this process serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Mode {
+    /// Identity + Controller (the Deployment beside the provisioner sidecars).
+    Controller,
+    /// Identity + Node (the DaemonSet); needs no TrueNAS credentials.
+    Node,
+    /// Everything in one process (local runs and tests).
+    #[default]
+    All,
+}
+
+impl Mode {
+    /// Whether the Controller service runs.
+    pub(crate) fn controller(self) -> bool {
+        matches!(self, Self::Controller | Self::All)
+    }
+    /// Whether the Node service runs.
+    pub(crate) fn node(self) -> bool {
+        matches!(self, Self::Node | Self::All)
+    }
+}
+
+/// The `csi:` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CsiSettings {
+    /// `controller`, `node` or `all`.
+    #[serde(default)]
+    pub(crate) mode: Mode,
+    /// gRPC endpoint, `unix:///csi/csi.sock`; without it only /metrics is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) endpoint: Option<String>,
+    /// This node's name (the Kubernetes node name), for node mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) node_id: Option<String>,
+}
+
+impl CsiSettings {
+    /// The socket path of a `unix://` endpoint.
+    pub(crate) fn socket_path(&self) -> Option<PathBuf> {
+        let endpoint = self.endpoint.as_deref()?;
+        endpoint.strip_prefix("unix://").map(PathBuf::from)
+    }
+
+    fn validate(&self, has_truenas: bool, invalid: &mut Vec<Invalid>) {
+        let Some(endpoint) = &self.endpoint else {
+            return;
+        };
+        match endpoint.strip_prefix("unix://") {
+            Some(path) if path.starts_with('/') => {}
+            _ => invalid.push(Invalid::new(
+                "csi.endpoint",
+                "expected unix:///absolute/path.sock (e.g. unix:///csi/csi.sock)",
+            )),
+        }
+        if self.mode.controller() && !has_truenas {
+            invalid.push(Invalid::new(
+                "truenas",
+                "controller mode needs the truenas section (url and API key); node mode does not",
+            ));
+        }
+        if self.mode.node() && self.node_id.as_deref().is_none_or(str::is_empty) {
+            invalid.push(Invalid::new(
+                "csi.node_id",
+                "node mode needs the node's name: --node-id NAME (e.g. from spec.nodeName)",
+            ));
+        }
+    }
 }
 
 /// The `truenas:` section.
@@ -96,6 +171,7 @@ impl Schema for Config {
         if let Some(truenas) = &self.truenas {
             truenas.validate(&mut invalid);
         }
+        self.csi.validate(self.truenas.is_some(), &mut invalid);
         invalid
     }
 }

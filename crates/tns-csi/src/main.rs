@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod grpc;
 mod run;
 
 fn main() -> std::process::ExitCode {

@@ -60,6 +60,20 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
             true,
         );
     }
+    if let Some(mode) = cli.mode {
+        let mode = match mode {
+            crate::config::Mode::Controller => "controller",
+            crate::config::Mode::Node => "node",
+            crate::config::Mode::All => "all",
+        };
+        loader = loader.flag("csi.mode", "--mode", mode);
+    }
+    if let Some(endpoint) = &cli.endpoint {
+        loader = loader.flag("csi.endpoint", "--endpoint", endpoint.as_str());
+    }
+    if let Some(node_id) = &cli.node_id {
+        loader = loader.flag("csi.node_id", "--node-id", node_id.as_str());
+    }
     loader = cli.observability.apply(loader);
     loader.load().context("invalid configuration")
 }
@@ -104,17 +118,40 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let tls_metrics = tls::TlsMetrics::register(&mut registry);
     let readiness = Readiness::default();
     // Kept alive for the life of the process: its sockets stay logged in and ready.
-    let _client = match &config.truenas {
-        Some(truenas) => Some(connect_truenas(
+    let client = match &config.truenas {
+        Some(truenas) if config.csi.mode.controller() => Some(connect_truenas(
             truenas,
             &tls_metrics,
             &mut registry,
             &readiness,
         )?),
-        None => None,
+        _ => None,
     };
-    tracing::info!(version = %telemetry::version_string(env!("CARGO_PKG_VERSION")), "tns-csi started");
-    telemetry::server::serve_until_shutdown(&config.metrics, Arc::new(registry), readiness).await?;
+    let csi_metrics = csi_api::CsiMetrics::register(registry.sub_registry_with_prefix("tns_csi"));
+    tracing::info!(version = %telemetry::version_string(env!("CARGO_PKG_VERSION")), mode = ?config.csi.mode, "tns-csi started");
+    let grpc = match config.csi.socket_path() {
+        Some(path) => Some(tokio::spawn(crate::grpc::serve(
+            path,
+            config.csi.clone(),
+            client.clone(),
+            config.truenas.as_ref().map(|t| t.url.clone()),
+            csi_metrics,
+        ))),
+        None => {
+            tracing::warn!("no --endpoint: the CSI services are not served (metrics only)");
+            None
+        }
+    };
+    let metrics =
+        telemetry::server::serve_until_shutdown(&config.metrics, Arc::new(registry), readiness);
+    match grpc {
+        Some(grpc) => {
+            let (metrics, grpc) = tokio::join!(metrics, grpc);
+            metrics?;
+            grpc.context("the gRPC server task failed")??;
+        }
+        None => metrics.await?,
+    }
     tracing::info!("tns-csi stopped");
     Ok(())
 }

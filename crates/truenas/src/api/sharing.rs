@@ -120,6 +120,8 @@ pub struct NewSmbShare {
     pub comment: String,
     /// Read-only share.
     pub readonly: bool,
+    /// Listed when clients browse the server.
+    pub browsable: bool,
 }
 
 /// `sharing.smb.*`.

@@ -1,0 +1,191 @@
+//! Volume and snapshot ids: self-describing, so a restarted controller finds everything on
+//! TrueNAS with exact lookups and no local state.
+//!
+//! - volume: `<protocol>:<dataset>` e.g. `nfs:tank/csi/pvc-1`
+//! - snapshot: `<protocol>:<dataset>@<snapshot>` e.g. `nfs:tank/csi/pvc-1@snapshot-2`
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How a volume reaches its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// A dataset exported over NFS.
+    Nfs,
+    /// A dataset shared over SMB.
+    Smb,
+    /// A zvol exposed over NVMe-oF/TCP.
+    Nvmeof,
+    /// A zvol exposed over iSCSI.
+    Iscsi,
+}
+
+impl Protocol {
+    /// The StorageClass spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nfs => "nfs",
+            Self::Smb => "smb",
+            Self::Nvmeof => "nvmeof",
+            Self::Iscsi => "iscsi",
+        }
+    }
+
+    /// Block protocols carry a zvol; file protocols a filesystem dataset.
+    pub fn is_block(self) -> bool {
+        matches!(self, Self::Nvmeof | Self::Iscsi)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = IdError;
+    fn from_str(text: &str) -> Result<Self, IdError> {
+        match text {
+            "nfs" => Ok(Self::Nfs),
+            "smb" => Ok(Self::Smb),
+            "nvmeof" => Ok(Self::Nvmeof),
+            "iscsi" => Ok(Self::Iscsi),
+            other => Err(IdError(format!(
+                "unknown protocol `{other}`; expected nfs, smb, nvmeof or iscsi"
+            ))),
+        }
+    }
+}
+
+/// Why an id cannot be one of ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdError(pub String);
+
+impl fmt::Display for IdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for IdError {}
+
+fn valid_dataset(dataset: &str) -> bool {
+    dataset.contains('/')
+        && !dataset.contains('@')
+        && dataset.split('/').all(|c| {
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-:.".contains(ch))
+        })
+}
+
+/// A volume id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VolumeId {
+    /// How it is attached.
+    pub protocol: Protocol,
+    /// Its dataset or zvol on TrueNAS.
+    pub dataset: String,
+}
+
+impl fmt::Display for VolumeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.protocol, self.dataset)
+    }
+}
+
+impl FromStr for VolumeId {
+    type Err = IdError;
+    fn from_str(text: &str) -> Result<Self, IdError> {
+        let (protocol, dataset) = text
+            .split_once(':')
+            .ok_or_else(|| IdError(format!("volume id `{text}` is not `<protocol>:<dataset>`")))?;
+        let protocol = protocol.parse()?;
+        if !valid_dataset(dataset) {
+            return Err(IdError(format!(
+                "volume id `{text}` does not name a dataset"
+            )));
+        }
+        Ok(Self {
+            protocol,
+            dataset: dataset.to_owned(),
+        })
+    }
+}
+
+/// A snapshot id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SnapshotId {
+    /// The volume it was taken of.
+    pub volume: VolumeId,
+    /// The ZFS snapshot name after `@`.
+    pub name: String,
+}
+
+impl SnapshotId {
+    /// `dataset@name`, the TrueNAS snapshot id.
+    pub fn zfs_id(&self) -> String {
+        format!("{}@{}", self.volume.dataset, self.name)
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.volume, self.name)
+    }
+}
+
+impl FromStr for SnapshotId {
+    type Err = IdError;
+    fn from_str(text: &str) -> Result<Self, IdError> {
+        let (volume, name) = text
+            .split_once('@')
+            .ok_or_else(|| IdError(format!("snapshot id `{text}` is not `<volume id>@<name>`")))?;
+        let volume: VolumeId = volume
+            .parse()
+            .map_err(|IdError(why)| IdError(format!("snapshot id `{text}`: {why}")))?;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-:.".contains(c))
+        {
+            return Err(IdError(format!(
+                "snapshot id `{text}` has no valid snapshot name"
+            )));
+        }
+        Ok(Self {
+            volume,
+            name: name.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_reject_garbage() {
+        let volume: VolumeId = "nvmeof:tank/csi/pvc-1".parse().unwrap();
+        assert_eq!(volume.protocol, Protocol::Nvmeof);
+        assert_eq!(volume.to_string(), "nvmeof:tank/csi/pvc-1");
+        let snapshot: SnapshotId = "nfs:tank/csi/pvc-1@snapshot-9".parse().unwrap();
+        assert_eq!(snapshot.zfs_id(), "tank/csi/pvc-1@snapshot-9");
+        assert_eq!(snapshot.to_string(), "nfs:tank/csi/pvc-1@snapshot-9");
+        for bad in [
+            "",
+            "nfs",
+            "ftp:tank/x",
+            "nfs:tank",
+            "nfs:tank/a@b",
+            "nfs:tank//x",
+            "nfs:../x",
+        ] {
+            assert!(bad.parse::<VolumeId>().is_err(), "{bad}");
+        }
+        for bad in ["nfs:tank/x", "nfs:tank/x@", "nfs:tank/x@a b"] {
+            assert!(bad.parse::<SnapshotId>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! CSI call metrics, shared by the controller and node services.
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Counter name: CSI calls by method and gRPC code.
+pub const CSI_OPERATIONS: &str = "operations";
+/// Histogram name: CSI call latency by method.
+pub const CSI_OPERATION_DURATION: &str = "operation_duration_seconds";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    method: &'static str,
+    grpc_code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: &'static str,
+}
+
+/// Handles to the CSI metrics; cloning shares them.
+#[derive(Clone, Debug)]
+pub struct CsiMetrics {
+    calls: Family<CallLabels, Counter>,
+    duration: Family<MethodLabel, Histogram>,
+}
+
+impl Default for CsiMetrics {
+    fn default() -> Self {
+        Self {
+            calls: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
+        }
+    }
+}
+
+impl CsiMetrics {
+    /// Registers in `registry` (the binary adds the `tns_csi_` prefix).
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            CSI_OPERATIONS,
+            "CSI calls by method and gRPC code",
+            metrics.calls.clone(),
+        );
+        registry.register(
+            CSI_OPERATION_DURATION,
+            "CSI call latency by method",
+            metrics.duration.clone(),
+        );
+        metrics
+    }
+
+    /// Records one finished call.
+    pub fn record(&self, method: &'static str, code: tonic::Code, started: Instant) {
+        self.calls
+            .get_or_create(&CallLabels {
+                method,
+                grpc_code: code_name(code),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&MethodLabel { method })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Runs `work` as CSI call `method`, recording its outcome and logging failures.
+    pub async fn observe<T>(
+        &self,
+        method: &'static str,
+        work: impl Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<tonic::Response<T>, tonic::Status> {
+        let started = Instant::now();
+        let result = work.await;
+        let code = result
+            .as_ref()
+            .map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
+        self.record(method, code, started);
+        match &result {
+            Ok(_) => tracing::debug!(method, took = ?started.elapsed(), "CSI call"),
+            Err(status) => tracing::info!(
+                method,
+                code = code_name(code),
+                message = status.message(),
+                "CSI call failed"
+            ),
+        }
+        result.map(tonic::Response::new)
+    }
+}
+
+/// The gRPC code as Kubernetes tooling spells it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
+    }
+}

@@ -1,0 +1,656 @@
+//! The CSI Controller service of tns-csi (../shared/specs/tns-csi.md): CreateVolume and the
+//! rest turned into TrueNAS operations through the `truenas` client. It keeps no local state:
+//! names, ZFS user properties and exact lookups on TrueNAS are the whole truth, so a
+//! controller restarted at any moment carries on. Operations are serialised per volume or
+//! snapshot name (a second caller gets `Aborted`); different volumes run in parallel.
+
+mod locks;
+mod params;
+mod props;
+mod snapshots;
+mod status;
+mod volumes;
+
+use std::sync::Arc;
+
+use csi_api::csi::controller_server::Controller;
+use csi_api::csi::controller_service_capability::{Rpc, rpc};
+use csi_api::csi::volume_capability::AccessType;
+use csi_api::csi::*;
+use csi_api::{CsiMetrics, SnapshotId, VolumeId};
+use tonic::{Request, Response, Status};
+use truenas::Client;
+
+use crate::locks::Locks;
+use crate::params::VolumeParams;
+use crate::volumes::{Plan, Source};
+
+/// What the controller needs besides the TrueNAS client.
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    /// Address nodes use for data when a StorageClass gives no `server` (the API URL's host).
+    pub default_server: String,
+}
+
+/// The Controller service.
+#[derive(Clone)]
+pub struct ControllerService {
+    client: Client,
+    settings: Arc<ControllerSettings>,
+    locks: Locks,
+    metrics: CsiMetrics,
+}
+
+impl ControllerService {
+    /// A controller working through `client`.
+    pub fn new(client: Client, settings: ControllerSettings, metrics: CsiMetrics) -> Self {
+        Self {
+            client,
+            settings: Arc::new(settings),
+            locks: Locks::default(),
+            metrics,
+        }
+    }
+
+    async fn create_volume_inner(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, Status> {
+        if req.name.is_empty() {
+            return Err(Status::invalid_argument("name: required"));
+        }
+        let params = VolumeParams::parse(&req.parameters)?;
+        volumes::check_capabilities(params.protocol, &req.volume_capabilities)?;
+        if params.detached {
+            return Err(Status::invalid_argument(
+                "StorageClass parameter `detached`: detached clones need TrueNAS replication, which this version does not drive; use detached: \"false\"",
+            ));
+        }
+        let volume_name = params.volume_name(&req.name)?;
+        let dataset = format!("{}/{volume_name}", params.parent_dataset());
+        let _held = self.locks.try_lock(&dataset)?;
+        let capacity = volumes::capacity_for(&params, req.capacity_range.as_ref())?;
+        let source = Source::parse(req.volume_content_source.as_ref())?;
+        let plan = Plan {
+            csi_name: &req.name,
+            params: &params,
+            dataset: dataset.clone(),
+            volume_name,
+            capacity,
+            source,
+            server: params
+                .server
+                .clone()
+                .unwrap_or_else(|| self.settings.default_server.clone()),
+            secrets: &req.secrets,
+        };
+        let client = &self.client;
+        let existing = volumes::load(client, &dataset).await?;
+        let adopted = match existing {
+            None => false,
+            Some(None) => {
+                return Err(Status::already_exists(format!(
+                    "dataset {dataset} exists but is not managed by tns-csi; choose another name or parentDataset"
+                )));
+            }
+            Some(Some(volume)) => {
+                let adopting = volume.retained && volume.adoptable && params.adopt_existing;
+                if volume.csi_name != req.name && !adopting {
+                    return Err(Status::already_exists(format!(
+                        "dataset {dataset} belongs to CSI volume {}",
+                        volume.csi_name
+                    )));
+                }
+                if volume.deleted && !adopting {
+                    return Err(Status::already_exists(format!(
+                        "volume {} is being deleted (it waits for its snapshots); use another name",
+                        volume.id
+                    )));
+                }
+                if volume.id.protocol != params.protocol || volume.digest != params.digest {
+                    return Err(Status::already_exists(format!(
+                        "volume {} exists with different StorageClass parameters",
+                        volume.id
+                    )));
+                }
+                let range = req.capacity_range.unwrap_or_default();
+                let too_small = (volume.capacity as i64) < range.required_bytes;
+                let too_big = range.limit_bytes > 0 && volume.capacity as i64 > range.limit_bytes;
+                if too_small || too_big {
+                    return Err(Status::already_exists(format!(
+                        "volume {} exists with {} bytes, outside the requested range",
+                        volume.id, volume.capacity
+                    )));
+                }
+                let wanted_source = plan.source.as_ref().map(|s| match s {
+                    Source::Snapshot(id) => id.to_string(),
+                    Source::Volume(id) => id.to_string(),
+                });
+                let has_source = volume
+                    .dataset
+                    .user_property(props::CONTENT_SOURCE_ID)
+                    .map(str::to_owned);
+                if wanted_source.is_some() && wanted_source != has_source {
+                    return Err(Status::already_exists(format!(
+                        "volume {} exists with a different content source",
+                        volume.id
+                    )));
+                }
+                true
+            }
+        };
+        if !adopted {
+            volumes::ensure_parent_of(client, &params).await?;
+            if let Err(err) = volumes::create_dataset(client, &plan).await {
+                self.roll_back(&plan).await;
+                return Err(err);
+            }
+        }
+        let (context, ids) = match volumes::ensure_exports(client, &plan).await {
+            Ok(done) => done,
+            Err(err) => {
+                if !adopted {
+                    self.roll_back(&plan).await;
+                }
+                return Err(err);
+            }
+        };
+        let mut record = ids;
+        record.push((
+            props::VOLUME_CONTEXT.to_owned(),
+            serde_json::to_string(&context).unwrap_or_default(),
+        ));
+        if adopted {
+            record.push((props::CSI_VOLUME_NAME.to_owned(), req.name.clone()));
+            record.push((props::DELETED.to_owned(), "false".into()));
+            record.push((props::RETAINED.to_owned(), "false".into()));
+        }
+        volumes::set_props(client, &dataset, record).await?;
+        let volume = match volumes::load(client, &dataset).await? {
+            Some(Some(volume)) => volume,
+            _ => {
+                return Err(Status::unavailable(format!(
+                    "volume {dataset} vanished while it was being created; retry"
+                )));
+            }
+        };
+        Ok(CreateVolumeResponse {
+            volume: Some(volume.to_csi()),
+        })
+    }
+
+    /// Undoes a half-made create so nothing is left behind (best effort; a retry also completes).
+    async fn roll_back(&self, plan: &Plan<'_>) {
+        let id = VolumeId {
+            protocol: plan.params.protocol,
+            dataset: plan.dataset.clone(),
+        };
+        if let Ok(Some(Some(_))) = volumes::load(&self.client, &plan.dataset).await
+            && let Err(err) = volumes::destroy(&self.client, &id).await
+        {
+            tracing::warn!(volume = %id, %err, "could not roll back a failed create; a retry will complete or clean it");
+        }
+    }
+}
+
+fn capability(kind: rpc::Type) -> ControllerServiceCapability {
+    ControllerServiceCapability {
+        r#type: Some(controller_service_capability::Type::Rpc(Rpc {
+            r#type: kind as i32,
+        })),
+    }
+}
+
+fn offset_token(token: &str) -> Result<usize, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token.parse().map_err(|_| {
+        Status::aborted(format!(
+            "starting_token `{token}` is not one this driver issued"
+        ))
+    })
+}
+
+fn max_entries(max: i32) -> Result<usize, Status> {
+    usize::try_from(max).map_err(|_| Status::invalid_argument("max_entries must not be negative"))
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        request: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        self.metrics
+            .observe(
+                "CreateVolume",
+                self.create_volume_inner(request.into_inner()),
+            )
+            .await
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe("DeleteVolume", async {
+                if req.volume_id.is_empty() {
+                    return Err(Status::invalid_argument("volume_id: required"));
+                }
+                let Ok(id) = req.volume_id.parse::<VolumeId>() else {
+                    return Ok(DeleteVolumeResponse {}); // never ours: nothing to delete
+                };
+                let _held = self.locks.try_lock(&id.dataset)?;
+                match volumes::load(&self.client, &id.dataset).await? {
+                    None => Ok(DeleteVolumeResponse {}),
+                    Some(None) => Err(Status::failed_precondition(format!(
+                        "dataset {} is not managed by tns-csi; not deleting it",
+                        id.dataset
+                    ))),
+                    Some(Some(volume)) if volume.deleted => Ok(DeleteVolumeResponse {}),
+                    Some(Some(volume)) => {
+                        volumes::delete(&self.client, volume).await?;
+                        Ok(DeleteVolumeResponse {})
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        request: Request<ControllerPublishVolumeRequest>,
+    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe("ControllerPublishVolume", async {
+                if req.volume_id.is_empty() {
+                    return Err(Status::invalid_argument("volume_id: required"));
+                }
+                if req.node_id.is_empty() {
+                    return Err(Status::invalid_argument("node_id: required"));
+                }
+                let capability = req
+                    .volume_capability
+                    .as_ref()
+                    .ok_or_else(|| Status::invalid_argument("volume_capability: required"))?;
+                let volume = volumes::require(&self.client, &req.volume_id).await?;
+                volumes::check_capability(volume.id.protocol, capability)
+                    .map_err(Status::invalid_argument)?;
+                let _held = self.locks.try_lock(&volume.id.dataset)?;
+                let publish_context = volumes::publish(&self.client, &volume, &req.node_id).await?;
+                Ok(ControllerPublishVolumeResponse { publish_context })
+            })
+            .await
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        request: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe("ControllerUnpublishVolume", async {
+                if req.volume_id.is_empty() {
+                    return Err(Status::invalid_argument("volume_id: required"));
+                }
+                let Ok(volume) = volumes::require(&self.client, &req.volume_id).await else {
+                    return Ok(ControllerUnpublishVolumeResponse {}); // gone: unpublished everywhere
+                };
+                let _held = self.locks.try_lock(&volume.id.dataset)?;
+                if !req.node_id.is_empty() {
+                    volumes::unpublish(&self.client, &volume, &req.node_id).await?;
+                }
+                Ok(ControllerUnpublishVolumeResponse {})
+            })
+            .await
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        request: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe("ValidateVolumeCapabilities", async {
+                if req.volume_id.is_empty() {
+                    return Err(Status::invalid_argument("volume_id: required"));
+                }
+                if req.volume_capabilities.is_empty() {
+                    return Err(Status::invalid_argument("volume_capabilities: required"));
+                }
+                let volume = volumes::require(&self.client, &req.volume_id).await?;
+                let problems: Vec<String> = req
+                    .volume_capabilities
+                    .iter()
+                    .filter_map(|c| volumes::check_capability(volume.id.protocol, c).err())
+                    .collect();
+                if !problems.is_empty() {
+                    return Ok(ValidateVolumeCapabilitiesResponse {
+                        confirmed: None,
+                        message: problems.join("; "),
+                    });
+                }
+                Ok(ValidateVolumeCapabilitiesResponse {
+                    confirmed: Some(validate_volume_capabilities_response::Confirmed {
+                        volume_context: req.volume_context,
+                        volume_capabilities: req.volume_capabilities,
+                        parameters: req.parameters,
+                        mutable_parameters: Default::default(),
+                    }),
+                    message: String::new(),
+                })
+            })
+            .await
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe("ListVolumes", async {
+                let offset = offset_token(&req.starting_token)?;
+                let max = max_entries(req.max_entries)?;
+                let limit = if max == 0 { 0 } else { max + 1 };
+                let mut page = volumes::list(&self.client, offset as u32, limit as u32).await?;
+                if offset > 0 && page.is_empty() {
+                    let total = volumes::list(&self.client, 0, 0).await?.len();
+                    if offset > total {
+                        return Err(Status::aborted(format!(
+                            "starting_token {offset} is past the end ({total} volumes)"
+                        )));
+                    }
+                }
+                let next_token = if max > 0 && page.len() > max {
+                    page.truncate(max);
+                    (offset + max).to_string()
+                } else {
+                    String::new()
+                };
+                let entries = page
+                    .iter()
+                    .map(|v| list_volumes_response::Entry {
+                        volume: Some(v.to_csi()),
+                        status: None,
+                    })
+                    .collect();
+                Ok(ListVolumesResponse {
+                    entries,
+                    next_token,
+                })
+            })
+            .await
+    }
+
+    async fn get_capacity(
+        &self,
+        request: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe("GetCapacity", async {
+                let params = VolumeParams::parse(&req.parameters)?;
+                if !req.volume_capabilities.is_empty()
+                    && volumes::check_capabilities(params.protocol, &req.volume_capabilities)
+                        .is_err()
+                {
+                    return Ok(GetCapacityResponse {
+                        available_capacity: 0,
+                        maximum_volume_size: None,
+                        minimum_volume_size: None,
+                    });
+                }
+                let datasets = self.client.datasets();
+                let parent = params.parent_dataset();
+                let found = match datasets
+                    .get(&parent)
+                    .await
+                    .map_err(status::tn("reading the parent dataset"))?
+                {
+                    Some(dataset) => Some(dataset),
+                    None => datasets
+                        .get(&params.pool)
+                        .await
+                        .map_err(status::tn("reading the pool's root dataset"))?,
+                };
+                let dataset = found.ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "StorageClass parameter `pool`: pool {} does not exist",
+                        params.pool
+                    ))
+                })?;
+                let available = dataset.available_bytes().unwrap_or(0) as i64;
+                Ok(GetCapacityResponse {
+                    available_capacity: available,
+                    maximum_volume_size: Some(available),
+                    minimum_volume_size: Some(if params.protocol.is_block() {
+                        params.volblocksize.bytes() as i64
+                    } else {
+                        1 << 30
+                    }),
+                })
+            })
+            .await
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _request: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        self.metrics
+            .observe("ControllerGetCapabilities", async {
+                use rpc::Type::*;
+                let capabilities = [
+                    CreateDeleteVolume,
+                    PublishUnpublishVolume,
+                    ListVolumes,
+                    GetCapacity,
+                    CreateDeleteSnapshot,
+                    ListSnapshots,
+                    CloneVolume,
+                    ExpandVolume,
+                    VolumeCondition,
+                    GetVolume,
+                    SingleNodeMultiWriter,
+                ]
+                .into_iter()
+                .map(capability)
+                .collect();
+                Ok(ControllerGetCapabilitiesResponse { capabilities })
+            })
+            .await
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe("CreateSnapshot", async {
+                if req.name.is_empty() {
+                    return Err(Status::invalid_argument("name: required"));
+                }
+                if req.source_volume_id.is_empty() {
+                    return Err(Status::invalid_argument("source_volume_id: required"));
+                }
+                if let Some(key) = req.parameters.keys().find(|k| !k.starts_with("csi.storage.k8s.io/")) {
+                    return Err(Status::invalid_argument(format!(
+                        "unknown VolumeSnapshotClass parameter `{key}` (detachedSnapshots is not supported by this version)"
+                    )));
+                }
+                let _held = self.locks.try_lock(&format!("snapshot:{}", req.name))?;
+                let source = volumes::require(&self.client, &req.source_volume_id).await?;
+                let snapshot = snapshots::create(&self.client, &source, &req.name).await?;
+                Ok(CreateSnapshotResponse { snapshot: Some(snapshot.to_csi()) })
+            })
+            .await
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe("DeleteSnapshot", async {
+                if req.snapshot_id.is_empty() {
+                    return Err(Status::invalid_argument("snapshot_id: required"));
+                }
+                let Ok(id) = req.snapshot_id.parse::<SnapshotId>() else {
+                    return Ok(DeleteSnapshotResponse {});
+                };
+                let _held = self.locks.try_lock(&format!("snapshot:{}", id.name))?;
+                let _volume = self.locks.try_lock(&id.volume.dataset)?;
+                snapshots::delete(&self.client, &id).await?;
+                Ok(DeleteSnapshotResponse {})
+            })
+            .await
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe("ListSnapshots", async {
+                let offset = offset_token(&req.starting_token)?;
+                let max = max_entries(req.max_entries)?;
+                if !req.snapshot_id.is_empty() {
+                    let entries = match req.snapshot_id.parse::<SnapshotId>() {
+                        Ok(id) => snapshots::get(&self.client, &id)
+                            .await?
+                            .into_iter()
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    };
+                    let entries = entries
+                        .iter()
+                        .filter(|s: &&snapshots::ManagedSnapshot| {
+                            req.source_volume_id.is_empty()
+                                || s.id.volume.to_string() == req.source_volume_id
+                        })
+                        .map(|s| list_snapshots_response::Entry {
+                            snapshot: Some(s.to_csi()),
+                        })
+                        .collect();
+                    return Ok(ListSnapshotsResponse {
+                        entries,
+                        next_token: String::new(),
+                    });
+                }
+                let source = if req.source_volume_id.is_empty() {
+                    None
+                } else {
+                    match req.source_volume_id.parse::<VolumeId>() {
+                        Ok(id) => Some(id),
+                        Err(_) => {
+                            return Ok(ListSnapshotsResponse {
+                                entries: Vec::new(),
+                                next_token: String::new(),
+                            });
+                        }
+                    }
+                };
+                let (page, more) =
+                    snapshots::list(&self.client, source.as_ref(), offset, max).await?;
+                if offset > 0 && page.is_empty() && !more {
+                    let (all, _) = snapshots::list(&self.client, source.as_ref(), 0, 0).await?;
+                    if offset > all.len() {
+                        return Err(Status::aborted(format!(
+                            "starting_token {offset} is past the end"
+                        )));
+                    }
+                }
+                let next_token = if more {
+                    (offset + max).to_string()
+                } else {
+                    String::new()
+                };
+                let entries = page
+                    .iter()
+                    .map(|s| list_snapshots_response::Entry {
+                        snapshot: Some(s.to_csi()),
+                    })
+                    .collect();
+                Ok(ListSnapshotsResponse {
+                    entries,
+                    next_token,
+                })
+            })
+            .await
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        request: Request<ControllerExpandVolumeRequest>,
+    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe("ControllerExpandVolume", async {
+                if req.volume_id.is_empty() {
+                    return Err(Status::invalid_argument("volume_id: required"));
+                }
+                let range = req
+                    .capacity_range
+                    .as_ref()
+                    .ok_or_else(|| Status::invalid_argument("capacity_range: required"))?;
+                let volume = volumes::require(&self.client, &req.volume_id).await?;
+                let _held = self.locks.try_lock(&volume.id.dataset)?;
+                let required = u64::try_from(range.required_bytes).map_err(|_| {
+                    Status::invalid_argument("capacity_range.required_bytes must not be negative")
+                })?;
+                let block_size = volume.dataset.volblocksize_bytes().unwrap_or(16384);
+                let capacity = volumes::expand(&self.client, &volume, block_size, required).await?;
+                if range.limit_bytes > 0 && capacity as i64 > range.limit_bytes {
+                    return Err(Status::out_of_range(format!(
+                        "the volume is {capacity} bytes, over limit_bytes {}",
+                        range.limit_bytes
+                    )));
+                }
+                let raw_block = matches!(
+                    req.volume_capability
+                        .as_ref()
+                        .and_then(|c| c.access_type.as_ref()),
+                    Some(AccessType::Block(_))
+                );
+                Ok(ControllerExpandVolumeResponse {
+                    capacity_bytes: capacity as i64,
+                    node_expansion_required: volume.id.protocol.is_block() && !raw_block,
+                })
+            })
+            .await
+    }
+
+    async fn controller_get_volume(
+        &self,
+        request: Request<ControllerGetVolumeRequest>,
+    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe("ControllerGetVolume", async {
+                if req.volume_id.is_empty() {
+                    return Err(Status::invalid_argument("volume_id: required"));
+                }
+                let volume = volumes::require(&self.client, &req.volume_id).await?;
+                let problem = volumes::condition(&self.client, &volume).await?;
+                Ok(ControllerGetVolumeResponse {
+                    volume: Some(volume.to_csi()),
+                    status: Some(controller_get_volume_response::VolumeStatus {
+                        published_node_ids: Vec::new(),
+                        volume_condition: Some(csi_api::csi::VolumeCondition {
+                            abnormal: problem.is_some(),
+                            message: problem.unwrap_or_else(|| "healthy".into()),
+                        }),
+                    }),
+                })
+            })
+            .await
+    }
+}

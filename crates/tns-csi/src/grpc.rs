@@ -1,0 +1,86 @@
+//! The CSI gRPC server on a unix socket: Identity always, Controller in controller mode.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use csi_api::csi::controller_server::ControllerServer;
+use csi_api::csi::identity_server::IdentityServer;
+use csi_api::{CsiMetrics, IdentityService, ReadyCheck};
+use csi_controller::{ControllerService, ControllerSettings};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::CsiSettings;
+
+/// Serves until SIGTERM/SIGINT, then removes the socket.
+pub(crate) async fn serve(
+    socket: PathBuf,
+    csi: CsiSettings,
+    client: Option<truenas::Client>,
+    truenas_url: Option<String>,
+    metrics: CsiMetrics,
+) -> anyhow::Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // A socket left by a previous run would make bind fail; nothing else may live there.
+    match std::fs::symlink_metadata(&socket) {
+        Ok(meta) if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+            std::fs::remove_file(&socket)
+                .with_context(|| format!("cannot remove stale socket {}", socket.display()))?;
+        }
+        Ok(_) => anyhow::bail!(
+            "csi.endpoint {} exists and is not a socket; refusing to replace it",
+            socket.display()
+        ),
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    let ready: ReadyCheck = match &client {
+        Some(client) => {
+            let client = client.clone();
+            Arc::new(move || {
+                let client = client.clone();
+                Box::pin(async move {
+                    if let Some(problem) = client.connection_problem() {
+                        return Err(problem);
+                    }
+                    client
+                        .call_within("core.ping", vec![], Duration::from_secs(3))
+                        .await
+                        .map(drop)
+                        .map_err(|err| err.to_string())
+                })
+            })
+        }
+        None => Arc::new(|| Box::pin(async { Ok(()) })),
+    };
+    let version = telemetry::version_string(env!("CARGO_PKG_VERSION"));
+    let identity = IdentityService::new(version, csi.mode.controller(), ready);
+    let mut router = tonic::transport::Server::builder().add_service(IdentityServer::new(identity));
+    if let (true, Some(client)) = (csi.mode.controller(), client) {
+        let default_server = truenas_url
+            .as_deref()
+            .and_then(|url| url::Url::parse(url).ok())
+            .and_then(|url| {
+                url.host_str()
+                    .map(|h| h.trim_matches(['[', ']']).to_owned())
+            })
+            .unwrap_or_default();
+        let controller =
+            ControllerService::new(client, ControllerSettings { default_server }, metrics);
+        router = router.add_service(ControllerServer::new(controller));
+    }
+    tracing::info!(endpoint = %socket.display(), mode = ?csi.mode, "serving CSI");
+    let result = router
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            telemetry::shutdown_signal(),
+        )
+        .await;
+    let _ = std::fs::remove_file(&socket);
+    result.context("the CSI gRPC server failed")
+}
