@@ -89,7 +89,10 @@ pub(crate) async fn create(
         .query(&Query::all().filter(Filter::eq("snapshot_name", name)))
         .await
         .map_err(tn("looking up snapshots by name"))?;
-    if let Some(existing) = same_name.into_iter().find_map(ManagedSnapshot::from_snapshot) {
+    if let Some(existing) = same_name
+        .into_iter()
+        .find_map(ManagedSnapshot::from_snapshot)
+    {
         if existing.id.volume.dataset == source.id.dataset {
             return Ok(existing);
         }

@@ -13,11 +13,12 @@ struct State {
     latency: Duration,
     drop_after: Option<u64>,
     drop_probability: f64,
-    failures: BTreeMap<String, (i64, String)>,
+    failures: BTreeMap<String, Failure>,
     refuse_logins: bool,
     insecure_peers: bool,
     zvol_lag: Duration,
     idle_timeout: Option<Duration>,
+    rate_limit: Option<u32>,
     busy: BTreeSet<String>,
 }
 
@@ -62,7 +63,15 @@ impl Faults {
         let errno = errno_of(errname).unwrap_or(14);
         self.with(|s| {
             s.failures
-                .insert(method.to_owned(), (errno, message.to_owned()))
+                .insert(method.to_owned(), Failure::call(errno, message))
+        });
+    }
+
+    /// Makes every call of `method` fail with a validation error (-32602) on `attribute`.
+    pub fn fail_method_validation(&self, method: &str, attribute: &str, message: &str) {
+        self.with(|s| {
+            s.failures
+                .insert(method.to_owned(), Failure::invalid(attribute, message))
         });
     }
 
@@ -93,6 +102,15 @@ impl Faults {
 
     pub(crate) fn idle_timeout(&self) -> Option<Duration> {
         self.with(|s| s.idle_timeout)
+    }
+
+    /// Unauthenticated calls allowed per method and IP per minute (TrueNAS: 20).
+    pub fn set_unauthenticated_rate_limit(&self, per_minute: u32) {
+        self.with(|s| s.rate_limit = Some(per_minute));
+    }
+
+    pub(crate) fn rate_limit(&self) -> u32 {
+        self.with(|s| s.rate_limit.unwrap_or(20))
     }
 
     /// Makes deleting this dataset fail with EBUSY.
@@ -165,11 +183,7 @@ impl Faults {
     }
 
     pub(crate) fn injected(&self, method: &str) -> Option<Failure> {
-        self.with(|s| {
-            s.failures
-                .get(method)
-                .map(|(errno, msg)| Failure::call(*errno, msg.clone()))
-        })
+        self.with(|s| s.failures.get(method).cloned())
     }
 
     pub(crate) fn logins_refused(&self) -> bool {

@@ -415,7 +415,7 @@ fn rate_ok(shared: &Shared, method: &str, peer: IpAddr) -> bool {
         *entry = (now, 0);
     }
     entry.1 += 1;
-    entry.1 <= 20
+    entry.1 <= shared.faults.rate_limit()
 }
 
 enum KeyCheck {

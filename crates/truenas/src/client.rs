@@ -651,6 +651,10 @@ async fn supervise(
                 wait = backoff.max(Duration::from_secs(30));
             }
             Err(err) => {
+                if matches!(err, Error::Busy { .. }) {
+                    // TrueNAS rate-limits logins per IP (20 a minute): hammering only extends it.
+                    wait = backoff.max(Duration::from_secs(5));
+                }
                 tracing::warn!(connection = index, %err, "cannot connect to TrueNAS");
                 let keep_auth_failure = matches!(*slot.state.borrow(), SlotState::AuthFailed(_));
                 if !keep_auth_failure {
