@@ -319,3 +319,190 @@ fn ready_while_truenas_answers_and_client_metrics_are_served() {
         "key in logs"
     );
 }
+
+#[test]
+fn serves_csi_on_a_unix_socket_against_the_simulator() {
+    use csi_api::csi::controller_client::ControllerClient;
+    use csi_api::csi::identity_client::IdentityClient;
+    use csi_api::csi::volume_capability::access_mode::Mode;
+    use csi_api::csi::volume_capability::{AccessMode, AccessType, MountVolume};
+    use csi_api::csi::*;
+
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let config = truenas_sim::SimConfig::new(dir.path().join("data"));
+    let key = write(dir.path(), "key", &config.api_key);
+    let sim = runtime
+        .block_on(truenas_sim::Simulator::start(config))
+        .unwrap();
+    let socket = dir.path().join("csi/csi.sock");
+    let yaml = format!(
+        "truenas:\n  url: {}\n  api_key_file: {key}\n  allow_insecure_transport: true\ncsi:\n  mode: controller\n  endpoint: unix://{}\n",
+        sim.url(),
+        socket.display()
+    );
+    let config = write(dir.path(), "config.yaml", &yaml);
+    let (running, _addr) = Running::start(&config, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no socket at {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    runtime.block_on(async {
+        let path = socket.clone();
+        let channel = tonic::transport::Endpoint::try_from("http://[::]:1")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+            .unwrap();
+        let mut identity = IdentityClient::new(channel.clone());
+        let info = identity
+            .get_plugin_info(GetPluginInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(info.name, "tns.csi.io");
+        let mut ready = false;
+        for _ in 0..50 {
+            ready = identity
+                .probe(ProbeRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .ready
+                == Some(true);
+            if ready {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "probe never became ready");
+        let mut controller = ControllerClient::new(channel);
+        let request = CreateVolumeRequest {
+            name: "pvc-bin".into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 1 << 30,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![VolumeCapability {
+                access_type: Some(AccessType::Mount(MountVolume::default())),
+                access_mode: Some(AccessMode {
+                    mode: Mode::MultiNodeMultiWriter as i32,
+                }),
+            }],
+            parameters: [("protocol", "nfs"), ("pool", "tank")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ..Default::default()
+        };
+        let volume = controller
+            .create_volume(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        assert_eq!(volume.volume_id, "nfs:tank/csi/pvc-bin");
+        assert_eq!(
+            volume.volume_context["server"], "127.0.0.1",
+            "the API URL's host by default"
+        );
+        controller
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: volume.volume_id,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    });
+    let logs = running.stop();
+    assert!(!socket.exists(), "socket removed on shutdown");
+    assert!(logs.contains("serving CSI"), "{logs}");
+    assert!(
+        !logs.contains(&std::fs::read_to_string(&key).unwrap()[2..]),
+        "key in logs"
+    );
+}
+
+#[test]
+fn csi_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tns_csi(
+        &[
+            "check-config",
+            "--mode",
+            "node",
+            "--endpoint",
+            "unix:///tmp/x.sock",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("config key `csi.node_id`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = tns_csi(
+        &[
+            "check-config",
+            "--mode",
+            "node",
+            "--node-id",
+            "n1",
+            "--endpoint",
+            "tcp://0.0.0.0:1",
+        ],
+        &[],
+    );
+    assert!(
+        text(&out.stderr).contains("config key `csi.endpoint`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = tns_csi(
+        &[
+            "check-config",
+            "--mode",
+            "controller",
+            "--endpoint",
+            "unix:///tmp/x.sock",
+        ],
+        &[],
+    );
+    assert!(
+        text(&out.stderr).contains("controller mode needs the truenas section"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = tns_csi(
+        &[
+            "check-config",
+            "--mode",
+            "node",
+            "--node-id",
+            "n1",
+            "--endpoint",
+            "unix:///tmp/x.sock",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "node mode needs no TrueNAS credentials: {}",
+        text(&out.stderr)
+    );
+    let _ = dir;
+}
