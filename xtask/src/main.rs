@@ -38,9 +38,10 @@ enum Task {
     /// Build and run both binaries on embedded example configs, show their endpoints, stop.
     Demo,
     /// Run a benchmark in release mode and print its figures beside same-run baselines
-    /// (`truenas`: client calls/s and latency against the simulator).
+    /// (`truenas`: client calls/s and latency against the simulator; `csi`: controller
+    /// volumes/s and peak memory).
     Bench {
-        /// Which benchmark: `truenas`.
+        /// Which benchmark: `truenas` or `csi`.
         name: String,
         /// Extra arguments for the benchmark (see `cargo run -p bench -- help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -68,26 +69,26 @@ fn main() -> ExitCode {
 
 /// Builds the `bench` package in release mode and runs one benchmark.
 fn bench(name: &str, args: &[String]) -> anyhow::Result<()> {
-    const KNOWN: &[&str] = &["truenas"];
+    const KNOWN: &[&str] = &["truenas", "csi"];
     if !KNOWN.contains(&name) {
         anyhow::bail!(
             "unknown benchmark `{name}`; available: {}",
             KNOWN.join(", ")
         );
     }
-    let status = cargo()
+    let built = cargo()
         .current_dir(root())
-        .args([
-            "run",
-            "--release",
-            "--locked",
-            "--quiet",
-            "--package",
-            "bench",
-            "--",
-            name,
-        ])
+        .args(["build", "--release", "--locked", "--quiet"])
+        .args(["--package", "bench", "--package", "tns-csi"])
+        .status()?;
+    anyhow::ensure!(built.success(), "release build failed");
+    let status = std::process::Command::new(root().join("target/release/bench"))
+        .arg(name)
         .args(args)
+        .env(
+            "BENCH_CONTROLLER_BIN",
+            root().join("target/release/tns-csi"),
+        )
         .status()?;
     anyhow::ensure!(
         status.success(),
