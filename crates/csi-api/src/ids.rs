@@ -75,6 +75,8 @@ fn valid_dataset(dataset: &str) -> bool {
         && !dataset.contains('@')
         && dataset.split('/').all(|c| {
             !c.is_empty()
+                && c != "."
+                && c != ".."
                 && c.chars()
                     .all(|ch| ch.is_ascii_alphanumeric() || "_-:.".contains(ch))
         })
@@ -146,6 +148,8 @@ impl FromStr for SnapshotId {
             .parse()
             .map_err(|IdError(why)| IdError(format!("snapshot id `{text}`: {why}")))?;
         if name.is_empty()
+            || name == "."
+            || name == ".."
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_-:.".contains(c))

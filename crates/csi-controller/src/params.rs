@@ -159,6 +159,8 @@ fn list(params: &HashMap<String, String>, key: &str) -> Vec<String> {
 fn dataset_component(key: &str, value: &str) -> Result<(), Status> {
     let ok = value.split('/').all(|c| {
         !c.is_empty()
+            && c != "."
+            && c != ".."
             && c.chars()
                 .all(|ch| ch.is_ascii_alphanumeric() || "_-:.".contains(ch))
     });
@@ -435,6 +437,7 @@ impl VolumeParams {
         };
         let name = format!("{}{base}{}", self.name_prefix, self.name_suffix);
         let valid = !name.is_empty()
+            && !name.starts_with('.')
             && name.len() <= 200
             && name
                 .chars()
@@ -607,5 +610,15 @@ mod tests {
             "sidecar keys do not change the digest"
         );
         assert!(p.volume_name("bad name").is_err());
+        let plain = parse(&[("protocol", "nfs"), ("pool", "tank")]).unwrap();
+        assert!(plain.volume_name("..").is_err() && plain.volume_name(".hidden").is_err());
+        assert!(
+            parse(&[
+                ("protocol", "nfs"),
+                ("pool", "tank"),
+                ("parentDataset", "a/../b")
+            ])
+            .is_err()
+        );
     }
 }
