@@ -26,6 +26,19 @@ const GIB: u64 = 1 << 30;
 /// How long to wait for a new zvol's device node before a namespace or extent can use it.
 const ZVOL_DEVICE_WAIT: Duration = Duration::from_secs(15);
 
+/// The dataset fields a volume lookup needs.
+const LOOKUP_FIELDS: &[&str] = &[
+    "id",
+    "type",
+    "pool",
+    "mountpoint",
+    "user_properties",
+    "volsize",
+    "volblocksize",
+    "refquota",
+    "origin",
+];
+
 /// A volume the driver owns, read from its dataset.
 #[derive(Debug, Clone)]
 pub(crate) struct ManagedVolume {
@@ -112,12 +125,17 @@ pub(crate) async fn load(
     client: &Client,
     dataset: &str,
 ) -> Result<Option<Option<ManagedVolume>>, Status> {
+    // Exact id, no children, only the fields the driver reads (spec: no scans on the hot path).
+    let query = Query::all()
+        .filter(Filter::eq("id", dataset))
+        .select(LOOKUP_FIELDS)
+        .extra("retrieve_children", false);
     let found = client
         .datasets()
-        .get(dataset)
+        .query(&query)
         .await
         .map_err(tn("looking up the volume's dataset"))?;
-    Ok(found.map(ManagedVolume::from_dataset))
+    Ok(found.into_iter().next().map(ManagedVolume::from_dataset))
 }
 
 /// Loads a volume by id for an RPC that needs it to exist and be live.
@@ -1357,6 +1375,7 @@ pub(crate) async fn list(
     let deleted = truenas::query::field(&["user_properties", props::DELETED, "value"]);
     let mut query = Query::all()
         .filter(Filter::eq(managed, props::MANAGER))
+        .select(LOOKUP_FIELDS)
         .filter(Filter::eq(deleted, "false"))
         .order_by("id", false)
         .extra("retrieve_children", false)

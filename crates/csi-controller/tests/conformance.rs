@@ -1333,3 +1333,70 @@ async fn metrics_count_calls_by_method_and_code() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_are_exact_never_by_prefix() {
+    let mut h = harness().await;
+    let ten = h
+        .controller
+        .create_volume(create_request("app-10", "nfs", GIB))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let one = h
+        .controller
+        .create_volume(create_request("app-1", "nfs", GIB))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_ne!(ten.volume_id, one.volume_id);
+    h.controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: one.volume_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let still = h
+        .controller
+        .controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: ten.volume_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !still.status.unwrap().volume_condition.unwrap().abnormal,
+        "app-10 untouched by app-1's delete"
+    );
+    let snap = h
+        .controller
+        .create_snapshot(CreateSnapshotRequest {
+            source_volume_id: ten.volume_id.clone(),
+            name: "s-10".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let other = CreateSnapshotRequest {
+        source_volume_id: ten.volume_id.clone(),
+        name: "s-1".into(),
+        ..Default::default()
+    };
+    let s1 = h
+        .controller
+        .create_snapshot(other)
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_ne!(snap.snapshot_id, s1.snapshot_id);
+}

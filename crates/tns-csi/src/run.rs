@@ -184,7 +184,7 @@ fn connect_truenas(
                 return Err(problem);
             }
             let pong = client
-                .call_within("core.ping", vec![], Duration::from_secs(3))
+                .call_within("system.version", vec![], Duration::from_secs(3))
                 .await;
             pong.map(drop).map_err(|err| err.to_string())
         }

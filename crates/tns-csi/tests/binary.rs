@@ -298,7 +298,7 @@ fn ready_while_truenas_answers_and_client_metrics_are_served() {
     let (_, metrics) = http_get(&addr, "/metrics");
     assert!(metrics.contains("tns_csi_truenas_connected 2"), "{metrics}");
     assert!(
-        metrics.contains("tns_csi_truenas_calls_total{method=\"core.ping\",outcome=\"ok\"}"),
+        metrics.contains("tns_csi_truenas_calls_total{method=\"system.version\",outcome=\"ok\"}"),
         "{metrics}"
     );
     // TrueNAS goes away: not ready, with the reason.
