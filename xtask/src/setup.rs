@@ -28,6 +28,30 @@ const NEEDS: &[Need] = &[
         package: "procps",
         why: "binary tests stop daemons with SIGTERM",
     },
+    Need {
+        command: "losetup",
+        probe: &["--version"],
+        package: "mount",
+        why: "node tests attach zvol files as loop devices",
+    },
+    Need {
+        command: "mkfs.ext4",
+        probe: &["-V"],
+        package: "e2fsprogs",
+        why: "node tests format block volumes with ext4 and grow them with resize2fs",
+    },
+    Need {
+        command: "mkfs.xfs",
+        probe: &["-V"],
+        package: "xfsprogs",
+        why: "node tests format block volumes with xfs and grow them online with xfs_growfs",
+    },
+    Need {
+        command: "blkid",
+        probe: &["-V"],
+        package: "util-linux",
+        why: "the node never formats a device that holds a filesystem",
+    },
 ];
 
 fn present(need: &Need) -> bool {
