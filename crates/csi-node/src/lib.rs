@@ -330,7 +330,7 @@ impl NodeService {
                 {
                     Ok(fs) => {
                         staged.fs_type = Some(fs);
-                        self.write_state(&staged).map_err(Into::into)
+                        self.write_state(&staged)
                     }
                     Err(err) => Err(err),
                 }

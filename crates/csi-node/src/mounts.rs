@@ -42,12 +42,13 @@ fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() {
-            if let Ok(code) = u8::from_str_radix(&field[i + 1..i + 4], 8) {
-                out.push(code as char);
-                i += 4;
-                continue;
-            }
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Ok(code) = u8::from_str_radix(&field[i + 1..i + 4], 8)
+        {
+            out.push(code as char);
+            i += 4;
+            continue;
         }
         out.push(bytes[i] as char);
         i += 1;

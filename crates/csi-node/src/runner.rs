@@ -93,11 +93,14 @@ pub enum Scripted {
     Hang,
 }
 
+/// Answers queued per command prefix.
+type Script = Vec<(String, VecDeque<Scripted>)>;
+
 /// Records every command; answers from a script (default: exit 0, no output).
 #[derive(Debug, Clone, Default)]
 pub struct RecordingRunner {
     calls: Arc<Mutex<Vec<String>>>,
-    script: Arc<Mutex<Vec<(String, VecDeque<Scripted>)>>>,
+    script: Arc<Mutex<Script>>,
 }
 
 impl RecordingRunner {

@@ -47,6 +47,19 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "NODE_ID", value_name = "NAME")]
     pub(crate) node_id: Option<String>,
 
+    /// real (mount, nvme, iscsiadm) or simulated (bind mounts and loop devices of a
+    /// truenas-sim data directory) (csi.host).
+    #[arg(long, global = true, value_enum)]
+    pub(crate) host: Option<crate::config::Host>,
+
+    /// The simulator's data directory, for --host simulated (csi.sim_data_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) sim_data_dir: Option<PathBuf>,
+
+    /// Node-local state: what each staged volume attached (csi.state_dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+
     #[command(flatten)]
     pub(crate) observability: settings::ObservabilityFlags,
 

@@ -59,7 +59,7 @@ impl Mode {
 }
 
 /// The `csi:` section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CsiSettings {
     /// `controller`, `node` or `all`.
@@ -71,6 +71,48 @@ pub(crate) struct CsiSettings {
     /// This node's name (the Kubernetes node name), for node mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) node_id: Option<String>,
+    /// `real` (mount, nvme, iscsiadm) or `simulated` (bind mounts and loop devices of the
+    /// simulator's files).
+    #[serde(default)]
+    pub(crate) host: Host,
+    /// The simulator's data directory, for `host: simulated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sim_data_dir: Option<PathBuf>,
+    /// Node-local record of what each staged volume attached.
+    #[serde(default = "default_state_dir")]
+    pub(crate) state_dir: PathBuf,
+    /// Volumes the CO may place on this node (0: no limit).
+    #[serde(default)]
+    pub(crate) max_volumes: i64,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/tns-csi/node")
+}
+
+/// Where the node gets its volumes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Host {
+    /// Real NFS/SMB mounts, nvme-cli and iscsiadm.
+    #[default]
+    Real,
+    /// Bind mounts and loop devices of a truenas-sim data directory (demo and tests).
+    Simulated,
+}
+
+impl Default for CsiSettings {
+    fn default() -> Self {
+        Self {
+            mode: Mode::default(),
+            endpoint: None,
+            node_id: None,
+            host: Host::default(),
+            sim_data_dir: None,
+            state_dir: default_state_dir(),
+            max_volumes: 0,
+        }
+    }
 }
 
 impl CsiSettings {
@@ -95,6 +137,12 @@ impl CsiSettings {
             invalid.push(Invalid::new(
                 "truenas",
                 "controller mode needs the truenas section (url and API key); node mode does not",
+            ));
+        }
+        if self.host == Host::Simulated && self.sim_data_dir.is_none() {
+            invalid.push(Invalid::new(
+                "csi.sim_data_dir",
+                "host: simulated needs the simulator's data directory (--sim-data-dir DIR)",
             ));
         }
         if self.mode.node() && self.node_id.as_deref().is_none_or(str::is_empty) {

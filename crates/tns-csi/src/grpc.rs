@@ -70,9 +70,32 @@ pub(crate) async fn serve(
                     .map(|h| h.trim_matches(['[', ']']).to_owned())
             })
             .unwrap_or_default();
-        let controller =
-            ControllerService::new(client, ControllerSettings { default_server }, metrics);
+        let controller = ControllerService::new(
+            client,
+            ControllerSettings { default_server },
+            metrics.clone(),
+        );
         router = router.add_service(ControllerServer::new(controller));
+    }
+    if csi.mode.node() {
+        let host = match csi.host {
+            crate::config::Host::Real => csi_node::HostMode::Real,
+            crate::config::Host::Simulated => csi_node::HostMode::Simulated {
+                data_dir: csi
+                    .sim_data_dir
+                    .clone()
+                    .context("csi.sim_data_dir is required for host: simulated")?,
+            },
+        };
+        let mut settings = csi_node::NodeSettings::new(
+            csi.node_id.clone().unwrap_or_default(),
+            csi.state_dir.clone(),
+            host,
+        );
+        settings.max_volumes = csi.max_volumes;
+        let node =
+            csi_node::NodeService::new(settings, Arc::new(csi_node::SystemRunner), metrics.clone());
+        router = router.add_service(csi_api::csi::node_server::NodeServer::new(node));
     }
     tracing::info!(endpoint = %socket.display(), mode = ?csi.mode, "serving CSI");
     let result = router

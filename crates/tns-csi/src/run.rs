@@ -74,6 +74,23 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(node_id) = &cli.node_id {
         loader = loader.flag("csi.node_id", "--node-id", node_id.as_str());
     }
+    if let Some(host) = cli.host {
+        let host = match host {
+            crate::config::Host::Real => "real",
+            crate::config::Host::Simulated => "simulated",
+        };
+        loader = loader.flag("csi.host", "--host", host);
+    }
+    if let Some(dir) = &cli.sim_data_dir {
+        loader = loader.flag(
+            "csi.sim_data_dir",
+            "--sim-data-dir",
+            dir.display().to_string(),
+        );
+    }
+    if let Some(dir) = &cli.state_dir {
+        loader = loader.flag("csi.state_dir", "--state-dir", dir.display().to_string());
+    }
     loader = cli.observability.apply(loader);
     loader.load().context("invalid configuration")
 }
