@@ -15,8 +15,6 @@ use crate::NodeError;
 use crate::mounts;
 use crate::runner::{Runner, check};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// What NodeStageVolume asks a connector for.
 #[derive(Debug)]
 pub struct AttachRequest<'a> {
@@ -119,6 +117,8 @@ async fn wait_for<F: Fn() -> Option<PathBuf>>(
 pub struct NfsConnector {
     /// Runs mount.
     pub runner: Arc<dyn Runner>,
+    /// Limit per host command.
+    pub timeout: Duration,
 }
 
 #[tonic::async_trait]
@@ -129,6 +129,7 @@ impl Connector for NfsConnector {
         let options = with_default(r.mount_flags, "vers=4.2");
         mounts::mount(
             self.runner.as_ref(),
+            self.timeout,
             Some("nfs"),
             &format!("{server}:{path}"),
             r.staging,
@@ -159,6 +160,8 @@ pub struct SmbConnector {
     pub runner: Arc<dyn Runner>,
     /// Private directory for the short-lived credentials file.
     pub private_dir: PathBuf,
+    /// Limit per host command.
+    pub timeout: Duration,
 }
 
 #[tonic::async_trait]
@@ -198,6 +201,7 @@ impl Connector for SmbConnector {
         options.extend(with_default(r.mount_flags, "vers=3.0"));
         let result = mounts::mount(
             self.runner.as_ref(),
+            self.timeout,
             Some("cifs"),
             &format!("//{server}/{share}"),
             r.staging,
@@ -234,6 +238,8 @@ pub struct NvmeConnector {
     pub dev: PathBuf,
     /// How long to wait for the namespace's device.
     pub device_wait: Duration,
+    /// Limit per host command.
+    pub timeout: Duration,
 }
 
 impl NvmeConnector {
@@ -286,20 +292,31 @@ impl Connector for NvmeConnector {
             if let Some(hostnqn) = r.publish.get(publish::HOST_NQN) {
                 argv.extend(strings(["--hostnqn", hostnqn.as_str()]));
             }
-            check(self.runner.as_ref(), "nvme", &argv, CONNECT_TIMEOUT).await?;
+            check(self.runner.as_ref(), "nvme", &argv, self.timeout).await?;
         }
-        let device = wait_for(
+        let detach = Detach {
+            protocol: "nvmeof".into(),
+            device: None,
+            nqn: Some(nqn.to_owned()),
+            iqn: None,
+            portal: None,
+        };
+        let found = wait_for(
             &format!("namespace {nsid} of {nqn}"),
             self.device_wait,
             || self.find_device(nqn, nsid),
         )
-        .await?;
+        .await;
+        let device = match found {
+            Ok(device) => device,
+            Err(err) => {
+                let _ = self.detach(&detach, false).await; // leave no half-made connection
+                return Err(err);
+            }
+        };
         let detach = Detach {
-            protocol: "nvmeof".into(),
             device: Some(device.clone()),
-            nqn: Some(nqn.to_owned()),
-            iqn: None,
-            portal: None,
+            ..detach
         };
         Ok((Attached::Device(device), detach))
     }
@@ -315,7 +332,7 @@ impl Connector for NvmeConnector {
             self.runner.as_ref(),
             "nvme",
             &strings(["disconnect", "-n", nqn.as_str()]),
-            CONNECT_TIMEOUT,
+            self.timeout,
         )
         .await
         .map(drop)
@@ -331,6 +348,8 @@ pub struct IscsiConnector {
     pub dev: PathBuf,
     /// How long to wait for the LUN's device.
     pub device_wait: Duration,
+    /// Limit per host command.
+    pub timeout: Duration,
 }
 
 const ISCSI_IFACE: &str = "tns-csi";
@@ -351,7 +370,7 @@ impl Connector for IscsiConnector {
                 .run(
                     "iscsiadm",
                     &strings(["-m", "iface", "-I", ISCSI_IFACE, "-o", "new"]),
-                    CONNECT_TIMEOUT,
+                    self.timeout,
                 )
                 .await?;
             check(
@@ -369,7 +388,7 @@ impl Connector for IscsiConnector {
                     "-v",
                     initiator.as_str(),
                 ]),
-                CONNECT_TIMEOUT,
+                self.timeout,
             )
             .await?;
             iface = strings(["-I", ISCSI_IFACE]);
@@ -383,11 +402,11 @@ impl Connector for IscsiConnector {
             portal.as_str(),
         ]);
         discover.extend(iface.iter().cloned());
-        check(runner, "iscsiadm", &discover, CONNECT_TIMEOUT).await?;
+        check(runner, "iscsiadm", &discover, self.timeout).await?;
         let mut login = strings(["-m", "node", "-T", iqn, "-p", portal.as_str()]);
         login.extend(iface.iter().cloned());
         login.push("--login".into());
-        let out = runner.run("iscsiadm", &login, CONNECT_TIMEOUT).await?;
+        let out = runner.run("iscsiadm", &login, self.timeout).await?;
         // 15: already logged in (a retry), which is fine.
         if out.status != 0 && out.status != 15 {
             return Err(NodeError::Command {
@@ -399,18 +418,29 @@ impl Connector for IscsiConnector {
         let by_path = self
             .dev
             .join(format!("disk/by-path/ip-{portal}-iscsi-{iqn}-lun-{lun}"));
-        let device = wait_for(&format!("LUN {lun} of {iqn}"), self.device_wait, || {
+        let detach = Detach {
+            protocol: "iscsi".into(),
+            device: None,
+            nqn: None,
+            iqn: Some(iqn.to_owned()),
+            portal: Some(portal),
+        };
+        let found = wait_for(&format!("LUN {lun} of {iqn}"), self.device_wait, || {
             by_path
                 .exists()
                 .then(|| by_path.canonicalize().unwrap_or_else(|_| by_path.clone()))
         })
-        .await?;
+        .await;
+        let device = match found {
+            Ok(device) => device,
+            Err(err) => {
+                let _ = self.detach(&detach, false).await; // log out again
+                return Err(err);
+            }
+        };
         let detach = Detach {
-            protocol: "iscsi".into(),
             device: Some(device.clone()),
-            nqn: None,
-            iqn: Some(iqn.to_owned()),
-            portal: Some(portal),
+            ..detach
         };
         Ok((Attached::Device(device), detach))
     }
@@ -435,7 +465,7 @@ impl Connector for IscsiConnector {
                     portal.as_str(),
                     "--logout",
                 ]),
-                CONNECT_TIMEOUT,
+                self.timeout,
             )
             .await?;
         // 21: no session (already logged out).
@@ -457,6 +487,8 @@ pub struct SimulatedConnector {
     pub runner: Arc<dyn Runner>,
     /// The simulator's `--data-dir`.
     pub data_dir: PathBuf,
+    /// Limit per host command.
+    pub timeout: Duration,
 }
 
 #[tonic::async_trait]
@@ -484,7 +516,7 @@ impl Connector for SimulatedConnector {
                     "--show".to_owned(),
                     file.display().to_string(),
                 ]),
-                CONNECT_TIMEOUT,
+                self.timeout,
             )
             .await?;
             let device = PathBuf::from(out.stdout.trim());
@@ -498,7 +530,7 @@ impl Connector for SimulatedConnector {
             Ok((Attached::Device(device), detach))
         } else {
             let dir = self.data_dir.join("mnt").join(dataset);
-            mounts::bind(self.runner.as_ref(), &dir, r.staging, false).await?;
+            mounts::bind(self.runner.as_ref(), self.timeout, &dir, r.staging, false).await?;
             Ok((
                 Attached::Mounted,
                 Detach {
@@ -519,7 +551,7 @@ impl Connector for SimulatedConnector {
                 .run(
                     "losetup",
                     &strings(["-d".to_owned(), device.display().to_string()]),
-                    CONNECT_TIMEOUT,
+                    self.timeout,
                 )
                 .await?;
             if out.status != 0 && !out.stderr.contains("No such device") {

@@ -59,6 +59,8 @@ pub struct NodeSettings {
     pub dev: PathBuf,
     /// How long to wait for a device after connecting.
     pub device_wait: Duration,
+    /// Limit for each host command (connect, login, mount).
+    pub command_timeout: Duration,
 }
 
 impl NodeSettings {
@@ -72,6 +74,7 @@ impl NodeSettings {
             sysfs: PathBuf::from("/sys"),
             dev: PathBuf::from("/dev"),
             device_wait: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -127,6 +130,7 @@ impl NodeService {
                 let simulated: Arc<dyn Connector> = Arc::new(SimulatedConnector {
                     runner: runner.clone(),
                     data_dir: data_dir.clone(),
+                    timeout: settings.command_timeout,
                 });
                 for protocol in [
                     Protocol::Nfs,
@@ -142,6 +146,7 @@ impl NodeService {
                     Protocol::Nfs,
                     Arc::new(NfsConnector {
                         runner: runner.clone(),
+                        timeout: settings.command_timeout,
                     }),
                 );
                 connectors.insert(
@@ -149,6 +154,7 @@ impl NodeService {
                     Arc::new(SmbConnector {
                         runner: runner.clone(),
                         private_dir: settings.state_dir.join("private"),
+                        timeout: settings.command_timeout,
                     }),
                 );
                 connectors.insert(
@@ -158,6 +164,7 @@ impl NodeService {
                         sysfs: settings.sysfs.clone(),
                         dev: settings.dev.clone(),
                         device_wait: settings.device_wait,
+                        timeout: settings.command_timeout,
                     }),
                 );
                 connectors.insert(
@@ -166,6 +173,7 @@ impl NodeService {
                         runner: runner.clone(),
                         dev: settings.dev.clone(),
                         device_wait: settings.device_wait,
+                        timeout: settings.command_timeout,
                     }),
                 );
             }
@@ -352,7 +360,14 @@ impl NodeService {
             std::fs::File::create(&file)
                 .map_err(NodeError::io(format!("creating {}", file.display())))?;
         }
-        mounts::bind(self.runner.as_ref(), device, &file, false).await
+        mounts::bind(
+            self.runner.as_ref(),
+            self.settings.command_timeout,
+            device,
+            &file,
+            false,
+        )
+        .await
     }
 
     /// Formats only a blank device, grows an existing filesystem to the device, mounts it.
@@ -440,7 +455,15 @@ impl NodeService {
         } else {
             flags.to_vec()
         };
-        mounts::mount(self.runner.as_ref(), Some(&fs), &dev, staging, &options).await?;
+        mounts::mount(
+            self.runner.as_ref(),
+            self.settings.command_timeout,
+            Some(&fs),
+            &dev,
+            staging,
+            &options,
+        )
+        .await?;
         if fs == "xfs" {
             check(
                 self.runner.as_ref(),
@@ -461,7 +484,7 @@ impl NodeService {
             staged.staging.clone()
         };
         while mounts::at(&target)?.is_some() {
-            mounts::unmount(self.runner.as_ref(), &target).await?;
+            mounts::unmount(self.runner.as_ref(), self.settings.command_timeout, &target).await?;
         }
         if staged.raw_block {
             let _ = std::fs::remove_file(&target);
@@ -508,7 +531,12 @@ impl NodeService {
             None => {
                 // Nothing recorded: at most a leftover mount at exactly the staging path.
                 while mounts::at(&staging)?.is_some() {
-                    mounts::unmount(self.runner.as_ref(), &staging).await?;
+                    mounts::unmount(
+                        self.runner.as_ref(),
+                        self.settings.command_timeout,
+                        &staging,
+                    )
+                    .await?;
                 }
             }
         }
@@ -585,7 +613,14 @@ impl NodeService {
             std::fs::create_dir_all(&target)
                 .map_err(NodeError::io(format!("creating {}", target.display())))?;
         }
-        mounts::bind(self.runner.as_ref(), &source, &target, req.readonly).await?;
+        mounts::bind(
+            self.runner.as_ref(),
+            self.settings.command_timeout,
+            &source,
+            &target,
+            req.readonly,
+        )
+        .await?;
         Ok(NodePublishVolumeResponse {})
     }
 
@@ -597,7 +632,7 @@ impl NodeService {
         let target = PathBuf::from(required(&req.target_path, "target_path")?);
         let _held = self.lock(&volume_id)?;
         while mounts::at(&target)?.is_some() {
-            mounts::unmount(self.runner.as_ref(), &target).await?;
+            mounts::unmount(self.runner.as_ref(), self.settings.command_timeout, &target).await?;
         }
         match std::fs::symlink_metadata(&target) {
             Ok(meta) if meta.is_dir() => std::fs::remove_dir(&target)

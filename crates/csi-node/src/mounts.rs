@@ -6,8 +6,6 @@ use std::time::Duration;
 use crate::NodeError;
 use crate::runner::{Runner, check};
 
-const MOUNT_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// One line of mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
@@ -38,7 +36,7 @@ impl MountEntry {
 }
 
 fn unescape(field: &str) -> String {
-    let mut out = String::new();
+    let mut out: Vec<u8> = Vec::new();
     let bytes = field.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -46,14 +44,14 @@ fn unescape(field: &str) -> String {
             && i + 3 < bytes.len()
             && let Ok(code) = u8::from_str_radix(&field[i + 1..i + 4], 8)
         {
-            out.push(code as char);
+            out.push(code);
             i += 4;
             continue;
         }
-        out.push(bytes[i] as char);
+        out.push(bytes[i]);
         i += 1;
     }
-    out
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Parses mountinfo text.
@@ -95,6 +93,7 @@ fn args<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Vec<String> {
 /// `mount [-t TYPE] [-o OPTS] SOURCE TARGET`.
 pub async fn mount(
     runner: &dyn Runner,
+    timeout: Duration,
     fs_type: Option<&str>,
     source: &str,
     target: &Path,
@@ -109,12 +108,13 @@ pub async fn mount(
     }
     argv.push(source.to_owned());
     argv.push(target.display().to_string());
-    check(runner, "mount", &argv, MOUNT_TIMEOUT).await.map(drop)
+    check(runner, "mount", &argv, timeout).await.map(drop)
 }
 
 /// `mount --bind SOURCE TARGET`, then a read-only remount when asked.
 pub async fn bind(
     runner: &dyn Runner,
+    timeout: Duration,
     source: &Path,
     target: &Path,
     read_only: bool,
@@ -127,7 +127,7 @@ pub async fn bind(
             source.display().to_string(),
             target.display().to_string(),
         ]),
-        MOUNT_TIMEOUT,
+        timeout,
     )
     .await?;
     if read_only {
@@ -139,7 +139,7 @@ pub async fn bind(
                 "remount,bind,ro".to_owned(),
                 target.display().to_string(),
             ]),
-            MOUNT_TIMEOUT,
+            timeout,
         )
         .await?;
     }
@@ -147,15 +147,14 @@ pub async fn bind(
 }
 
 /// `umount TARGET`.
-pub async fn unmount(runner: &dyn Runner, target: &Path) -> Result<(), NodeError> {
-    check(
-        runner,
-        "umount",
-        &[target.display().to_string()],
-        MOUNT_TIMEOUT,
-    )
-    .await
-    .map(drop)
+pub async fn unmount(
+    runner: &dyn Runner,
+    timeout: Duration,
+    target: &Path,
+) -> Result<(), NodeError> {
+    check(runner, "umount", &[target.display().to_string()], timeout)
+        .await
+        .map(drop)
 }
 
 #[cfg(test)]
@@ -164,10 +163,12 @@ mod tests {
 
     #[test]
     fn parses_mountinfo_with_escapes_and_optional_fields() {
-        let text = "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext4 /dev/loop0 rw,errors=continue\n\
+        let text = "35 1 98:0 / /münchen rw - ext4 /dev/sda rw\n\
+                    36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext4 /dev/loop0 rw,errors=continue\n\
                     40 36 98:0 /mnt1 /target rw shared:2 - ext4 /dev/loop0 rw\n\
                     41 36 0:50 / /nfs ro - nfs4 10.0.0.1:/mnt/tank/a rw,vers=4.2\n";
-        let mounts = parse(text);
+        let mut mounts = parse(text);
+        assert_eq!(mounts.remove(0).mount_point, PathBuf::from("/münchen"));
         assert_eq!(mounts.len(), 3);
         assert_eq!(mounts[0].mount_point, PathBuf::from("/mnt/with space"));
         assert!(mounts[0].same_source(&mounts[1]));
