@@ -450,11 +450,16 @@ impl NodeService {
                 });
             }
         };
-        let options = if flags.is_empty() {
+        let mut options = if flags.is_empty() {
             vec!["noatime".to_owned()]
         } else {
             flags.to_vec()
         };
+        if fs == "xfs" && !options.iter().any(|o| o == "nouuid") {
+            // A clone or restore carries its source's UUID; xfs refuses a second mount of
+            // the same UUID on one host without this.
+            options.push("nouuid".to_owned());
+        }
         mounts::mount(
             self.runner.as_ref(),
             self.settings.command_timeout,

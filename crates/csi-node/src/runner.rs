@@ -61,11 +61,19 @@ impl Runner for SystemRunner {
         args: &[String],
         timeout: Duration,
     ) -> Result<Output, NodeError> {
-        let child = tokio::process::Command::new(program)
+        let mut command = tokio::process::Command::new(program);
+        command
             .args(args)
             .kill_on_drop(true)
-            .stdin(std::process::Stdio::null())
-            .output();
+            .stdin(std::process::Stdio::null());
+        if std::env::var_os("PATH").is_none() {
+            // mount helpers live in sbin; a container started without PATH still finds them.
+            command.env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
+        }
+        let child = command.output();
         match tokio::time::timeout(timeout, child).await {
             Err(_) => Err(NodeError::Timeout {
                 command: format!("{program} {}", args.join(" ")),

@@ -370,7 +370,7 @@ async fn iscsi_logs_in_through_an_interface_with_the_allowed_initiator_and_logs_
             format!("iscsiadm -m node -T {iqn} -p 10.0.0.9:3260 -I tns-csi --login"),
             format!("blkid -p -s TYPE -o value {}", dev.display()),
             format!("mkfs.xfs -q {}", dev.display()),
-            format!("mount -t xfs -o noatime {} {}", dev.display(), staging.display()),
+            format!("mount -t xfs -o noatime,nouuid {} {}", dev.display(), staging.display()),
             format!("xfs_growfs {}", staging.display()),
         ]
     );

@@ -1,0 +1,385 @@
+//! End to end across controller, node and simulator: `tns-csi --mode all --host simulated`
+//! drives every protocol's whole volume life through CSI gRPC on a unix socket, with real
+//! bind mounts, loop devices and filesystems (needs root, as CI runs).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use csi_api::csi::controller_client::ControllerClient;
+use csi_api::csi::node_client::NodeClient;
+use csi_api::csi::volume_capability::access_mode::Mode;
+use csi_api::csi::volume_capability::{AccessMode, AccessType, MountVolume};
+use csi_api::csi::*;
+use tonic::transport::Channel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tns-csi");
+
+/// The driver process and everything it may have left on the host, removed even on failure.
+struct World {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let root = self
+            .dir
+            .path()
+            .canonicalize()
+            .unwrap_or_else(|_| self.dir.path().to_owned());
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<String> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .filter(|p| p.starts_with(&*root.to_string_lossy()))
+            .collect();
+        points.reverse();
+        for point in points {
+            let _ = Command::new("umount").arg("-l").arg(point).status();
+        }
+        let out = Command::new("losetup")
+            .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
+            .output();
+        for line in out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+            .lines()
+        {
+            let mut parts = line.split_whitespace();
+            if let (Some(name), Some(file)) = (parts.next(), parts.next())
+                && file.starts_with(&*root.to_string_lossy())
+            {
+                let _ = Command::new("losetup").arg("-d").arg(name).status();
+            }
+        }
+    }
+}
+
+async fn channel(socket: PathBuf) -> Channel {
+    tonic::transport::Endpoint::try_from("http://[::]:1")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+fn mount_cap(mode: Mode) -> VolumeCapability {
+    VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume::default())),
+        access_mode: Some(AccessMode { mode: mode as i32 }),
+    }
+}
+
+fn mounted(path: &Path) -> bool {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protocol_lives_a_whole_life_through_controller_node_and_simulator() {
+    let uid = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert!(
+        uid.lines().any(|l| l.starts_with("Uid:\t0")),
+        "needs root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sim-data");
+    let mut config = truenas_sim::SimConfig::new(&data);
+    config.pools = vec![("tank".into(), 50 << 30)];
+    let sim = truenas_sim::Simulator::start(config.clone()).await.unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, &config.api_key).unwrap();
+    let socket = dir.path().join("csi.sock");
+    let child = Command::new(BIN)
+        .args([
+            "--mode",
+            "all",
+            "--host",
+            "simulated",
+            "--node-id",
+            "node-1",
+            "--insecure-transport",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .arg("--truenas-url")
+        .arg(sim.url())
+        .arg("--api-key-file")
+        .arg(&key)
+        .arg("--sim-data-dir")
+        .arg(&data)
+        .arg("--state-dir")
+        .arg(dir.path().join("node-state"))
+        .arg("--endpoint")
+        .arg(format!("unix://{}", socket.display()))
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut world = World { child, dir };
+    let stderr = world.child.stderr.take().unwrap();
+    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the driver did not open its socket"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let channel = channel(socket).await;
+    let mut controller = ControllerClient::new(channel.clone());
+    let mut node = NodeClient::new(channel);
+    let info = node
+        .node_get_info(NodeGetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.node_id, "node-1");
+    let root = world.dir.path().to_owned();
+
+    for (protocol, fs) in [
+        ("nfs", ""),
+        ("smb", ""),
+        ("nvmeof", "xfs"),
+        ("iscsi", "ext4"),
+    ] {
+        let mut parameters = HashMap::from([
+            ("protocol".to_owned(), protocol.to_owned()),
+            ("pool".to_owned(), "tank".to_owned()),
+        ]);
+        if !fs.is_empty() {
+            parameters.insert("fsType".into(), fs.into());
+        }
+        let mode = if fs.is_empty() {
+            Mode::MultiNodeMultiWriter
+        } else {
+            Mode::SingleNodeWriter
+        };
+        let create = |name: &str, source: Option<VolumeContentSource>| CreateVolumeRequest {
+            name: name.to_owned(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 1 << 30,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![mount_cap(mode)],
+            parameters: parameters.clone(),
+            volume_content_source: source,
+            ..Default::default()
+        };
+        let secrets = HashMap::from([
+            ("username".to_owned(), "k8s".to_owned()),
+            ("password".to_owned(), "pw".to_owned()),
+        ]);
+
+        // One volume through its whole life; `source` makes it a restore.
+        let (attach_controller, attach_node) = (controller.clone(), node.clone());
+        let attach = async |volume: &csi_api::csi::Volume,
+                            tag: &str|
+               -> (PathBuf, PathBuf, HashMap<String, String>) {
+            let (mut controller, mut node) = (attach_controller.clone(), attach_node.clone());
+            let publish_context = controller
+                .controller_publish_volume(ControllerPublishVolumeRequest {
+                    volume_id: volume.volume_id.clone(),
+                    node_id: "node-1".into(),
+                    volume_capability: Some(mount_cap(mode)),
+                    volume_context: volume.volume_context.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .publish_context;
+            let staging = root.join(format!("staging/{protocol}-{tag}"));
+            let target = root.join(format!("pods/{protocol}-{tag}/mount"));
+            node.node_stage_volume(NodeStageVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                publish_context: publish_context.clone(),
+                staging_target_path: staging.display().to_string(),
+                volume_capability: Some(mount_cap(mode)),
+                secrets: secrets.clone(),
+                volume_context: volume.volume_context.clone(),
+            })
+            .await
+            .unwrap();
+            node.node_publish_volume(NodePublishVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                publish_context: publish_context.clone(),
+                staging_target_path: staging.display().to_string(),
+                target_path: target.display().to_string(),
+                volume_capability: Some(mount_cap(mode)),
+                volume_context: volume.volume_context.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            assert!(mounted(&target), "{protocol}-{tag} published");
+            (staging, target, publish_context)
+        };
+
+        let volume = controller
+            .create_volume(create(&format!("e2e-{protocol}"), None))
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        let (staging, target, _) = attach(&volume, "a").await;
+        let payload = format!("written through {protocol}");
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(target.join("data.txt")).unwrap();
+            file.write_all(payload.as_bytes()).unwrap();
+            file.sync_all().unwrap();
+        }
+        let _ = Command::new("sync").status();
+
+        let snapshot = controller
+            .create_snapshot(CreateSnapshotRequest {
+                source_volume_id: volume.volume_id.clone(),
+                name: format!("snap-{protocol}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .snapshot
+            .unwrap();
+        let source = VolumeContentSource {
+            r#type: Some(volume_content_source::Type::Snapshot(
+                volume_content_source::SnapshotSource {
+                    snapshot_id: snapshot.snapshot_id.clone(),
+                },
+            )),
+        };
+        let clone = controller
+            .create_volume(create(&format!("e2e-{protocol}-clone"), Some(source)))
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        let (clone_staging, clone_target, _) = attach(&clone, "b").await;
+        assert_eq!(
+            std::fs::read_to_string(clone_target.join("data.txt")).unwrap(),
+            payload,
+            "{protocol}: the clone shows the snapshot's data"
+        );
+
+        // Expand the original: the controller grows it, the node grows the filesystem.
+        let expanded = controller
+            .controller_expand_volume(ControllerExpandVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: 2 << 30,
+                    limit_bytes: 0,
+                }),
+                volume_capability: Some(mount_cap(mode)),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(expanded.capacity_bytes, 2 << 30);
+        if expanded.node_expansion_required && fs == "xfs" {
+            let grown = node
+                .node_expand_volume(NodeExpandVolumeRequest {
+                    volume_id: volume.volume_id.clone(),
+                    volume_path: target.display().to_string(),
+                    staging_target_path: staging.display().to_string(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(grown.capacity_bytes, 2 << 30);
+            let stats = node
+                .node_get_volume_stats(NodeGetVolumeStatsRequest {
+                    volume_id: volume.volume_id.clone(),
+                    volume_path: target.display().to_string(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(
+                stats.usage[0].total > 3 << 29,
+                "{protocol}: the filesystem grew ({} bytes)",
+                stats.usage[0].total
+            );
+        }
+
+        // Tear everything down in the CO's order; nothing stays mounted or attached.
+        for (vol, staging, target) in [
+            (&clone, &clone_staging, &clone_target),
+            (&volume, &staging, &target),
+        ] {
+            node.node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: vol.volume_id.clone(),
+                target_path: target.display().to_string(),
+            })
+            .await
+            .unwrap();
+            node.node_unstage_volume(NodeUnstageVolumeRequest {
+                volume_id: vol.volume_id.clone(),
+                staging_target_path: staging.display().to_string(),
+            })
+            .await
+            .unwrap();
+            assert!(!mounted(target) && !mounted(staging));
+            controller
+                .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+                    volume_id: vol.volume_id.clone(),
+                    node_id: "node-1".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        controller
+            .delete_snapshot(DeleteSnapshotRequest {
+                snapshot_id: snapshot.snapshot_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        controller
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        controller
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: clone.volume_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let left: Vec<String> = sim
+            .dataset_names()
+            .into_iter()
+            .filter(|n| n.matches('/').count() > 1)
+            .collect();
+        assert!(left.is_empty(), "{protocol}: left {left:?}");
+    }
+}
