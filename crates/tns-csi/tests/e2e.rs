@@ -3,7 +3,6 @@
 //! bind mounts, loop devices and filesystems (needs root, as CI runs).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -92,62 +91,7 @@ fn mounted(path: &Path) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protocol_lives_a_whole_life_through_controller_node_and_simulator() {
-    let uid = std::fs::read_to_string("/proc/self/status").unwrap();
-    assert!(
-        uid.lines().any(|l| l.starts_with("Uid:\t0")),
-        "needs root (CI runs as root)"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("sim-data");
-    let mut config = truenas_sim::SimConfig::new(&data);
-    config.pools = vec![("tank".into(), 50 << 30)];
-    let sim = truenas_sim::Simulator::start(config.clone()).await.unwrap();
-    let key = dir.path().join("key");
-    std::fs::write(&key, &config.api_key).unwrap();
-    let socket = dir.path().join("csi.sock");
-    let child = Command::new(BIN)
-        .args([
-            "--mode",
-            "all",
-            "--host",
-            "simulated",
-            "--node-id",
-            "node-1",
-            "--insecure-transport",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .arg("--truenas-url")
-        .arg(sim.url())
-        .arg("--api-key-file")
-        .arg(&key)
-        .arg("--sim-data-dir")
-        .arg(&data)
-        .arg("--state-dir")
-        .arg(dir.path().join("node-state"))
-        .arg("--endpoint")
-        .arg(format!("unix://{}", socket.display()))
-        .env_clear()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut world = World { child, dir };
-    let stderr = world.child.stderr.take().unwrap();
-    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the driver did not open its socket"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let channel = channel(socket).await;
-    let mut controller = ControllerClient::new(channel.clone());
-    let mut node = NodeClient::new(channel);
+    let (world, sim, mut controller, mut node) = start_all().await;
     let info = node
         .node_get_info(NodeGetInfoRequest {})
         .await
@@ -382,4 +326,229 @@ async fn every_protocol_lives_a_whole_life_through_controller_node_and_simulator
             .collect();
         assert!(left.is_empty(), "{protocol}: left {left:?}");
     }
+}
+
+/// Starts the simulator and `tns-csi --mode all --host simulated`; returns clients.
+async fn start_all() -> (
+    World,
+    truenas_sim::Simulator,
+    ControllerClient<Channel>,
+    NodeClient<Channel>,
+) {
+    let uid = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert!(
+        uid.lines().any(|l| l.starts_with("Uid:\t0")),
+        "needs root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("sim-data");
+    let config = truenas_sim::SimConfig::new(&data);
+    let sim = truenas_sim::Simulator::start(config.clone()).await.unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, &config.api_key).unwrap();
+    let socket = dir.path().join("csi.sock");
+    let child = Command::new(BIN)
+        .args([
+            "--mode",
+            "all",
+            "--host",
+            "simulated",
+            "--node-id",
+            "node-1",
+            "--insecure-transport",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--truenas-url")
+        .arg(sim.url())
+        .arg("--api-key-file")
+        .arg(&key)
+        .arg("--sim-data-dir")
+        .arg(&data)
+        .arg("--state-dir")
+        .arg(dir.path().join("node-state"))
+        .arg("--endpoint")
+        .arg(format!("unix://{}", socket.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let world = World { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the driver did not open its socket"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let channel = channel(socket).await;
+    (
+        world,
+        sim,
+        ControllerClient::new(channel.clone()),
+        NodeClient::new(channel),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_rpcs_follow_the_csi_rules_against_the_binary() {
+    use tonic::Code;
+    let (world, _sim, mut controller, mut node) = start_all().await;
+    let root = world.dir.path().to_owned();
+    let caps = node
+        .node_get_capabilities(NodeGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        caps.capabilities.len() >= 4,
+        "stage, stats, expand, condition"
+    );
+    let info = node
+        .node_get_info(NodeGetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.node_id, "node-1");
+    assert!(info.accessible_topology.is_some());
+
+    let volume = controller
+        .create_volume(CreateVolumeRequest {
+            name: "rules".into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 1 << 30,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![mount_cap(Mode::SingleNodeWriter)],
+            parameters: HashMap::from([
+                ("protocol".into(), "nvmeof".into()),
+                ("pool".into(), "tank".into()),
+                ("fsType".into(), "ext4".into()),
+            ]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let publish = controller
+        .controller_publish_volume(ControllerPublishVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            node_id: "node-1".into(),
+            volume_capability: Some(mount_cap(Mode::SingleNodeWriter)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .publish_context;
+    let staging = root.join("staging");
+    let target = root.join("target");
+    let stage = NodeStageVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        publish_context: publish.clone(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(mount_cap(Mode::SingleNodeWriter)),
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    };
+    let publish_req = NodePublishVolumeRequest {
+        volume_id: volume.volume_id.clone(),
+        publish_context: publish,
+        staging_target_path: staging.display().to_string(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(mount_cap(Mode::SingleNodeWriter)),
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    };
+    // Publish before stage fails; missing fields are InvalidArgument.
+    assert_eq!(
+        node.node_publish_volume(publish_req.clone())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    for broken in [
+        NodeStageVolumeRequest {
+            volume_id: String::new(),
+            ..stage.clone()
+        },
+        NodeStageVolumeRequest {
+            staging_target_path: String::new(),
+            ..stage.clone()
+        },
+        NodeStageVolumeRequest {
+            volume_capability: None,
+            ..stage.clone()
+        },
+    ] {
+        assert_eq!(
+            node.node_stage_volume(broken).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
+    }
+    // Idempotent stage and publish.
+    node.node_stage_volume(stage.clone()).await.unwrap();
+    node.node_stage_volume(stage.clone()).await.unwrap();
+    node.node_publish_volume(publish_req.clone()).await.unwrap();
+    node.node_publish_volume(publish_req.clone()).await.unwrap();
+    assert!(mounted(&target));
+    let stats = node
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: volume.volume_id.clone(),
+            volume_path: target.display().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        stats
+            .usage
+            .iter()
+            .any(|u| u.unit == volume_usage::Unit::Inodes as i32)
+    );
+    let missing = NodeGetVolumeStatsRequest {
+        volume_id: volume.volume_id.clone(),
+        volume_path: root.join("nope").display().to_string(),
+        ..Default::default()
+    };
+    assert_eq!(
+        node.node_get_volume_stats(missing)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    // Idempotent unpublish and unstage; nothing left mounted.
+    for _ in 0..2 {
+        node.node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            target_path: target.display().to_string(),
+        })
+        .await
+        .unwrap();
+    }
+    for _ in 0..2 {
+        node.node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: volume.volume_id.clone(),
+            staging_target_path: staging.display().to_string(),
+        })
+        .await
+        .unwrap();
+    }
+    assert!(!mounted(&target) && !mounted(&staging));
+    assert_eq!(
+        node.node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: String::new(),
+            target_path: target.display().to_string()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::InvalidArgument
+    );
 }
