@@ -57,12 +57,18 @@ pub(crate) fn run() -> anyhow::Result<()> {
     println!(
         "\n==> truenas-sim is serving {sim_url} (pool tank, 100 GiB; data in target/demo/sim)"
     );
+    let root = is_root();
+    let socket = dir.join("csi.sock");
     let tns_config = dir.join("tns-csi.yaml");
     std::fs::write(
         &tns_config,
         format!(
-            "truenas:\n  url: {sim_url}\n  api_key_file: {}\n  # the simulator listens on loopback without TLS\n  allow_insecure_transport: true\nmetrics:\n  addr: 127.0.0.1:0\n",
-            key_file.display()
+            "truenas:\n  url: {sim_url}\n  api_key_file: {}\n  # the simulator listens on loopback without TLS\n  allow_insecure_transport: true\ncsi:\n  mode: {}\n  endpoint: unix://{}\n  node_id: demo-node\n  host: simulated\n  sim_data_dir: {}\n  state_dir: {}\nmetrics:\n  addr: 127.0.0.1:0\n",
+            key_file.display(),
+            if root { "all" } else { "controller" },
+            socket.display(),
+            dir.join("sim/data").display(),
+            dir.join("node-state").display(),
         ),
     )?;
     let wd_config = dir.join("warpdrive.yaml");
@@ -110,6 +116,22 @@ pub(crate) fn run() -> anyhow::Result<()> {
                 .collect();
             println!("    GET {path} -> {status}  {}", shown.join(" | "));
         }
+        if name == "tns-csi" {
+            println!(
+                "\n==> a volume's whole life through CSI on {}",
+                socket.display()
+            );
+            if !root {
+                println!(
+                    "    (not root: the node steps mount filesystems and are skipped; run as root to see them)"
+                );
+            }
+            tokio::runtime::Runtime::new()?.block_on(crate::walkthrough::run(
+                &socket,
+                &dir.join("work"),
+                root,
+            ))?;
+        }
         daemons.push(daemon);
     }
     for mut daemon in daemons {
@@ -122,6 +144,16 @@ pub(crate) fn run() -> anyhow::Result<()> {
     println!("==> truenas-sim stopped");
     println!("\nDemo done. Next: `cargo xtask test` runs every test.");
     Ok(())
+}
+
+/// Whether we run as root (the node steps mount filesystems and attach loop devices).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
 }
 
 /// Starts `truenas-sim` on a free loopback port; returns it, the URL it printed and the key file.

@@ -11,6 +11,7 @@ mod dist;
 mod setup;
 #[cfg(test)]
 mod tidy;
+mod walkthrough;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
