@@ -1,0 +1,547 @@
+//! The filesystem itself, free of FUSE types: inodes, lookups, listings, reads. Every backend
+//! call has the backend's timeout; failures map to errno values a POSIX reader expects.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use object_store::path::Path as StorePath;
+use object_store::{GetOptions, GetRange, ObjectStore};
+
+use crate::namespace::SyntheticDir;
+
+/// The root inode.
+pub const ROOT: u64 = 1;
+
+/// One object store mounted somewhere in the tree.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Name (metrics labels, logs).
+    pub name: String,
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// Key prefix inside the store, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+    /// Limit for each call to the store.
+    pub timeout: Duration,
+}
+
+/// What every entry shows and how long the kernel may cache it.
+#[derive(Debug, Clone)]
+pub struct FsSettings {
+    /// Owner shown for every entry.
+    pub uid: u32,
+    /// Group shown for every entry.
+    pub gid: u32,
+    /// Permission bits of files.
+    pub file_mode: u16,
+    /// Permission bits of directories.
+    pub dir_mode: u16,
+    /// How long file metadata is trusted before it is checked again.
+    pub attr_ttl: Duration,
+    /// Directory listings kept in memory.
+    pub list_cache_entries: usize,
+    /// How long a listing is trusted.
+    pub list_cache_ttl: Duration,
+}
+
+/// File or directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A directory (synthetic, a key prefix, or a backend root).
+    Dir,
+    /// An object.
+    File,
+}
+
+/// What `stat` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number, stable for the life of the mount.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: Kind,
+    /// Object size (0 for directories).
+    pub size: u64,
+    /// Object last-modified time.
+    pub mtime: SystemTime,
+    /// Permission bits.
+    pub perm: u16,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// errno values the FUSE layer returns.
+pub mod errno {
+    /// No such entry.
+    pub const ENOENT: i32 = 2;
+    /// I/O error (backend down, timeout).
+    pub const EIO: i32 = 5;
+    /// Permission denied by the backend.
+    pub const EACCES: i32 = 13;
+    /// Not a directory.
+    pub const ENOTDIR: i32 = 20;
+    /// Is a directory.
+    pub const EISDIR: i32 = 21;
+    /// Invalid name.
+    pub const EINVAL: i32 = 22;
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    Synthetic(Vec<String>),
+    Dir {
+        backend: usize,
+        key: String,
+    },
+    File {
+        backend: usize,
+        key: String,
+        size: u64,
+        mtime: SystemTime,
+        etag: Option<String>,
+        checked: Instant,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum NodeKey {
+    Synthetic(Vec<String>),
+    Dir(usize, String),
+    File(usize, String),
+}
+
+#[derive(Default)]
+struct Inodes {
+    nodes: HashMap<u64, Node>,
+    index: HashMap<NodeKey, u64>,
+    next: u64,
+}
+
+impl Inodes {
+    fn key_of(node: &Node) -> NodeKey {
+        match node {
+            Node::Synthetic(path) => NodeKey::Synthetic(path.clone()),
+            Node::Dir { backend, key } => NodeKey::Dir(*backend, key.clone()),
+            Node::File { backend, key, .. } => NodeKey::File(*backend, key.clone()),
+        }
+    }
+
+    /// The inode of `node`, creating it; file metadata is refreshed.
+    fn intern(&mut self, node: Node) -> u64 {
+        let key = Self::key_of(&node);
+        if let Some(&ino) = self.index.get(&key) {
+            if matches!(node, Node::File { .. }) {
+                self.nodes.insert(ino, node);
+            }
+            return ino;
+        }
+        self.next = self.next.max(ROOT + 1);
+        let ino = self.next;
+        self.next += 1;
+        self.index.insert(key, ino);
+        self.nodes.insert(ino, node);
+        ino
+    }
+}
+
+type Listing = Arc<Vec<(String, u64)>>;
+
+/// The filesystem core.
+pub struct Core {
+    backends: Vec<Backend>,
+    tree: SyntheticDir,
+    settings: FsSettings,
+    inodes: Mutex<Inodes>,
+    listings: Mutex<HashMap<u64, (Instant, Listing)>>,
+}
+
+fn map_store_error(backend: &Backend, err: &object_store::Error) -> i32 {
+    match err {
+        object_store::Error::NotFound { .. } => errno::ENOENT,
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => {
+            tracing::warn!(backend = %backend.name, %err, "backend refused access");
+            errno::EACCES
+        }
+        _ => {
+            tracing::warn!(backend = %backend.name, %err, "backend call failed");
+            errno::EIO
+        }
+    }
+}
+
+/// Whether a key segment can be a path component.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('\0') && !name.contains('/')
+}
+
+/// The path component a key segment shows as: object_store percent-encodes some characters in
+/// its paths (the local store encodes non-ASCII file names, for one); names show them decoded.
+fn display_name(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(byte) = u8::from_str_radix(&segment[i + 1..i + 3], 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A store path for a key exactly as listings spell it (no second encoding).
+fn store_path(full: &str) -> StorePath {
+    StorePath::parse(full).unwrap_or_else(|_| StorePath::from_iter(full.split('/')))
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_owned(),
+        (_, true) => a.to_owned(),
+        _ => format!("{a}/{b}"),
+    }
+}
+
+impl Core {
+    /// A filesystem over `backends` arranged by `tree`.
+    pub fn new(backends: Vec<Backend>, tree: SyntheticDir, settings: FsSettings) -> Self {
+        let mut inodes = Inodes::default();
+        let root = match tree.backend {
+            Some(backend) => Node::Dir {
+                backend,
+                key: String::new(),
+            },
+            None => Node::Synthetic(Vec::new()),
+        };
+        inodes.index.insert(Inodes::key_of(&root), ROOT);
+        inodes.nodes.insert(ROOT, root);
+        inodes.next = ROOT + 1;
+        Self {
+            backends,
+            tree,
+            settings,
+            inodes: Mutex::new(inodes),
+            listings: Mutex::default(),
+        }
+    }
+
+    /// The backends, in configuration order.
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// The kernel cache settings and ownership.
+    pub fn settings(&self) -> &FsSettings {
+        &self.settings
+    }
+
+    fn node(&self, ino: u64) -> Result<Node, i32> {
+        self.inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .nodes
+            .get(&ino)
+            .cloned()
+            .ok_or(errno::ENOENT)
+    }
+
+    fn intern(&self, node: Node) -> u64 {
+        self.inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .intern(node)
+    }
+
+    fn attr_of(&self, ino: u64, node: &Node) -> Attr {
+        let s = &self.settings;
+        match node {
+            Node::File { size, mtime, .. } => Attr {
+                ino,
+                kind: Kind::File,
+                size: *size,
+                mtime: *mtime,
+                perm: s.file_mode,
+                uid: s.uid,
+                gid: s.gid,
+            },
+            _ => Attr {
+                ino,
+                kind: Kind::Dir,
+                size: 0,
+                mtime: SystemTime::UNIX_EPOCH,
+                perm: s.dir_mode,
+                uid: s.uid,
+                gid: s.gid,
+            },
+        }
+    }
+
+    fn synthetic(&self, path: &[String]) -> Option<&SyntheticDir> {
+        let mut dir = &self.tree;
+        for part in path {
+            dir = dir.dirs.get(part)?;
+        }
+        Some(dir)
+    }
+
+    async fn with_timeout<T>(
+        &self,
+        backend: usize,
+        work: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<T, i32> {
+        let b = &self.backends[backend];
+        match tokio::time::timeout(b.timeout, work).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(map_store_error(b, &err)),
+            Err(_) => {
+                tracing::warn!(backend = %b.name, timeout = ?b.timeout, "backend call timed out");
+                Err(errno::EIO)
+            }
+        }
+    }
+
+    /// The entries of a directory: `(name, inode)`, from the listing cache when fresh.
+    async fn list(&self, ino: u64) -> Result<Listing, i32> {
+        if let Some((at, listing)) = self
+            .listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ino)
+            && at.elapsed() < self.settings.list_cache_ttl
+        {
+            return Ok(listing.clone());
+        }
+        let entries = match self.node(ino)? {
+            Node::File { .. } => return Err(errno::ENOTDIR),
+            Node::Synthetic(path) => {
+                let dir = self.synthetic(&path).ok_or(errno::ENOENT)?;
+                let mut entries = Vec::new();
+                for name in dir.dirs.keys() {
+                    let mut child = path.clone();
+                    child.push(name.clone());
+                    entries.push((name.clone(), self.intern(Node::Synthetic(child))));
+                }
+                for (name, backend) in &dir.backends {
+                    entries.push((
+                        name.clone(),
+                        self.intern(Node::Dir {
+                            backend: *backend,
+                            key: String::new(),
+                        }),
+                    ));
+                }
+                entries.sort();
+                entries
+            }
+            Node::Dir { backend, key } => self.list_backend(backend, &key).await?,
+        };
+        let listing = Arc::new(entries);
+        let mut cache = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= self.settings.list_cache_entries.max(1)
+            && let Some(oldest) = cache.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| *k)
+        {
+            cache.remove(&oldest);
+        }
+        cache.insert(ino, (Instant::now(), listing.clone()));
+        Ok(listing)
+    }
+
+    async fn list_backend(&self, backend: usize, key: &str) -> Result<Vec<(String, u64)>, i32> {
+        let b = &self.backends[backend];
+        let full = join(&b.prefix, key);
+        let prefix = if full.is_empty() {
+            None
+        } else {
+            Some(store_path(&full))
+        };
+        let store = b.store.clone();
+        let listed = self
+            .with_timeout(backend, async move {
+                store.list_with_delimiter(prefix.as_ref()).await
+            })
+            .await?;
+        let strip = |location: &StorePath| -> Option<String> {
+            let text = location.as_ref();
+            let rest = if full.is_empty() {
+                text
+            } else {
+                text.strip_prefix(full.as_str())?.strip_prefix('/')?
+            };
+            Some(rest.to_owned())
+        };
+        let mut names: HashMap<String, u64> = HashMap::new();
+        for dir in &listed.common_prefixes {
+            let Some(raw) = strip(dir) else { continue };
+            let name = display_name(&raw);
+            if !valid_name(&name) {
+                tracing::warn!(backend = %b.name, key = %dir, "skipping a key prefix that is not a valid path component");
+                continue;
+            }
+            let ino = self.intern(Node::Dir {
+                backend,
+                key: join(key, &raw),
+            });
+            names.insert(name, ino);
+        }
+        for object in &listed.objects {
+            let Some(raw) = strip(&object.location) else {
+                continue;
+            };
+            let name = display_name(&raw);
+            if name.is_empty() {
+                continue; // the directory marker of this directory itself
+            }
+            if !valid_name(&name) {
+                tracing::warn!(backend = %b.name, key = %object.location, "skipping a key that is not a valid path component");
+                continue;
+            }
+            if names.contains_key(&name) {
+                tracing::warn!(backend = %b.name, key = %object.location, "a key is both a file and a prefix; showing the directory");
+                continue;
+            }
+            let ino = self.intern(Node::File {
+                backend,
+                key: join(key, &raw),
+                size: object.size,
+                mtime: object.last_modified.into(),
+                etag: object.e_tag.clone(),
+                checked: Instant::now(),
+            });
+            names.insert(name, ino);
+        }
+        let mut entries: Vec<(String, u64)> = names.into_iter().collect();
+        entries.sort();
+        Ok(entries)
+    }
+
+    /// Looks `name` up in directory `parent`.
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, i32> {
+        if !valid_name(name) {
+            return Err(if name == "." || name == ".." {
+                errno::EINVAL
+            } else {
+                errno::ENOENT
+            });
+        }
+        let listing = self.list(parent).await?;
+        let ino = listing
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ino)| *ino)
+            .ok_or(errno::ENOENT)?;
+        self.getattr(ino).await
+    }
+
+    /// The attributes of `ino`, file metadata checked again after `attr_ttl`.
+    pub async fn getattr(&self, ino: u64) -> Result<Attr, i32> {
+        let node = self.node(ino)?;
+        if let Node::File {
+            backend,
+            key,
+            checked,
+            ..
+        } = &node
+            && checked.elapsed() >= self.settings.attr_ttl
+        {
+            let b = &self.backends[*backend];
+            let path = store_path(&join(&b.prefix, key));
+            let store = b.store.clone();
+            let options = GetOptions {
+                head: true,
+                ..Default::default()
+            };
+            let meta = self
+                .with_timeout(*backend, async move {
+                    store.get_opts(&path, options).await.map(|r| r.meta)
+                })
+                .await?;
+            let fresh = Node::File {
+                backend: *backend,
+                key: key.clone(),
+                size: meta.size,
+                mtime: meta.last_modified.into(),
+                etag: meta.e_tag,
+                checked: Instant::now(),
+            };
+            self.intern(fresh.clone());
+            return Ok(self.attr_of(ino, &fresh));
+        }
+        Ok(self.attr_of(ino, &node))
+    }
+
+    /// Directory entries with their attributes (readdir and readdirplus answer from the listing).
+    pub async fn readdir(&self, ino: u64) -> Result<Vec<(String, Attr)>, i32> {
+        let listing = self.list(ino).await?;
+        let inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(listing
+            .iter()
+            .filter_map(|(name, child)| {
+                inodes
+                    .nodes
+                    .get(child)
+                    .map(|node| (name.clone(), self.attr_of(*child, node)))
+            })
+            .collect())
+    }
+
+    /// Reads `size` bytes at `offset` with one ranged GET, pinned to the ETag seen at lookup.
+    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes, i32> {
+        let Node::File {
+            backend,
+            key,
+            size: length,
+            etag,
+            ..
+        } = self.node(ino)?
+        else {
+            return Err(errno::EISDIR);
+        };
+        if offset >= length || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let end = (offset + u64::from(size)).min(length);
+        let b = &self.backends[backend];
+        let path = store_path(&join(&b.prefix, &key));
+        let store = b.store.clone();
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(offset..end)),
+            if_match: etag,
+            ..Default::default()
+        };
+        let result = self
+            .with_timeout(backend, async move {
+                let got = store.get_opts(&path, options).await?;
+                got.bytes().await
+            })
+            .await;
+        match result {
+            Ok(bytes) => Ok(bytes),
+            Err(code) => {
+                if code == errno::EIO {
+                    // The object may have changed under us: look again next time.
+                    self.listings
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
+                }
+                Err(code)
+            }
+        }
+    }
+
+    /// Whether `ino` is a directory.
+    pub fn is_dir(&self, ino: u64) -> Result<bool, i32> {
+        Ok(!matches!(self.node(ino)?, Node::File { .. }))
+    }
+}

@@ -1,0 +1,310 @@
+//! The fuser adapter: each kernel request is answered from a tokio task, so the FUSE dispatch
+//! thread never waits on the network; 1 MiB requests and a large readahead are negotiated.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request, SessionACL,
+};
+use tokio::runtime::Handle;
+
+use crate::core::{Attr, Core, Kind};
+
+/// Kernel cache lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct Ttls {
+    /// Dentries.
+    pub entry: Duration,
+    /// Attributes.
+    pub attr: Duration,
+    /// Failed lookups.
+    pub negative: Duration,
+}
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountSettings {
+    /// Let other users see the mount.
+    pub allow_other: bool,
+    /// Kernel cache lifetimes.
+    pub ttls: Ttls,
+    /// Threads reading /dev/fuse.
+    pub threads: usize,
+}
+
+/// The FUSE filesystem.
+pub struct WarpFs {
+    core: Arc<Core>,
+    runtime: Handle,
+    ttls: Ttls,
+}
+
+const MAX_REQUEST: u32 = 1 << 20;
+
+fn file_attr(attr: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(attr.ino),
+        size: attr.size,
+        blocks: attr.size.div_ceil(512),
+        atime: attr.mtime,
+        mtime: attr.mtime,
+        ctime: attr.mtime,
+        crtime: attr.mtime,
+        kind: match attr.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+        },
+        perm: attr.perm,
+        nlink: if attr.kind == Kind::Dir { 2 } else { 1 },
+        uid: attr.uid,
+        gid: attr.gid,
+        rdev: 0,
+        blksize: MAX_REQUEST,
+        flags: 0,
+    }
+}
+
+impl WarpFs {
+    /// Serves `core`, running request work on `runtime`.
+    pub fn new(core: Arc<Core>, runtime: Handle, ttls: Ttls) -> Self {
+        Self {
+            core,
+            runtime,
+            ttls,
+        }
+    }
+}
+
+impl Filesystem for WarpFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // 1 MiB requests need max_pages 256, derived from max_readahead/max_write.
+        let _ = config.set_max_readahead(MAX_REQUEST);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let core = self.core.clone();
+        let ttls = self.ttls;
+        let name = name.to_string_lossy().into_owned();
+        self.runtime.spawn(async move {
+            match core.lookup(parent.0, &name).await {
+                Ok(attr) => {
+                    reply.entry_with_ttls(&ttls.attr, &ttls.entry, &file_attr(&attr), Generation(0))
+                }
+                Err(code) if code == crate::core::errno::ENOENT => {
+                    // A negative entry (ino 0) lets the kernel cache the miss.
+                    let mut none = file_attr(&Attr {
+                        ino: 0,
+                        kind: Kind::File,
+                        size: 0,
+                        mtime: std::time::SystemTime::UNIX_EPOCH,
+                        perm: 0,
+                        uid: 0,
+                        gid: 0,
+                    });
+                    none.ino = INodeNo(0);
+                    reply.entry_with_ttls(&ttls.negative, &ttls.negative, &none, Generation(0));
+                }
+                Err(code) => reply.error(Errno::from_i32(code)),
+            }
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let core = self.core.clone();
+        let ttl = self.ttls.attr;
+        self.runtime.spawn(async move {
+            match core.getattr(ino.0).await {
+                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
+                Err(code) => reply.error(Errno::from_i32(code)),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc_o_accmode() != 0 {
+            reply.error(Errno::EROFS);
+            return;
+        }
+        match self.core.is_dir(ino.0) {
+            Ok(true) => reply.error(Errno::EISDIR),
+            Ok(false) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(code) => reply.error(Errno::from_i32(code)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let core = self.core.clone();
+        self.runtime.spawn(async move {
+            match core.read(ino.0, offset, size).await {
+                Ok(bytes) => reply.data(&bytes),
+                Err(code) => reply.error(Errno::from_i32(code)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.core.is_dir(ino.0) {
+            Ok(true) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Ok(false) => reply.error(Errno::ENOTDIR),
+            Err(code) => reply.error(Errno::from_i32(code)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let core = self.core.clone();
+        self.runtime.spawn(async move {
+            match core.readdir(ino.0).await {
+                Ok(entries) => {
+                    let dots = [(".".to_owned(), ino.0), ("..".to_owned(), ino.0)];
+                    let all = dots
+                        .into_iter()
+                        .map(|(n, i)| (n, i, FileType::Directory))
+                        .chain(entries.into_iter().map(|(n, a)| {
+                            let kind = if a.kind == Kind::Dir {
+                                FileType::Directory
+                            } else {
+                                FileType::RegularFile
+                            };
+                            (n, a.ino, kind)
+                        }));
+                    for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
+                        if reply.add(INodeNo(child), (i + 1) as u64, kind, &name) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(code) => reply.error(Errno::from_i32(code)),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let core = self.core.clone();
+        let ttls = self.ttls;
+        self.runtime.spawn(async move {
+            let own = match core.getattr(ino.0).await {
+                Ok(attr) => attr,
+                Err(code) => return reply.error(Errno::from_i32(code)),
+            };
+            match core.readdir(ino.0).await {
+                Ok(entries) => {
+                    let dots = [(".".to_owned(), own.clone()), ("..".to_owned(), own)];
+                    for (i, (name, attr)) in dots
+                        .into_iter()
+                        .chain(entries)
+                        .enumerate()
+                        .skip(offset as usize)
+                    {
+                        if reply.add(
+                            INodeNo(attr.ino),
+                            (i + 1) as u64,
+                            &name,
+                            &ttls.entry,
+                            &file_attr(&attr),
+                            Generation(0),
+                        ) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(code) => reply.error(Errno::from_i32(code)),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, MAX_REQUEST, 255, MAX_REQUEST);
+    }
+}
+
+/// O_WRONLY | O_RDWR: any write access.
+fn libc_o_accmode() -> i32 {
+    0o3
+}
+
+/// Mounts `fs` at `mount_point` and serves it on background threads until the returned session
+/// is dropped (which unmounts).
+pub fn mount(
+    fs: WarpFs,
+    mount_point: &Path,
+    settings: &MountSettings,
+) -> std::io::Result<fuser::BackgroundSession> {
+    let mut options = vec![
+        MountOption::FSName("warpdrive".into()),
+        MountOption::Subtype("warpdrive".into()),
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+    ];
+    if settings.allow_other {
+        options.push(MountOption::CUSTOM("allow_other".into()));
+    }
+    let mut config = Config::default();
+    config.mount_options = options;
+    config.acl = if settings.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(settings.threads.max(1));
+    fuser::spawn_mount(fs, mount_point, &config)
+}
