@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod run;
+mod stores;
 
 fn main() -> std::process::ExitCode {
     run::main(cli::parse())

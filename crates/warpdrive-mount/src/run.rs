@@ -74,20 +74,106 @@ fn check_config(config: &Config) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::logging::init(&config.log)?;
     let secrets = config.resolve_secrets().context("invalid configuration")?;
-    tracing::info!(
-        backends = config.backends.len(),
-        credentials = secrets.len(),
-        "configuration loaded"
-    );
+    let mount_point = config.mount_point.clone();
+    preflight(&mount_point)?;
+    let backends = crate::stores::build(&config, &secrets)?;
+    let mounts: Vec<(String, usize)> = config
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.mount_path.clone(), i))
+        .collect();
+    let tree = warpdrive_fs::namespace::build(&mounts).context("invalid configuration: backends.*.mount_path")?;
+    let (uid, gid) = own_ids();
+    let mode = |text: &str| u16::from_str_radix(text, 8).unwrap_or(0o444);
+    let settings = warpdrive_fs::FsSettings {
+        uid: config.uid.unwrap_or(uid),
+        gid: config.gid.unwrap_or(gid),
+        file_mode: mode(&config.file_mode),
+        dir_mode: mode(&config.dir_mode),
+        attr_ttl: config.metadata.attr_ttl,
+        list_cache_entries: config.metadata.list_cache_entries,
+        list_cache_ttl: config.metadata.list_cache_ttl,
+    };
+    let core = Arc::new(warpdrive_fs::Core::new(backends, tree, settings));
+    let ttls = warpdrive_fs::fuse::Ttls {
+        entry: config.metadata.entry_ttl,
+        attr: config.metadata.attr_ttl,
+        negative: config.metadata.negative_ttl,
+    };
+    let fs = warpdrive_fs::fuse::WarpFs::new(core, tokio::runtime::Handle::current(), ttls);
+    let mount_settings = warpdrive_fs::fuse::MountSettings { allow_other: config.allow_other, ttls, threads: 4 };
+    let session = warpdrive_fs::fuse::mount(fs, &mount_point, &mount_settings)
+        .with_context(|| format!("cannot mount at {}", mount_point.display()))?;
+    tracing::info!(mount_point = %mount_point.display(), backends = config.backends.len(), credentials = secrets.len(), "mounted");
+
     let mut registry = Registry::default();
     telemetry::register_build_info(&mut registry, "warpdrive", env!("CARGO_PKG_VERSION"));
+    let readiness = Readiness::default();
+    let probe = mount_point.clone();
+    readiness.register("mount", move || {
+        let probe = probe.clone();
+        async move {
+            if mounted_at(&probe) { Ok(()) } else { Err(format!("{} is not mounted", probe.display())) }
+        }
+    });
     tracing::info!(version = %telemetry::version_string(env!("CARGO_PKG_VERSION")), "warpdrive-mount started");
-    telemetry::server::serve_until_shutdown(
-        &config.metrics,
-        Arc::new(registry),
-        Readiness::default(),
-    )
-    .await?;
-    tracing::info!("warpdrive-mount stopped");
+    let served = telemetry::server::serve_until_shutdown(&config.metrics, Arc::new(registry), readiness).await;
+    // Unmount on the way out, whatever ended the serving.
+    tokio::task::spawn_blocking(move || drop(session)).await.ok();
+    tracing::info!(mount_point = %mount_point.display(), "unmounted; warpdrive-mount stopped");
+    served?;
+    Ok(())
+}
+
+/// The user and group of this process.
+fn own_ids() -> (u32, u32) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+fn mounted_at(path: &std::path::Path) -> bool {
+    let path = path.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(&*path) && l.contains(" - fuse"))
+}
+
+/// Clear errors before mounting, and a stale mount from a crash cleared.
+fn preflight(mount_point: &std::path::Path) -> anyhow::Result<()> {
+    if !mount_point.is_dir() {
+        anyhow::bail!(
+            "mount_point {} does not exist or is not a directory; create it first",
+            mount_point.display()
+        );
+    }
+    if !std::path::Path::new("/dev/fuse").exists() {
+        anyhow::bail!(
+            "/dev/fuse is missing: load the fuse module (modprobe fuse), or give the container the device (--device /dev/fuse)"
+        );
+    }
+    let root = own_ids().0 == 0;
+    let fusermount = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|dir| dir.join("fusermount3").exists()))
+        .unwrap_or(false);
+    if !root && !fusermount {
+        anyhow::bail!("fusermount3 is missing: install fuse3 (apt-get install fuse3), or run as root");
+    }
+    if mounted_at(mount_point) || std::fs::metadata(mount_point).is_err() {
+        tracing::warn!(mount_point = %mount_point.display(), "clearing a stale FUSE mount left by an earlier run");
+        let status = std::process::Command::new("umount").arg("-l").arg(mount_point).status();
+        if !status.is_ok_and(|s| s.success()) {
+            let _ = std::process::Command::new("fusermount3").args(["-u", "-z"]).arg(mount_point).status();
+        }
+    }
     Ok(())
 }

@@ -17,10 +17,15 @@ fn warpdrive(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 fn config(dir: &Path, auth: &str) -> String {
     let path = dir.join("warpdrive.yaml");
+    std::fs::create_dir_all(dir.join("mnt")).unwrap();
+    std::fs::create_dir_all(dir.join("srv")).unwrap();
+    std::fs::write(dir.join("srv/hello.txt"), "hello").unwrap();
     let yaml = format!(
-        "mount_point: /data\nbackends:\n  - name: training\n    type: s3\n    bucket: b\n    \
-         mount_path: /training/sets\n    endpoint: http://127.0.0.1:9000\n    allow_http: true\n    \
-         auth: {auth}\n  - {{ name: scratch, type: local, mount_path: /local, root: /srv }}\n"
+        "mount_point: {mnt}\nbackends:\n  - name: training\n    type: s3\n    bucket: b\n    \
+         mount_path: /training/sets\n    endpoint: http://127.0.0.1:9\n    allow_http: true\n    \
+         auth: {auth}\n  - {{ name: scratch, type: local, mount_path: /local, root: {srv} }}\n",
+        mnt = dir.join("mnt").display(),
+        srv = dir.join("srv").display(),
     );
     std::fs::write(&path, yaml).unwrap();
     path.display().to_string()
@@ -157,6 +162,12 @@ fn serves_metrics_until_sigterm() {
         metrics.starts_with("HTTP/1.1 200") && metrics.contains("warpdrive_build_info{"),
         "{metrics}"
     );
+    // The tree is mounted: the local backend's file is readable through it.
+    let mnt = dir.path().join("mnt");
+    assert_eq!(std::fs::read_to_string(mnt.join("local/hello.txt")).unwrap(), "hello");
+    let mut top: Vec<String> = std::fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    top.sort();
+    assert_eq!(top, ["local", "training"]);
 
     Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
@@ -166,6 +177,8 @@ fn serves_metrics_until_sigterm() {
     let status = child.0.wait().unwrap();
     assert!(status.success(), "{status}\n{logs}");
     assert!(logs.contains("warpdrive-mount stopped"), "{logs}");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&*dir.path().join("mnt").to_string_lossy()), "unmounted on SIGTERM");
     assert!(
         !logs.contains(SECRET) && !metrics.contains(SECRET),
         "secret leaked"

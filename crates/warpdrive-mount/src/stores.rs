@@ -1,0 +1,115 @@
+//! Builds one object_store client per configured backend: endpoint, credentials (already
+//! resolved into secrets), retries and the request timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use credentials::ExposeSecret;
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::{ClientOptions, RetryConfig};
+use warpdrive_fs::Backend;
+
+use crate::config::{BackendSettings, BackendType, Config, ResolvedSecret};
+
+fn secret<'a>(secrets: &'a [ResolvedSecret], at: &str, field: &str) -> Option<&'a ResolvedSecret> {
+    let key = format!("{at}.auth.{field}");
+    secrets.iter().find(|s| s.key == key)
+}
+
+fn client_options(settings: &BackendSettings) -> ClientOptions {
+    ClientOptions::new()
+        .with_timeout(settings.request_timeout)
+        .with_connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
+        .with_allow_http(settings.allow_http)
+}
+
+fn retry(settings: &BackendSettings) -> RetryConfig {
+    RetryConfig { max_retries: settings.retries as usize, retry_timeout: settings.request_timeout, ..Default::default() }
+}
+
+/// The store of one backend.
+pub(crate) fn build_store(settings: &BackendSettings, at: &str, secrets: &[ResolvedSecret]) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    if let Some(endpoint) = &settings.endpoint
+        && endpoint.starts_with("http://")
+        && !settings.allow_http
+    {
+        bail!("config key `{at}.endpoint`: {endpoint} is plain http; set `{at}.allow_http: true` for an emulator");
+    }
+    let store: Arc<dyn ObjectStore> = match settings.kind {
+        BackendType::S3 => {
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(settings.bucket.clone().unwrap_or_default())
+                .with_region(settings.region.clone().unwrap_or_else(|| "us-east-1".into()))
+                .with_client_options(client_options(settings))
+                .with_retry(retry(settings));
+            if let Some(endpoint) = &settings.endpoint {
+                builder = builder.with_endpoint(endpoint).with_allow_http(settings.allow_http);
+            }
+            match (secret(secrets, at, "access_key_id"), secret(secrets, at, "secret_access_key")) {
+                (Some(id), Some(key)) => {
+                    builder = builder
+                        .with_access_key_id(id.value.expose_secret())
+                        .with_secret_access_key(key.value.expose_secret());
+                }
+                _ => builder = builder.with_skip_signature(true),
+            }
+            Arc::new(builder.build().with_context(|| format!("config key `{at}`: cannot build the S3 client"))?)
+        }
+        BackendType::Azure => {
+            let mut builder = MicrosoftAzureBuilder::new()
+                .with_account(settings.account.clone().unwrap_or_default())
+                .with_container_name(settings.container.clone().unwrap_or_default())
+                .with_client_options(client_options(settings))
+                .with_retry(retry(settings));
+            if let Some(endpoint) = &settings.endpoint {
+                builder = builder.with_endpoint(endpoint.clone()).with_allow_http(settings.allow_http);
+            }
+            match secret(secrets, at, "account_key") {
+                Some(key) => builder = builder.with_access_key(key.value.expose_secret()),
+                None => builder = builder.with_skip_signature(true),
+            }
+            Arc::new(builder.build().with_context(|| format!("config key `{at}`: cannot build the Azure client"))?)
+        }
+        BackendType::Gcs => {
+            let mut builder = GoogleCloudStorageBuilder::new()
+                .with_bucket_name(settings.bucket.clone().unwrap_or_default())
+                .with_client_options(client_options(settings))
+                .with_retry(retry(settings));
+            if let Some(file) = &settings.auth.service_account_file {
+                builder = builder.with_service_account_path(file.display().to_string());
+            }
+            Arc::new(builder.build().with_context(|| format!("config key `{at}`: cannot build the GCS client"))?)
+        }
+        BackendType::Local => {
+            let root = settings.root.clone().with_context(|| format!("config key `{at}.root` is required for a local backend"))?;
+            if !root.is_dir() {
+                bail!("config key `{at}.root`: {} is not a directory", root.display());
+            }
+            Arc::new(LocalFileSystem::new_with_prefix(&root).with_context(|| format!("config key `{at}.root`: cannot serve {}", root.display()))?)
+        }
+    };
+    Ok(store)
+}
+
+/// Every backend, in configuration order.
+pub(crate) fn build(config: &Config, secrets: &[ResolvedSecret]) -> anyhow::Result<Vec<Backend>> {
+    config
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, settings)| {
+            let at = format!("backends.{i}");
+            Ok(Backend {
+                name: settings.name.clone(),
+                store: build_store(settings, &at, secrets)?,
+                prefix: settings.prefix.clone().unwrap_or_default().trim_matches('/').to_owned(),
+                timeout: settings.request_timeout,
+            })
+        })
+        .collect()
+}
