@@ -47,6 +47,24 @@ const NEEDS: &[Need] = &[
         why: "node tests format block volumes with xfs and grow them online with xfs_growfs",
     },
     Need {
+        command: "fusermount3",
+        probe: &["--version"],
+        package: "fuse3",
+        why: "warpdrive mounts FUSE filesystems (fusermount3 for non-root users)",
+    },
+    Need {
+        command: "python3",
+        probe: &["--version"],
+        package: "python3-pip",
+        why: "the emulator fixtures (moto, azure-storage-blob) are Python",
+    },
+    Need {
+        command: "npm",
+        probe: &["--version"],
+        package: "npm",
+        why: "Azurite, the Azure Blob emulator, comes from npm",
+    },
+    Need {
         command: "blkid",
         probe: &["-V"],
         package: "util-linux",
@@ -85,8 +103,8 @@ pub(crate) fn ensure() -> anyhow::Result<()> {
     }
     let missing: Vec<&Need> = NEEDS.iter().filter(|need| !present(need)).collect();
     if missing.is_empty() {
-        println!("==> setup: everything the tests need is installed");
-        return Ok(());
+        println!("==> setup: every system package the tests need is installed");
+        return ensure_emulators();
     }
     let packages: Vec<&str> = missing.iter().map(|need| need.package).collect();
     println!("==> setup: installing {} with apt-get", packages.join(" "));
@@ -115,5 +133,52 @@ pub(crate) fn ensure() -> anyhow::Result<()> {
     if !still.is_empty() {
         bail!("missing and not installable here: {}", still.join(", "));
     }
+    ensure_emulators()
+}
+
+fn ok(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The emulators and fixtures of the warpdrive tests: moto (S3) and azure-storage-blob from
+/// PyPI, Azurite from npm into target/tools.
+fn ensure_emulators() -> anyhow::Result<()> {
+    let python_ready = ok("moto_server", &["--help"])
+        && ok("python3", &["-c", "import boto3, azure.storage.blob"]);
+    if !python_ready {
+        println!("==> setup: installing moto[server] and azure-storage-blob with pip");
+        let pip = |args: &[&str]| ok("python3", &[&["-m", "pip", "install", "-q"], args].concat());
+        if !pip(&["moto[server]", "azure-storage-blob"])
+            && !pip(&[
+                "--break-system-packages",
+                "moto[server]",
+                "azure-storage-blob",
+            ])
+        {
+            bail!(
+                "`pip install moto[server] azure-storage-blob` failed; the S3 and Azure tests need them"
+            );
+        }
+    }
+    let tools = crate::root().join("target/tools");
+    if !tools.join("node_modules/.bin/azurite-blob").exists() {
+        println!("==> setup: installing azurite with npm into target/tools");
+        std::fs::create_dir_all(&tools)?;
+        let installed = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&tools)
+            .arg("azurite")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            bail!("`npm install azurite` failed; the Azure tests need it");
+        }
+    }
+    println!("==> setup: emulators ready (moto, Azurite)");
     Ok(())
 }

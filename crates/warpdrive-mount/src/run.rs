@@ -83,7 +83,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, b)| (b.mount_path.clone(), i))
         .collect();
-    let tree = warpdrive_fs::namespace::build(&mounts).context("invalid configuration: backends.*.mount_path")?;
+    let tree = warpdrive_fs::namespace::build(&mounts)
+        .context("invalid configuration: backends.*.mount_path")?;
     let (uid, gid) = own_ids();
     let mode = |text: &str| u16::from_str_radix(text, 8).unwrap_or(0o444);
     let settings = warpdrive_fs::FsSettings {
@@ -102,7 +103,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         negative: config.metadata.negative_ttl,
     };
     let fs = warpdrive_fs::fuse::WarpFs::new(core, tokio::runtime::Handle::current(), ttls);
-    let mount_settings = warpdrive_fs::fuse::MountSettings { allow_other: config.allow_other, ttls, threads: 4 };
+    let mount_settings = warpdrive_fs::fuse::MountSettings {
+        allow_other: config.allow_other,
+        ttls,
+        threads: 4,
+    };
     let session = warpdrive_fs::fuse::mount(fs, &mount_point, &mount_settings)
         .with_context(|| format!("cannot mount at {}", mount_point.display()))?;
     tracing::info!(mount_point = %mount_point.display(), backends = config.backends.len(), credentials = secrets.len(), "mounted");
@@ -114,13 +119,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     readiness.register("mount", move || {
         let probe = probe.clone();
         async move {
-            if mounted_at(&probe) { Ok(()) } else { Err(format!("{} is not mounted", probe.display())) }
+            if mounted_at(&probe) {
+                Ok(())
+            } else {
+                Err(format!("{} is not mounted", probe.display()))
+            }
         }
     });
     tracing::info!(version = %telemetry::version_string(env!("CARGO_PKG_VERSION")), "warpdrive-mount started");
-    let served = telemetry::server::serve_until_shutdown(&config.metrics, Arc::new(registry), readiness).await;
+    let served =
+        telemetry::server::serve_until_shutdown(&config.metrics, Arc::new(registry), readiness)
+            .await;
     // Unmount on the way out, whatever ended the serving.
-    tokio::task::spawn_blocking(move || drop(session)).await.ok();
+    tokio::task::spawn_blocking(move || drop(session))
+        .await
+        .ok();
     tracing::info!(mount_point = %mount_point.display(), "unmounted; warpdrive-mount stopped");
     served?;
     Ok(())
@@ -166,13 +179,21 @@ fn preflight(mount_point: &std::path::Path) -> anyhow::Result<()> {
         .map(|p| std::env::split_paths(&p).any(|dir| dir.join("fusermount3").exists()))
         .unwrap_or(false);
     if !root && !fusermount {
-        anyhow::bail!("fusermount3 is missing: install fuse3 (apt-get install fuse3), or run as root");
+        anyhow::bail!(
+            "fusermount3 is missing: install fuse3 (apt-get install fuse3), or run as root"
+        );
     }
     if mounted_at(mount_point) || std::fs::metadata(mount_point).is_err() {
         tracing::warn!(mount_point = %mount_point.display(), "clearing a stale FUSE mount left by an earlier run");
-        let status = std::process::Command::new("umount").arg("-l").arg(mount_point).status();
+        let status = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(mount_point)
+            .status();
         if !status.is_ok_and(|s| s.success()) {
-            let _ = std::process::Command::new("fusermount3").args(["-u", "-z"]).arg(mount_point).status();
+            let _ = std::process::Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(mount_point)
+                .status();
         }
     }
     Ok(())

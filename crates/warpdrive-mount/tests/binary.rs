@@ -164,8 +164,14 @@ fn serves_metrics_until_sigterm() {
     );
     // The tree is mounted: the local backend's file is readable through it.
     let mnt = dir.path().join("mnt");
-    assert_eq!(std::fs::read_to_string(mnt.join("local/hello.txt")).unwrap(), "hello");
-    let mut top: Vec<String> = std::fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("local/hello.txt")).unwrap(),
+        "hello"
+    );
+    let mut top: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     top.sort();
     assert_eq!(top, ["local", "training"]);
 
@@ -178,7 +184,10 @@ fn serves_metrics_until_sigterm() {
     assert!(status.success(), "{status}\n{logs}");
     assert!(logs.contains("warpdrive-mount stopped"), "{logs}");
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mountinfo.contains(&*dir.path().join("mnt").to_string_lossy()), "unmounted on SIGTERM");
+    assert!(
+        !mountinfo.contains(&*dir.path().join("mnt").to_string_lossy()),
+        "unmounted on SIGTERM"
+    );
     assert!(
         !logs.contains(SECRET) && !metrics.contains(SECRET),
         "secret leaked"
