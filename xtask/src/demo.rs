@@ -49,10 +49,16 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let dir = root().join("target/demo");
     let data = dir.join("data");
     std::fs::create_dir_all(data.join("datasets"))?;
+    std::fs::create_dir_all(dir.join("mnt"))?;
     std::fs::write(
         data.join("datasets/hello.txt"),
         "hello from the local backend\n",
     )?;
+    for shard in 0..3 {
+        let path = data.join(format!("datasets/train/shard-{shard:04}.tar"));
+        std::fs::create_dir_all(path.parent().unwrap_or(&data))?;
+        std::fs::write(path, vec![b'x'; 64 * 1024 * (shard + 1)])?;
+    }
     let (sim, sim_url, key_file) = start_simulator(&dir)?;
     println!(
         "\n==> truenas-sim is serving {sim_url} (pool tank, 100 GiB; data in target/demo/sim)"
@@ -116,6 +122,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
                 .collect();
             println!("    GET {path} -> {status}  {}", shown.join(" | "));
         }
+        if name == "warpdrive-mount" {
+            show_mount(&dir.join("mnt"));
+        }
         if name == "tns-csi" {
             println!(
                 "\n==> a volume's whole life through CSI on {}",
@@ -144,6 +153,46 @@ pub(crate) fn run() -> anyhow::Result<()> {
     println!("==> truenas-sim stopped");
     println!("\nDemo done. Next: `cargo xtask test` runs every test.");
     Ok(())
+}
+
+/// Lists and reads the generated dataset through the warpdrive mount.
+fn show_mount(mnt: &Path) {
+    println!(
+        "\n==> the local backend through the FUSE mount at {}",
+        mnt.display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mnt.join("local").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut stack = vec![mnt.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries.into_iter().rev() {
+            let path = entry.path();
+            let shown = path
+                .strip_prefix(mnt)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => {
+                    println!("    {shown}/");
+                    stack.push(path);
+                }
+                Ok(meta) => println!("    {shown}  ({} bytes)", meta.len()),
+                Err(err) => println!("    {shown}  ({err})"),
+            }
+        }
+    }
+    match std::fs::read_to_string(mnt.join("local/datasets/hello.txt")) {
+        Ok(text) => println!("    cat local/datasets/hello.txt → {:?}", text.trim()),
+        Err(err) => println!("    cannot read through the mount: {err}"),
+    }
 }
 
 /// Whether we run as root (the node steps mount filesystems and attach loop devices).
