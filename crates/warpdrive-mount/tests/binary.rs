@@ -193,3 +193,88 @@ fn serves_metrics_until_sigterm() {
         "secret leaked"
     );
 }
+
+#[test]
+fn a_stale_mount_from_a_crash_is_cleared_at_start_and_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "{ method: none }");
+    let mnt = dir.path().join("mnt");
+    let start = || {
+        KillOnDrop(
+            Command::new(BIN)
+                .args([
+                    "--config",
+                    &cfg,
+                    "--metrics-addr",
+                    "127.0.0.1:0",
+                    "--log-format",
+                    "json",
+                ])
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let wait_mounted = |child: &mut KillOnDrop| -> String {
+        let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+        let mut logs = String::new();
+        loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!("exited before mounting:\n{logs}");
+            }
+            logs.push_str(&line);
+            if line.contains("\"mounted\"") {
+                // Keep draining: a closed pipe would make the daemon's next log line fail.
+                std::thread::spawn(move || {
+                    let mut rest = String::new();
+                    let _ = stderr.read_to_string(&mut rest);
+                });
+                return logs;
+            }
+        }
+    };
+    let mut first = start();
+    wait_mounted(&mut first);
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("local/hello.txt")).unwrap(),
+        "hello"
+    );
+    // A crash: the mount stays behind, dead.
+    Command::new("kill")
+        .args(["-KILL", &first.0.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = first.0.wait();
+    assert!(
+        std::fs::read_dir(&mnt).is_err(),
+        "the dead mount answers ENOTCONN"
+    );
+    let mut second = start();
+    let logs = wait_mounted(&mut second);
+    assert!(logs.contains("clearing a stale FUSE mount"), "{logs}");
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("local/hello.txt")).unwrap(),
+        "hello"
+    );
+    Command::new("kill")
+        .args(["-TERM", &second.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(second.0.wait().unwrap().success());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&*mnt.to_string_lossy()), "unmounted");
+
+    // A missing mount point is named.
+    std::fs::remove_dir(&mnt).unwrap();
+    let out = warpdrive(&["--config", &cfg, "--metrics-addr", "127.0.0.1:0"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not exist or is not a directory; create it first"),
+        "{stderr}"
+    );
+}

@@ -123,6 +123,10 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
         "import boto3, os\n\
          s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{s3_port}', aws_access_key_id='k', aws_secret_access_key='s', region_name='us-east-1')\n\
          s3.create_bucket(Bucket='train')\n\
+         s3.put_object(Bucket='train', Key='data/markers/', Body=b'')\n\
+         s3.put_object(Bucket='train', Key='data/markers/inside.txt', Body=b'in')\n\
+         s3.put_object(Bucket='train', Key='data/emptydir/', Body=b'')\n\
+         s3.put_object(Bucket='train', Key='data/bad//double.txt', Body=b'x')\n\
          root = {src:?}\n\
          for d, _, files in os.walk(root):\n\
          \x20   for f in files:\n\
@@ -278,6 +282,37 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
             );
         }
     }
+    // Directory markers are directories; a marker alone is an empty directory; a key with an
+    // empty segment is skipped, never a crash.
+    assert_eq!(
+        std::fs::read(mnt.join("clouds/s3/markers/inside.txt")).unwrap(),
+        b"in"
+    );
+    assert!(
+        std::fs::metadata(mnt.join("clouds/s3/emptydir"))
+            .unwrap()
+            .is_dir()
+    );
+    assert_eq!(
+        std::fs::read_dir(mnt.join("clouds/s3/emptydir"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let s3_top: Vec<String> = std::fs::read_dir(mnt.join("clouds/s3"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        s3_top.contains(&"markers".to_owned()) && s3_top.contains(&"dir".to_owned()),
+        "{s3_top:?}"
+    );
+    let _ = std::fs::read_dir(mnt.join("clouds/s3/bad")).map(|d| d.count());
+    assert_eq!(
+        std::fs::read(mnt.join("clouds/s3/hello.txt")).unwrap(),
+        b"hello from the cloud",
+        "still mounted and serving"
+    );
     let mut clouds: Vec<String> = std::fs::read_dir(mnt.join("clouds"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
