@@ -2,8 +2,12 @@
 //! call has the backend's timeout; failures map to errno values a POSIX reader expects.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+
+use blockcache::{BlockCache, BlockKey};
+use tokio::sync::{OnceCell, Semaphore};
 
 use bytes::Bytes;
 use object_store::path::Path as StorePath;
@@ -150,6 +154,26 @@ impl Inodes {
 
 type Listing = Arc<Vec<(String, u64)>>;
 
+type Flight = Arc<OnceCell<Result<Bytes, i32>>>;
+
+/// The block cache and what guards the backends behind it.
+struct Cached {
+    cache: Arc<BlockCache>,
+    /// Backend fetches in flight, all backends together.
+    fetches: Semaphore,
+    /// One fetch per block however many readers miss it at once.
+    inflight: Mutex<HashMap<BlockKey, Flight>>,
+}
+
+/// Counters for tests and metrics.
+#[derive(Debug, Default)]
+pub struct CoreStats {
+    /// Ranged GETs sent to backends.
+    pub backend_gets: AtomicU64,
+    /// Bytes received from backends.
+    pub backend_bytes: AtomicU64,
+}
+
 /// The filesystem core.
 pub struct Core {
     backends: Vec<Backend>,
@@ -157,6 +181,8 @@ pub struct Core {
     settings: FsSettings,
     inodes: Mutex<Inodes>,
     listings: Mutex<HashMap<u64, (Instant, Listing)>>,
+    cached: Option<Cached>,
+    stats: CoreStats,
 }
 
 fn map_store_error(backend: &Backend, err: &object_store::Error) -> i32 {
@@ -233,7 +259,29 @@ impl Core {
             settings,
             inodes: Mutex::new(inodes),
             listings: Mutex::default(),
+            cached: None,
+            stats: CoreStats::default(),
         }
+    }
+
+    /// Serves reads through `cache`, with at most `max_parallel_fetch` backend GETs at once.
+    pub fn with_cache(mut self, cache: Arc<BlockCache>, max_parallel_fetch: usize) -> Self {
+        self.cached = Some(Cached {
+            cache,
+            fetches: Semaphore::new(max_parallel_fetch.max(1)),
+            inflight: Mutex::default(),
+        });
+        self
+    }
+
+    /// Backend traffic counters.
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    /// The block cache, if any.
+    pub fn cache(&self) -> Option<&Arc<BlockCache>> {
+        self.cached.as_ref().map(|c| &c.cache)
     }
 
     /// The backends, in configuration order.
@@ -495,7 +543,49 @@ impl Core {
             .collect())
     }
 
-    /// Reads `size` bytes at `offset` with one ranged GET, pinned to the ETag seen at lookup.
+    /// One ranged GET of `[start, end)`, pinned to `etag`.
+    async fn get_range(
+        &self,
+        backend: usize,
+        key: &str,
+        etag: Option<String>,
+        start: u64,
+        end: u64,
+    ) -> Result<Bytes, i32> {
+        let b = &self.backends[backend];
+        let path = store_path(&join(&b.prefix, key));
+        let store = b.store.clone();
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(start..end)),
+            if_match: etag,
+            ..Default::default()
+        };
+        self.stats.backend_gets.fetch_add(1, Ordering::Relaxed);
+        let result = self
+            .with_timeout(backend, async move {
+                let got = store.get_opts(&path, options).await?;
+                got.bytes().await
+            })
+            .await;
+        match &result {
+            Ok(bytes) => {
+                self.stats
+                    .backend_bytes
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                // The object may have changed under us: look again next time.
+                self.listings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+            }
+        }
+        result
+    }
+
+    /// Reads `size` bytes at `offset`: through the block cache when there is one (blocks keyed
+    /// by the ETag seen at lookup, one fetch per block), else with one ranged GET.
     pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes, i32> {
         let Node::File {
             backend,
@@ -511,32 +601,100 @@ impl Core {
             return Ok(Bytes::new());
         }
         let end = (offset + u64::from(size)).min(length);
-        let b = &self.backends[backend];
-        let path = store_path(&join(&b.prefix, &key));
-        let store = b.store.clone();
-        let options = GetOptions {
-            range: Some(GetRange::Bounded(offset..end)),
-            if_match: etag,
-            ..Default::default()
+        let (Some(cached), Some(etag)) = (&self.cached, etag.clone()) else {
+            return self.get_range(backend, &key, etag, offset, end).await;
         };
-        let result = self
-            .with_timeout(backend, async move {
-                let got = store.get_opts(&path, options).await?;
-                got.bytes().await
-            })
-            .await;
-        match result {
-            Ok(bytes) => Ok(bytes),
-            Err(code) => {
-                if code == errno::EIO {
-                    // The object may have changed under us: look again next time.
-                    self.listings
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clear();
-                }
-                Err(code)
+        let block_size = cached.cache.block_size();
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for index in offset / block_size..=(end - 1) / block_size {
+            let block_start = index * block_size;
+            let block_end = (block_start + block_size).min(length);
+            let from = (offset.max(block_start) - block_start) as usize;
+            let to = (end.min(block_end) - block_start) as usize;
+            let block_key = BlockKey {
+                backend: self.backends[backend].name.clone(),
+                key: key.clone(),
+                etag: etag.clone(),
+                index,
+            };
+            let cache = cached.cache.clone();
+            let probe = block_key.clone();
+            let hit = tokio::task::spawn_blocking(move || cache.get(&probe, from, to - from))
+                .await
+                .ok()
+                .flatten();
+            if let Some(bytes) = hit {
+                out.extend_from_slice(&bytes);
+                continue;
             }
+            let block = self
+                .fetch_block(
+                    cached,
+                    &block_key,
+                    backend,
+                    &key,
+                    &etag,
+                    block_start,
+                    block_end,
+                )
+                .await?;
+            out.extend_from_slice(&block[from..to.min(block.len())]);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    /// Fetches one whole block, once however many readers wait for it, and stores it.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_block(
+        &self,
+        cached: &Cached,
+        block_key: &BlockKey,
+        backend: usize,
+        key: &str,
+        etag: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Bytes, i32> {
+        let flight = {
+            let mut inflight = cached.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            inflight
+                .entry(block_key.clone())
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .clone()
+        };
+        let result = flight
+            .get_or_init(|| async {
+                let _permit = cached.fetches.acquire().await.map_err(|_| errno::EIO)?;
+                let bytes = self
+                    .get_range(backend, key, Some(etag.to_owned()), start, end)
+                    .await?;
+                let cache = cached.cache.clone();
+                let (store_key, data) = (block_key.clone(), bytes.clone());
+                let stored =
+                    tokio::task::spawn_blocking(move || cache.put(&store_key, &data)).await;
+                if let Ok(Err(err)) = stored {
+                    tracing::warn!(%err, "cannot store a block in the cache; serving it anyway");
+                }
+                Ok(bytes)
+            })
+            .await
+            .clone();
+        let mut inflight = cached.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if inflight
+            .get(block_key)
+            .is_some_and(|f| Arc::ptr_eq(f, &flight))
+        {
+            inflight.remove(block_key);
+        }
+        result
+    }
+
+    /// The object version of a file, its metadata checked again after `attr_ttl`.
+    pub async fn etag(&self, ino: u64) -> Result<Option<String>, i32> {
+        self.getattr(ino).await?;
+        match self.node(ino)? {
+            Node::File { etag, .. } => Ok(etag),
+            _ => Err(errno::EISDIR),
         }
     }
 

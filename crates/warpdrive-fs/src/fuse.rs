@@ -42,6 +42,9 @@ pub struct WarpFs {
     core: Arc<Core>,
     runtime: Handle,
     ttls: Ttls,
+    /// The ETag each file had when last opened: the kernel keeps its cached pages only while
+    /// it is unchanged.
+    opened: Arc<std::sync::Mutex<std::collections::HashMap<u64, Option<String>>>>,
 }
 
 const MAX_REQUEST: u32 = 1 << 20;
@@ -76,6 +79,7 @@ impl WarpFs {
             core,
             runtime,
             ttls,
+            opened: Arc::default(),
         }
     }
 }
@@ -133,10 +137,30 @@ impl Filesystem for WarpFs {
             return;
         }
         match self.core.is_dir(ino.0) {
-            Ok(true) => reply.error(Errno::EISDIR),
-            Ok(false) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(code) => reply.error(Errno::from_i32(code)),
+            Ok(true) => return reply.error(Errno::EISDIR),
+            Ok(false) => {}
+            Err(code) => return reply.error(Errno::from_i32(code)),
         }
+        let core = self.core.clone();
+        let opened = self.opened.clone();
+        self.runtime.spawn(async move {
+            match core.etag(ino.0).await {
+                Ok(etag) => {
+                    let previous = opened
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(ino.0, etag.clone());
+                    // Same version as last time: keep the kernel's pages; otherwise drop them.
+                    let flags = if etag.is_some() && previous == Some(etag) {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(0), flags);
+                }
+                Err(code) => reply.error(Errno::from_i32(code)),
+            }
+        });
     }
 
     fn read(

@@ -7,4 +7,4 @@ pub mod core;
 pub mod fuse;
 pub mod namespace;
 
-pub use crate::core::{Attr, Backend, Core, FsSettings, Kind, ROOT};
+pub use crate::core::{Attr, Backend, Core, CoreStats, FsSettings, Kind, ROOT};

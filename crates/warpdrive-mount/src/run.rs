@@ -96,7 +96,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         list_cache_entries: config.metadata.list_cache_entries,
         list_cache_ttl: config.metadata.list_cache_ttl,
     };
-    let core = Arc::new(warpdrive_fs::Core::new(backends, tree, settings));
+    let cache_settings = blockcache::Settings {
+        max_size: config.cache.max_size.as_u64(),
+        block_size: config.cache.block_size.as_u64(),
+        high_water: config.cache.high_water,
+        low_water: config.cache.low_water,
+    };
+    let cache_path = config.cache.path.clone();
+    let cache = tokio::task::spawn_blocking(move || {
+        blockcache::BlockCache::open(&cache_path, cache_settings)
+    })
+    .await
+    .context("opening the block cache")?
+    .with_context(|| format!("config key `cache.path` ({})", config.cache.path.display()))?;
+    let core = Arc::new(
+        warpdrive_fs::Core::new(backends, tree, settings)
+            .with_cache(Arc::new(cache), config.cache.max_parallel_fetch),
+    );
     let ttls = warpdrive_fs::fuse::Ttls {
         entry: config.metadata.entry_ttl,
         attr: config.metadata.attr_ttl,

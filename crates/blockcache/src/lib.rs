@@ -1,0 +1,569 @@
+//! A block cache on local disk (warpdrive's cache on NVMe). Blocks are keyed by backend, object
+//! key, object version (ETag) and block index, so a changed object can never be served from old
+//! blocks. Each block file carries a CRC32 per 64 KiB chunk: a read touches and verifies only the
+//! chunks it needs (not the whole block), and a corrupt block is dropped and counted.
+//!
+//! Crash safety without a separate index: a block is written to a unique temporary name and
+//! renamed into place, so a block file either is complete or does not exist; at open the
+//! directory is scanned to rebuild sizes (100k blocks in well under a second), and leftover
+//! temporaries are removed. Eviction starts above the high-water mark and stops at the low-water
+//! mark, taking blocks read only once before blocks that keep being re-read, least recently
+//! used first within each group, so one scan of a large dataset cannot flush the hot set.
+//!
+//! This crate knows no backend, FUSE or async runtime: callers run it on blocking threads.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+const MARKER: &str = "warpdrive-blockcache.v1";
+const MAGIC: &[u8; 8] = b"WDBLK001";
+/// Bytes covered by one checksum.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Why the cache cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The directory holds files that are not ours; it is never wiped silently.
+    #[error(
+        "{0} is not a warpdrive cache directory (it has other files and no {MARKER}); choose an empty or dedicated directory"
+    )]
+    NotOurs(PathBuf),
+    /// The settings cannot work.
+    #[error("invalid cache settings: {0}")]
+    Settings(String),
+    /// File-system error.
+    #[error("cache {context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// Which block of which version of which object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    /// Backend name.
+    pub backend: String,
+    /// Object key inside the backend.
+    pub key: String,
+    /// Object version (ETag).
+    pub etag: String,
+    /// Block number (offset / block size).
+    pub index: u64,
+}
+
+impl BlockKey {
+    fn file_name(&self) -> String {
+        let mut hash = Sha256::new();
+        for part in [&self.backend, &self.key, &self.etag] {
+            hash.update(part.as_bytes());
+            hash.update([0u8]);
+        }
+        let digest: String = hash
+            .finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{digest}-{}", self.index)
+    }
+}
+
+/// Cache sizes and eviction marks.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest total size of block files.
+    pub max_size: u64,
+    /// Bytes per block.
+    pub block_size: u64,
+    /// Evict when above this fraction of `max_size`.
+    pub high_water: f64,
+    /// Evict down to this fraction.
+    pub low_water: f64,
+}
+
+/// Counters, for metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Reads answered from disk.
+    pub hits: AtomicU64,
+    /// Reads that found no block.
+    pub misses: AtomicU64,
+    /// Bytes returned from disk.
+    pub bytes_served: AtomicU64,
+    /// Blocks evicted.
+    pub evictions: AtomicU64,
+    /// Blocks dropped because a checksum did not match.
+    pub checksum_failures: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    size: u64,
+    reads: u32,
+    last_use: u64,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    entries: HashMap<String, Entry>,
+    total: u64,
+    clock: u64,
+}
+
+/// The cache.
+#[derive(Debug)]
+pub struct BlockCache {
+    dir: PathBuf,
+    settings: Settings,
+    index: Mutex<Index>,
+    stats: Stats,
+    temp_counter: AtomicU64,
+}
+
+fn header_len(data_len: usize) -> usize {
+    MAGIC.len() + 8 + 4 * data_len.div_ceil(CHUNK)
+}
+
+impl BlockCache {
+    /// Opens (creating, 0700) the cache directory and rebuilds the index from its files.
+    pub fn open(dir: &Path, settings: Settings) -> Result<Self, Error> {
+        if settings.block_size < CHUNK as u64 || !settings.block_size.is_multiple_of(CHUNK as u64) {
+            return Err(Error::Settings(format!(
+                "block_size must be a multiple of {CHUNK} bytes"
+            )));
+        }
+        if !(0.0 < settings.low_water
+            && settings.low_water < settings.high_water
+            && settings.high_water <= 1.0)
+        {
+            return Err(Error::Settings(
+                "need 0 < low_water < high_water <= 1".into(),
+            ));
+        }
+        fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(io("restricting the cache directory to 0700"))?;
+        }
+        let marker = dir.join(MARKER);
+        if !marker.exists() {
+            let foreign = fs::read_dir(dir)
+                .map_err(io("reading the cache directory"))?
+                .next()
+                .is_some();
+            if foreign {
+                return Err(Error::NotOurs(dir.to_owned()));
+            }
+            fs::write(&marker, b"warpdrive block cache, format 1\n")
+                .map_err(io("writing the cache marker"))?;
+        }
+        let cache = Self {
+            dir: dir.to_owned(),
+            settings,
+            index: Mutex::default(),
+            stats: Stats::default(),
+            temp_counter: AtomicU64::new(0),
+        };
+        cache.rebuild()?;
+        Ok(cache)
+    }
+
+    fn rebuild(&self) -> Result<(), Error> {
+        let mut index = Index::default();
+        for shard in fs::read_dir(&self.dir)
+            .map_err(io("scanning the cache"))?
+            .flatten()
+        {
+            if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            for file in fs::read_dir(shard.path())
+                .map_err(io("scanning the cache"))?
+                .flatten()
+            {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".tmp") {
+                    let _ = fs::remove_file(file.path()); // an interrupted write
+                    continue;
+                }
+                let Ok(meta) = file.metadata() else { continue };
+                index.total += meta.len();
+                index.entries.insert(
+                    name,
+                    Entry {
+                        size: meta.len(),
+                        reads: 1,
+                        last_use: 0,
+                    },
+                );
+            }
+        }
+        tracing::info!(
+            blocks = index.entries.len(),
+            bytes = index.total,
+            "block cache ready"
+        );
+        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = index;
+        Ok(())
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(&name[..2]).join(name)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Bytes of block files on disk.
+    pub fn size(&self) -> u64 {
+        self.index.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
+    /// Blocks on disk.
+    pub fn blocks(&self) -> usize {
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .len()
+    }
+
+    /// The block size.
+    pub fn block_size(&self) -> u64 {
+        self.settings.block_size
+    }
+
+    /// `len` bytes at `offset` inside the block, verified; `None` when the block is absent or
+    /// was corrupt (then it is removed).
+    pub fn get(&self, key: &BlockKey, offset: usize, len: usize) -> Option<Vec<u8>> {
+        let name = key.file_name();
+        let present = {
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.clock += 1;
+            let clock = index.clock;
+            match index.entries.get_mut(&name) {
+                Some(entry) => {
+                    entry.reads = entry.reads.saturating_add(1);
+                    entry.last_use = clock;
+                    true
+                }
+                None => false,
+            }
+        };
+        if !present {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        match self.read_verified(&self.path_of(&name), offset, len) {
+            Ok(Some(bytes)) => {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .bytes_served
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                Some(bytes)
+            }
+            Ok(None) => {
+                self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(block = %name, "cache block failed its checksum; dropping it");
+                self.remove(&name);
+                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(_) => {
+                self.remove(&name);
+                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Reads and checks only the chunks covering `[offset, offset + len)`. `Ok(None)`: corrupt.
+    fn read_verified(
+        &self,
+        path: &Path,
+        offset: usize,
+        len: usize,
+    ) -> std::io::Result<Option<Vec<u8>>> {
+        let mut file = File::open(path)?;
+        let mut head = [0u8; 16];
+        file.read_exact(&mut head)?;
+        if &head[..8] != MAGIC {
+            return Ok(None);
+        }
+        let data_len = u64::from_le_bytes(head[8..16].try_into().unwrap_or([0; 8])) as usize;
+        let chunks = data_len.div_ceil(CHUNK);
+        let mut sums = vec![0u8; 4 * chunks];
+        file.read_exact(&mut sums)?;
+        if offset >= data_len {
+            return Ok(Some(Vec::new()));
+        }
+        let end = (offset + len).min(data_len);
+        let (first, last) = (offset / CHUNK, (end - 1) / CHUNK);
+        let start = first * CHUNK;
+        let stop = ((last + 1) * CHUNK).min(data_len);
+        let mut buf = vec![0u8; stop - start];
+        file.seek(SeekFrom::Start((header_len(data_len) + start) as u64))?;
+        file.read_exact(&mut buf)?;
+        for chunk in first..=last {
+            let from = chunk * CHUNK - start;
+            let to = ((chunk + 1) * CHUNK).min(data_len) - start;
+            let want =
+                u32::from_le_bytes(sums[4 * chunk..4 * chunk + 4].try_into().unwrap_or([0; 4]));
+            if crc32fast::hash(&buf[from..to]) != want {
+                return Ok(None);
+            }
+        }
+        Ok(Some(buf[offset - start..end - start].to_vec()))
+    }
+
+    fn remove(&self, name: &str) {
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = index.entries.remove(name) {
+            index.total -= entry.size;
+        }
+        drop(index);
+        let _ = fs::remove_file(self.path_of(name));
+    }
+
+    /// Stores a whole block (the last block of an object may be short), then evicts if needed.
+    pub fn put(&self, key: &BlockKey, data: &[u8]) -> Result<(), Error> {
+        let name = key.file_name();
+        let path = self.path_of(&name);
+        let dir = path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| self.dir.clone());
+        fs::create_dir_all(&dir).map_err(io("creating a cache shard"))?;
+        let temp = dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            self.temp_counter.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut bytes = Vec::with_capacity(header_len(data.len()) + data.len());
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        for chunk in data.chunks(CHUNK) {
+            bytes.extend_from_slice(&crc32fast::hash(chunk).to_le_bytes());
+        }
+        bytes.extend_from_slice(data);
+        let written = (|| -> std::io::Result<()> {
+            let mut file = File::create(&temp)?;
+            file.write_all(&bytes)?;
+            fs::rename(&temp, &path)
+        })();
+        if let Err(err) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(io("writing a block")(err));
+        }
+        {
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.clock += 1;
+            let clock = index.clock;
+            let size = bytes.len() as u64;
+            if let Some(old) = index.entries.insert(
+                name,
+                Entry {
+                    size,
+                    reads: 0,
+                    last_use: clock,
+                },
+            ) {
+                index.total -= old.size;
+            }
+            index.total += size;
+        }
+        self.evict();
+        Ok(())
+    }
+
+    /// Evicts down to the low-water mark once above the high-water mark.
+    fn evict(&self) {
+        let max = self.settings.max_size as f64;
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        if (index.total as f64) <= max * self.settings.high_water {
+            return;
+        }
+        let target = (max * self.settings.low_water) as u64;
+        // Read-once (or never re-read) blocks first, then the rest; oldest first in each group.
+        let mut order: Vec<(bool, u64, String)> = index
+            .entries
+            .iter()
+            .map(|(name, e)| (e.reads > 1, e.last_use, name.clone()))
+            .collect();
+        order.sort();
+        let mut gone = Vec::new();
+        for (_, _, name) in order {
+            if index.total <= target {
+                break;
+            }
+            if let Some(entry) = index.entries.remove(&name) {
+                index.total -= entry.size;
+                gone.push(name);
+            }
+        }
+        drop(index);
+        self.stats
+            .evictions
+            .fetch_add(gone.len() as u64, Ordering::Relaxed);
+        for name in gone {
+            let _ = fs::remove_file(self.path_of(&name));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max: u64) -> Settings {
+        Settings {
+            max_size: max,
+            block_size: 256 * 1024,
+            high_water: 0.9,
+            low_water: 0.8,
+        }
+    }
+
+    fn key(name: &str, index: u64) -> BlockKey {
+        BlockKey {
+            backend: "b".into(),
+            key: name.into(),
+            etag: "e1".into(),
+            index,
+        }
+    }
+
+    fn block(seed: u8, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[test]
+    fn ranges_round_trip_and_versions_never_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
+        let data = block(7, 200_000);
+        cache.put(&key("obj", 0), &data).unwrap();
+        for (offset, len) in [
+            (0, 10),
+            (65_530, 20),
+            (199_990, 100),
+            (0, 200_000),
+            (300_000, 5),
+        ] {
+            let got = cache.get(&key("obj", 0), offset, len).unwrap();
+            assert_eq!(
+                got,
+                data[offset.min(data.len())..(offset + len).min(data.len())],
+                "{offset}+{len}"
+            );
+        }
+        let other_version = BlockKey {
+            etag: "e2".into(),
+            ..key("obj", 0)
+        };
+        assert!(
+            cache.get(&other_version, 0, 10).is_none(),
+            "a new ETag never reads old blocks"
+        );
+        assert_eq!(cache.stats().hits.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn corruption_is_detected_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
+        cache.put(&key("obj", 3), &block(1, 150_000)).unwrap();
+        let path = cache.path_of(&key("obj", 3).file_name());
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 10;
+        bytes[last] ^= 0xff;
+        fs::write(&path, bytes).unwrap();
+        assert!(
+            cache.get(&key("obj", 3), 0, 10).is_some(),
+            "the first chunk is intact and still served"
+        );
+        assert!(
+            cache.get(&key("obj", 3), 140_000, 100).is_none(),
+            "the damaged chunk is caught"
+        );
+        assert_eq!(cache.stats().checksum_failures.load(Ordering::Relaxed), 1);
+        assert!(!path.exists() && cache.blocks() == 0, "dropped");
+    }
+
+    #[test]
+    fn restart_rebuilds_sizes_and_clears_interrupted_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
+            for i in 0..50 {
+                cache.put(&key("obj", i), &block(i as u8, 100_000)).unwrap();
+            }
+            fs::write(
+                cache
+                    .path_of(&key("obj", 0).file_name())
+                    .with_file_name(".tmp-999-1"),
+                b"partial",
+            )
+            .unwrap();
+        }
+        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
+        assert_eq!(cache.blocks(), 50);
+        assert_eq!(cache.size(), 50 * (100_000 + header_len(100_000) as u64));
+        assert_eq!(
+            cache.get(&key("obj", 42), 5, 5).unwrap(),
+            block(42, 100_000)[5..10]
+        );
+        // A directory that is not ours is refused, not wiped.
+        let foreign = tempfile::tempdir().unwrap();
+        fs::write(foreign.path().join("precious.txt"), b"x").unwrap();
+        assert!(matches!(
+            BlockCache::open(foreign.path(), settings(1 << 30)),
+            Err(Error::NotOurs(_))
+        ));
+        assert!(foreign.path().join("precious.txt").exists());
+    }
+
+    #[test]
+    fn a_scan_does_not_flush_the_hot_set_and_the_limit_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = 100_000 + header_len(100_000) as u64;
+        let cache = BlockCache::open(dir.path(), settings(20 * size)).unwrap();
+        for i in 0..5 {
+            cache.put(&key("hot", i), &block(1, 100_000)).unwrap();
+            for _ in 0..3 {
+                cache.get(&key("hot", i), 0, 10).unwrap();
+            }
+        }
+        for i in 0..100 {
+            cache.put(&key("scan", i), &block(2, 100_000)).unwrap();
+            assert!(cache.size() <= 20 * size, "never past the limit");
+        }
+        for i in 0..5 {
+            assert!(
+                cache.get(&key("hot", i), 0, 10).is_some(),
+                "hot block {i} survived the scan"
+            );
+        }
+        assert!(cache.stats().evictions.load(Ordering::Relaxed) > 0);
+    }
+}
