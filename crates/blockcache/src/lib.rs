@@ -251,6 +251,17 @@ impl BlockCache {
         self.settings.block_size
     }
 
+    /// Whether the block is stored (not verified, not counted as a read): prefetch and warm
+    /// skip what is already here.
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        let name = key.file_name();
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
+            .contains_key(&name)
+    }
+
     /// `len` bytes at `offset` inside the block, verified; `None` when the block is absent or
     /// was corrupt (then it is removed).
     pub fn get(&self, key: &BlockKey, offset: usize, len: usize) -> Option<Vec<u8>> {

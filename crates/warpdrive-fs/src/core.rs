@@ -13,7 +13,9 @@ use bytes::Bytes;
 use object_store::path::Path as StorePath;
 use object_store::{GetOptions, GetRange, ObjectStore};
 
+use crate::metrics::FsMetrics;
 use crate::namespace::SyntheticDir;
+use crate::readahead::{Ledger, Pattern, ReadaheadSettings};
 
 /// The root inode.
 pub const ROOT: u64 = 1;
@@ -165,6 +167,17 @@ struct Cached {
     inflight: Mutex<HashMap<BlockKey, Flight>>,
 }
 
+/// One open file.
+#[derive(Debug)]
+struct Handle {
+    pattern: Pattern,
+}
+
+/// Directories whose files are being opened in name order: dir inode → position last opened.
+const DIRECTORY_ORDER_ENTRIES: usize = 4096;
+/// Speculative blocks remembered until read (to count used and wasted bytes).
+const LEDGER_BLOCKS: usize = 16384;
+
 /// Counters for tests and metrics.
 #[derive(Debug, Default)]
 pub struct CoreStats {
@@ -183,6 +196,22 @@ pub struct Core {
     listings: Mutex<HashMap<u64, (Instant, Listing)>>,
     cached: Option<Cached>,
     stats: CoreStats,
+    metrics: FsMetrics,
+    readahead: ReadaheadSettings,
+    /// Speculative bytes in flight, in KiB permits.
+    budget: Arc<Semaphore>,
+    /// Backend fetch slots speculative work may take, so foreground reads always find some.
+    speculative_slots: Arc<Semaphore>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_handle: AtomicU64,
+    ledger: Mutex<Ledger>,
+    directory_order: Mutex<HashMap<u64, usize>>,
+}
+
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024))
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 fn map_store_error(backend: &Backend, err: &object_store::Error) -> i32 {
@@ -261,16 +290,48 @@ impl Core {
             listings: Mutex::default(),
             cached: None,
             stats: CoreStats::default(),
+            metrics: FsMetrics::default(),
+            readahead: ReadaheadSettings {
+                enabled: false,
+                ..ReadaheadSettings::default()
+            },
+            budget: Arc::new(Semaphore::new(0)),
+            speculative_slots: Arc::new(Semaphore::new(1)),
+            handles: Mutex::default(),
+            next_handle: AtomicU64::new(1),
+            ledger: Mutex::new(Ledger::new(LEDGER_BLOCKS)),
+            directory_order: Mutex::default(),
         }
+    }
+
+    /// Prefetches by `settings` (needs the block cache: prefetched blocks land there).
+    pub fn with_readahead(mut self, settings: ReadaheadSettings) -> Self {
+        let budget = kib(settings.budget) as usize;
+        self.budget = Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS)));
+        self.readahead = settings;
+        self
+    }
+
+    /// Counts into `metrics` (registered by the binary).
+    pub fn with_metrics(mut self, metrics: FsMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metric handles, for the FUSE layer.
+    pub fn metrics(&self) -> &FsMetrics {
+        &self.metrics
     }
 
     /// Serves reads through `cache`, with at most `max_parallel_fetch` backend GETs at once.
     pub fn with_cache(mut self, cache: Arc<BlockCache>, max_parallel_fetch: usize) -> Self {
+        let slots = max_parallel_fetch.max(1);
         self.cached = Some(Cached {
             cache,
-            fetches: Semaphore::new(max_parallel_fetch.max(1)),
+            fetches: Semaphore::new(slots),
             inflight: Mutex::default(),
         });
+        self.speculative_slots = Arc::new(Semaphore::new((slots * 3 / 4).max(1)));
         self
     }
 
@@ -349,14 +410,18 @@ impl Core {
         work: impl Future<Output = object_store::Result<T>>,
     ) -> Result<T, i32> {
         let b = &self.backends[backend];
-        match tokio::time::timeout(b.timeout, work).await {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(b.timeout, work).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(map_store_error(b, &err)),
             Err(_) => {
                 tracing::warn!(backend = %b.name, timeout = ?b.timeout, "backend call timed out");
                 Err(errno::EIO)
             }
-        }
+        };
+        let code = result.as_ref().err().copied().unwrap_or(0);
+        self.metrics.request(&b.name, code, started.elapsed());
+        result
     }
 
     /// The entries of a directory: `(name, inode)`, from the listing cache when fresh.
@@ -572,6 +637,7 @@ impl Core {
                 self.stats
                     .backend_bytes
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                self.metrics.backend_bytes(&b.name, bytes.len() as u64);
             }
             Err(_) => {
                 // The object may have changed under us: look again next time.
@@ -617,6 +683,7 @@ impl Core {
                 etag: etag.clone(),
                 index,
             };
+            self.note_read(&block_key);
             let cache = cached.cache.clone();
             let probe = block_key.clone();
             let hit = tokio::task::spawn_blocking(move || cache.get(&probe, from, to - from))
@@ -664,6 +731,19 @@ impl Core {
         };
         let result = flight
             .get_or_init(|| async {
+                // A flight that just ended may have stored the block: look before fetching.
+                if cached.cache.contains(block_key) {
+                    let cache = cached.cache.clone();
+                    let probe = block_key.clone();
+                    let len = (end - start) as usize;
+                    let hit = tokio::task::spawn_blocking(move || cache.get(&probe, 0, len))
+                        .await
+                        .ok()
+                        .flatten();
+                    if let Some(bytes) = hit {
+                        return Ok(Bytes::from(bytes));
+                    }
+                }
                 let _permit = cached.fetches.acquire().await.map_err(|_| errno::EIO)?;
                 let bytes = self
                     .get_range(backend, key, Some(etag.to_owned()), start, end)
@@ -687,6 +767,221 @@ impl Core {
             inflight.remove(block_key);
         }
         result
+    }
+
+    /// A reader asked for `key`: if it was prefetched, that prefetch was used.
+    fn note_read(&self, key: &BlockKey) {
+        if self.readahead.enabled {
+            let outcome = self
+                .ledger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .read(key);
+            self.metrics.readahead(0, &outcome);
+        }
+    }
+
+    /// Opens a file: a handle that tracks its access pattern, and the ETag the kernel's page
+    /// cache is kept by. Opening files of a directory in name order prefetches the next ones.
+    pub async fn open(self: &Arc<Self>, ino: u64) -> Result<(u64, Option<String>), i32> {
+        let etag = self.etag(ino).await?;
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                fh,
+                Handle {
+                    pattern: Pattern::default(),
+                },
+            );
+        if self.readahead.enabled && self.readahead.directory_prefetch {
+            self.directory_prefetch(ino);
+        }
+        Ok((fh, etag))
+    }
+
+    /// Closes a handle; what it prefetched and nobody read counts as wasted.
+    pub fn release(&self, fh: u64) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh);
+        if self.readahead.enabled {
+            let outcome = self
+                .ledger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .release(fh);
+            self.metrics.readahead(0, &outcome);
+        }
+    }
+
+    /// Reads through an open handle: like [`Core::read`], and sequential reads prefetch ahead.
+    pub async fn read_handle(
+        self: &Arc<Self>,
+        fh: u64,
+        ino: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes, i32> {
+        if self.readahead.enabled
+            && let Some(cached) = &self.cached
+            && let Node::File {
+                backend,
+                key,
+                size: length,
+                etag: Some(etag),
+                ..
+            } = self.node(ino)?
+        {
+            let end = (offset + u64::from(size)).min(length);
+            let plan = self
+                .handles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&fh)
+                .and_then(|h| {
+                    h.pattern.on_read(
+                        offset,
+                        end,
+                        &self.readahead,
+                        cached.cache.block_size(),
+                        length,
+                    )
+                });
+            if let Some((from, to)) = plan {
+                self.prefetch(fh, backend, &key, &etag, length, from, to);
+            }
+        }
+        self.read(ino, offset, size).await
+    }
+
+    /// Fetches the blocks covering `[from, to)` in the background, within the budget.
+    #[allow(clippy::too_many_arguments)]
+    fn prefetch(
+        self: &Arc<Self>,
+        handle: u64,
+        backend: usize,
+        key: &str,
+        etag: &str,
+        length: u64,
+        from: u64,
+        to: u64,
+    ) {
+        let Some(cached) = &self.cached else { return };
+        let block_size = cached.cache.block_size();
+        for index in from / block_size..to.div_ceil(block_size) {
+            let start = index * block_size;
+            if start >= length {
+                break;
+            }
+            let end = (start + block_size).min(length);
+            let block_key = BlockKey {
+                backend: self.backends[backend].name.clone(),
+                key: key.to_owned(),
+                etag: etag.to_owned(),
+                index,
+            };
+            let busy = cached
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&block_key);
+            let issued = self
+                .ledger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&block_key);
+            if busy || issued || cached.cache.contains(&block_key) {
+                continue;
+            }
+            let Ok(budget) = self.budget.clone().try_acquire_many_owned(kib(end - start)) else {
+                self.metrics.readahead_skipped();
+                break;
+            };
+            let outcome = self.ledger.lock().unwrap_or_else(|e| e.into_inner()).issue(
+                block_key.clone(),
+                end - start,
+                handle,
+            );
+            self.metrics.readahead(end - start, &outcome);
+            let core = self.clone();
+            let (key, etag) = (key.to_owned(), etag.to_owned());
+            tokio::spawn(async move {
+                let _budget = budget;
+                let Ok(_slot) = core.speculative_slots.clone().acquire_owned().await else {
+                    return;
+                };
+                if let Some(cached) = &core.cached {
+                    let _ = core
+                        .fetch_block(cached, &block_key, backend, &key, &etag, start, end)
+                        .await;
+                }
+            });
+        }
+    }
+
+    /// When the files of a directory are opened in name order, fetches the first block of
+    /// the next few (their ETags come from the listing, so the blocks are keyed right).
+    fn directory_prefetch(self: &Arc<Self>, ino: u64) {
+        let Ok(Node::File { backend, key, .. }) = self.node(ino) else {
+            return;
+        };
+        let parent = key.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
+        let Some(&dir) = self
+            .inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .index
+            .get(&NodeKey::Dir(backend, parent))
+        else {
+            return;
+        };
+        let Some(listing) = self
+            .listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&dir)
+            .map(|(_, l)| l.clone())
+        else {
+            return;
+        };
+        let Some(position) = listing.iter().position(|(_, i)| *i == ino) else {
+            return;
+        };
+        let previous = {
+            let mut order = self
+                .directory_order
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if order.len() >= DIRECTORY_ORDER_ENTRIES && !order.contains_key(&dir) {
+                order.clear();
+            }
+            order.insert(dir, position)
+        };
+        if previous.is_none() || previous != position.checked_sub(1) {
+            return;
+        }
+        let Some(cached) = &self.cached else { return };
+        let block_size = cached.cache.block_size();
+        for (_, next) in listing
+            .iter()
+            .skip(position + 1)
+            .take(self.readahead.directory_files)
+        {
+            if let Ok(Node::File {
+                backend,
+                key,
+                size,
+                etag: Some(etag),
+                ..
+            }) = self.node(*next)
+                && size > 0
+            {
+                self.prefetch(0, backend, &key, &etag, size, 0, block_size.min(size));
+            }
+        }
     }
 
     /// The object version of a file, its metadata checked again after `attr_ttl`.

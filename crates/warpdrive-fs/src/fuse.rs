@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -96,8 +96,11 @@ impl Filesystem for WarpFs {
         let core = self.core.clone();
         let ttls = self.ttls;
         let name = name.to_string_lossy().into_owned();
+        let started = Instant::now();
         self.runtime.spawn(async move {
-            match core.lookup(parent.0, &name).await {
+            let result = core.lookup(parent.0, &name).await;
+            done(&core, "lookup", &result, started);
+            match result {
                 Ok(attr) => {
                     reply.entry_with_ttls(&ttls.attr, &ttls.entry, &file_attr(&attr), Generation(0))
                 }
@@ -123,8 +126,11 @@ impl Filesystem for WarpFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let core = self.core.clone();
         let ttl = self.ttls.attr;
+        let started = Instant::now();
         self.runtime.spawn(async move {
-            match core.getattr(ino.0).await {
+            let result = core.getattr(ino.0).await;
+            done(&core, "getattr", &result, started);
+            match result {
                 Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
                 Err(code) => reply.error(Errno::from_i32(code)),
             }
@@ -143,9 +149,12 @@ impl Filesystem for WarpFs {
         }
         let core = self.core.clone();
         let opened = self.opened.clone();
+        let started = Instant::now();
         self.runtime.spawn(async move {
-            match core.etag(ino.0).await {
-                Ok(etag) => {
+            let result = core.open(ino.0).await;
+            done(&core, "open", &result, started);
+            match result {
+                Ok((fh, etag)) => {
                     let previous = opened
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -156,7 +165,7 @@ impl Filesystem for WarpFs {
                     } else {
                         FopenFlags::empty()
                     };
-                    reply.opened(FileHandle(0), flags);
+                    reply.opened(FileHandle(fh), flags);
                 }
                 Err(code) => reply.error(Errno::from_i32(code)),
             }
@@ -167,7 +176,7 @@ impl Filesystem for WarpFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
@@ -175,8 +184,11 @@ impl Filesystem for WarpFs {
         reply: ReplyData,
     ) {
         let core = self.core.clone();
+        let started = Instant::now();
         self.runtime.spawn(async move {
-            match core.read(ino.0, offset, size).await {
+            let result = core.read_handle(fh.0, ino.0, offset, size).await;
+            done(&core, "read", &result, started);
+            match result {
                 Ok(bytes) => reply.data(&bytes),
                 Err(code) => reply.error(Errno::from_i32(code)),
             }
@@ -187,12 +199,13 @@ impl Filesystem for WarpFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.core.release(fh.0);
         reply.ok();
     }
 
@@ -213,8 +226,11 @@ impl Filesystem for WarpFs {
         mut reply: ReplyDirectory,
     ) {
         let core = self.core.clone();
+        let started = Instant::now();
         self.runtime.spawn(async move {
-            match core.readdir(ino.0).await {
+            let result = core.readdir(ino.0).await;
+            done(&core, "readdir", &result, started);
+            match result {
                 Ok(entries) => {
                     let dots = [(".".to_owned(), ino.0), ("..".to_owned(), ino.0)];
                     let all = dots
@@ -250,12 +266,18 @@ impl Filesystem for WarpFs {
     ) {
         let core = self.core.clone();
         let ttls = self.ttls;
+        let started = Instant::now();
         self.runtime.spawn(async move {
             let own = match core.getattr(ino.0).await {
                 Ok(attr) => attr,
-                Err(code) => return reply.error(Errno::from_i32(code)),
+                Err(code) => {
+                    core.metrics().op("readdirplus", code, started.elapsed());
+                    return reply.error(Errno::from_i32(code));
+                }
             };
-            match core.readdir(ino.0).await {
+            let result = core.readdir(ino.0).await;
+            done(&core, "readdirplus", &result, started);
+            match result {
                 Ok(entries) => {
                     let dots = [(".".to_owned(), own.clone()), ("..".to_owned(), own)];
                     for (i, (name, attr)) in dots
@@ -296,6 +318,12 @@ impl Filesystem for WarpFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         reply.statfs(0, 0, 0, 0, 0, MAX_REQUEST, 255, MAX_REQUEST);
     }
+}
+
+/// Counts one finished operation.
+fn done<T>(core: &Core, op: &'static str, result: &Result<T, i32>, started: Instant) {
+    let code = result.as_ref().err().copied().unwrap_or(0);
+    core.metrics().op(op, code, started.elapsed());
 }
 
 /// O_WRONLY | O_RDWR: any write access.

@@ -5,6 +5,8 @@
 
 pub mod core;
 pub mod fuse;
+pub mod metrics;
 pub mod namespace;
+pub mod readahead;
 
 pub use crate::core::{Attr, Backend, Core, CoreStats, FsSettings, Kind, ROOT};

@@ -2,91 +2,13 @@
 //! restart, after the object changes at the backend, after a cache file is corrupted — the
 //! cache stays under its limit, and concurrent readers of one block make one backend fetch.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use blockcache::{BlockCache, Settings};
-use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
-use warpdrive_fs::fuse::{MountSettings, Ttls, WarpFs};
-use warpdrive_fs::{Backend, Core, FsSettings, ROOT, namespace};
-
-const BLOCK: u64 = 256 * 1024;
-
-fn cache(dir: &Path, max: u64) -> Arc<BlockCache> {
-    Arc::new(
-        BlockCache::open(
-            dir,
-            Settings {
-                max_size: max,
-                block_size: BLOCK,
-                high_water: 0.9,
-                low_water: 0.8,
-            },
-        )
-        .unwrap(),
-    )
-}
-
-fn core(src: &Path, cache: Arc<BlockCache>) -> Arc<Core> {
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(src).unwrap());
-    let backends = vec![Backend {
-        name: "local".into(),
-        store,
-        prefix: String::new(),
-        timeout: Duration::from_secs(10),
-    }];
-    let tree = namespace::build(&[("/local".to_owned(), 0)]).unwrap();
-    let settings = FsSettings {
-        uid: 0,
-        gid: 0,
-        file_mode: 0o444,
-        dir_mode: 0o555,
-        attr_ttl: Duration::from_millis(200),
-        list_cache_entries: 64,
-        list_cache_ttl: Duration::from_millis(200),
-    };
-    Arc::new(Core::new(backends, tree, settings).with_cache(cache, 8))
-}
-
-struct Mount {
-    _session: fuser::BackgroundSession,
-    mnt: PathBuf,
-    core: Arc<Core>,
-}
-
-fn mount(dir: &Path, name: &str, core: Arc<Core>, runtime: &tokio::runtime::Runtime) -> Mount {
-    let mnt = dir.join(name);
-    std::fs::create_dir_all(&mnt).unwrap();
-    let ttls = Ttls {
-        entry: Duration::from_millis(100),
-        attr: Duration::from_millis(100),
-        negative: Duration::from_millis(100),
-    };
-    let fs = WarpFs::new(core.clone(), runtime.handle().clone(), ttls);
-    let session = warpdrive_fs::fuse::mount(
-        fs,
-        &mnt,
-        &MountSettings {
-            allow_other: false,
-            ttls,
-            threads: 4,
-        },
-    )
-    .expect("mount (root, /dev/fuse)");
-    Mount {
-        _session: session,
-        mnt,
-        core,
-    }
-}
-
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    (0..len).map(|_| rng.u8(..)).collect()
-}
+use common::{BLOCK, cache, core, mount, random};
+use warpdrive_fs::ROOT;
 
 #[test]
 fn bytes_stay_right_across_restart_overwrite_corruption_and_the_limit() {

@@ -109,9 +109,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .await
     .context("opening the block cache")?
     .with_context(|| format!("config key `cache.path` ({})", config.cache.path.display()))?;
+    let cache = Arc::new(cache);
+    let mut registry = Registry::default();
+    telemetry::register_build_info(&mut registry, "warpdrive", env!("CARGO_PKG_VERSION"));
+    let metrics = warpdrive_fs::metrics::FsMetrics::register(
+        registry.sub_registry_with_prefix("warpdrive"),
+        Some(cache.clone()),
+    );
+    let ra = &config.cache.readahead;
+    let readahead = warpdrive_fs::readahead::ReadaheadSettings {
+        enabled: ra.enabled,
+        initial_window: ra.initial_window.as_u64(),
+        max_window: ra.max_window.as_u64(),
+        budget: ra.budget.as_u64(),
+        directory_prefetch: ra.directory_prefetch,
+        ..Default::default()
+    };
     let core = Arc::new(
         warpdrive_fs::Core::new(backends, tree, settings)
-            .with_cache(Arc::new(cache), config.cache.max_parallel_fetch),
+            .with_cache(cache, config.cache.max_parallel_fetch)
+            .with_readahead(readahead)
+            .with_metrics(metrics),
     );
     let ttls = warpdrive_fs::fuse::Ttls {
         entry: config.metadata.entry_ttl,
@@ -128,8 +146,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot mount at {}", mount_point.display()))?;
     tracing::info!(mount_point = %mount_point.display(), backends = config.backends.len(), credentials = secrets.len(), "mounted");
 
-    let mut registry = Registry::default();
-    telemetry::register_build_info(&mut registry, "warpdrive", env!("CARGO_PKG_VERSION"));
     let readiness = Readiness::default();
     let probe = mount_point.clone();
     readiness.register("mount", move || {

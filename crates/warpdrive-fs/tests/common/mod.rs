@@ -1,0 +1,139 @@
+//! Helpers shared by the cache and readahead tests: a local backend, a cache, a real mount.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use blockcache::{BlockCache, Settings};
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use prometheus_client::registry::Registry;
+use warpdrive_fs::fuse::{MountSettings, Ttls, WarpFs};
+use warpdrive_fs::metrics::FsMetrics;
+use warpdrive_fs::readahead::ReadaheadSettings;
+use warpdrive_fs::{Backend, Core, FsSettings, namespace};
+
+pub(crate) const BLOCK: u64 = 256 * 1024;
+
+pub(crate) fn cache(dir: &Path, max: u64) -> Arc<BlockCache> {
+    Arc::new(
+        BlockCache::open(
+            dir,
+            Settings {
+                max_size: max,
+                block_size: BLOCK,
+                high_water: 0.9,
+                low_water: 0.8,
+            },
+        )
+        .unwrap(),
+    )
+}
+
+fn bare_core(src: &Path, cache: Arc<BlockCache>) -> Core {
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(src).unwrap());
+    let backends = vec![Backend {
+        name: "local".into(),
+        store,
+        prefix: String::new(),
+        timeout: Duration::from_secs(10),
+    }];
+    let tree = namespace::build(&[("/local".to_owned(), 0)]).unwrap();
+    let settings = FsSettings {
+        uid: 0,
+        gid: 0,
+        file_mode: 0o444,
+        dir_mode: 0o555,
+        attr_ttl: Duration::from_millis(200),
+        list_cache_entries: 64,
+        list_cache_ttl: Duration::from_millis(200),
+    };
+    Core::new(backends, tree, settings).with_cache(cache, 8)
+}
+
+/// A core without readahead or registered metrics.
+pub(crate) fn core(src: &Path, cache: Arc<BlockCache>) -> Arc<Core> {
+    Arc::new(bare_core(src, cache))
+}
+
+/// A core with readahead and its metrics registered under `warpdrive_` in `registry`.
+pub(crate) fn core_with(
+    src: &Path,
+    cache: Arc<BlockCache>,
+    readahead: ReadaheadSettings,
+    registry: &mut Registry,
+) -> Arc<Core> {
+    let metrics = FsMetrics::register(
+        registry.sub_registry_with_prefix("warpdrive"),
+        Some(cache.clone()),
+    );
+    Arc::new(
+        bare_core(src, cache)
+            .with_readahead(readahead)
+            .with_metrics(metrics),
+    )
+}
+
+/// The value of one metric line (`name` with its labels, as printed), 0 when absent.
+pub(crate) fn metric(registry: &Registry, series: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+pub(crate) struct Mount {
+    _session: fuser::BackgroundSession,
+    pub(crate) mnt: PathBuf,
+    pub(crate) core: Arc<Core>,
+}
+
+pub(crate) fn mount(
+    dir: &Path,
+    name: &str,
+    core: Arc<Core>,
+    runtime: &tokio::runtime::Runtime,
+) -> Mount {
+    let mnt = dir.join(name);
+    std::fs::create_dir_all(&mnt).unwrap();
+    let ttls = Ttls {
+        entry: Duration::from_millis(100),
+        attr: Duration::from_millis(100),
+        negative: Duration::from_millis(100),
+    };
+    let fs = WarpFs::new(core.clone(), runtime.handle().clone(), ttls);
+    let session = warpdrive_fs::fuse::mount(
+        fs,
+        &mnt,
+        &MountSettings {
+            allow_other: false,
+            ttls,
+            threads: 4,
+        },
+    )
+    .expect("mount (root, /dev/fuse)");
+    Mount {
+        _session: session,
+        mnt,
+        core,
+    }
+}
+
+pub(crate) fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+}

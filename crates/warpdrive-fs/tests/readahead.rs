@@ -1,0 +1,223 @@
+//! Readahead and metrics on real FUSE mounts: sequential reads prefetch ahead without fetching
+//! any block twice, random reads prefetch nothing, files read in name order prefetch the next
+//! ones, and every metric counts exactly what its name says.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{BLOCK, cache, core_with, metric, mount, random, runtime};
+use prometheus_client::registry::Registry;
+use warpdrive_fs::ROOT;
+use warpdrive_fs::readahead::ReadaheadSettings;
+
+fn readahead(directory_prefetch: bool) -> ReadaheadSettings {
+    ReadaheadSettings {
+        enabled: true,
+        initial_window: BLOCK * 4,
+        max_window: BLOCK * 16,
+        budget: 64 << 20,
+        directory_prefetch,
+        directory_files: 4,
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const ISSUED: &str = "warpdrive_readahead_issued_bytes_total";
+const USED: &str = "warpdrive_readahead_used_bytes_total";
+const WASTED: &str = "warpdrive_readahead_wasted_bytes_total";
+
+#[test]
+fn sequential_reads_prefetch_each_block_once_and_random_reads_prefetch_nothing() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let big = random(32 * BLOCK as usize, 1);
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    // A 1 GiB sparse file: random reads land far apart, as in a real dataset.
+    std::fs::File::create(src.join("rnd.bin"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let mut registry = Registry::default();
+    let core = core_with(
+        &src,
+        cache(&dir.path().join("cache"), 64 << 20),
+        readahead(false),
+        &mut registry,
+    );
+    let m = mount(dir.path(), "m", core.clone(), &runtime);
+
+    assert_eq!(std::fs::read(m.mnt.join("local/big.bin")).unwrap(), big);
+    wait_for("prefetches to settle", || {
+        metric(&registry, USED) + metric(&registry, WASTED) >= metric(&registry, ISSUED)
+    });
+    let issued = metric(&registry, ISSUED);
+    assert!(issued >= (16 * BLOCK) as f64, "issued {issued}");
+    assert!(metric(&registry, USED) >= (16 * BLOCK) as f64);
+    assert_eq!(
+        core.stats().backend_gets.load(Ordering::Relaxed),
+        32,
+        "readahead and foreground reads share one fetch per block"
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "warpdrive_backend_bytes_total{backend=\"local\"}"
+        ),
+        (32 * BLOCK) as f64
+    );
+
+    // Random 64 KiB reads through a handle: readahead stays off.
+    runtime.block_on(async {
+        let local = core.lookup(ROOT, "local").await.unwrap();
+        let file = core.lookup(local.ino, "rnd.bin").await.unwrap();
+        let (fh, _) = core.open(file.ino).await.unwrap();
+        let mut rng = fastrand::Rng::with_seed(9);
+        for _ in 0..64 {
+            let offset = rng.u64(0..(1 << 30) - 65536);
+            core.read_handle(fh, file.ino, offset, 65536).await.unwrap();
+        }
+        core.release(fh);
+    });
+    assert_eq!(metric(&registry, ISSUED), issued, "random reads prefetched");
+}
+
+#[test]
+fn files_read_in_name_order_prefetch_the_next_files() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("shards")).unwrap();
+    let size = 200 * 1024;
+    let files: Vec<Vec<u8>> = (0..10).map(|i| random(size, 100 + i)).collect();
+    for (i, data) in files.iter().enumerate() {
+        std::fs::write(src.join(format!("shards/f{i}.bin")), data).unwrap();
+    }
+    let mut registry = Registry::default();
+    let core = core_with(
+        &src,
+        cache(&dir.path().join("cache"), 64 << 20),
+        readahead(true),
+        &mut registry,
+    );
+    let read = |names: &[usize]| {
+        runtime.block_on(async {
+            let local = core.lookup(ROOT, "local").await.unwrap();
+            let shards = core.lookup(local.ino, "shards").await.unwrap();
+            for &i in names {
+                let file = core.lookup(shards.ino, &format!("f{i}.bin")).await.unwrap();
+                let (fh, _) = core.open(file.ino).await.unwrap();
+                let got = core
+                    .read_handle(fh, file.ino, 0, size as u32)
+                    .await
+                    .unwrap();
+                assert_eq!(&got[..], &files[i][..], "f{i}");
+                core.release(fh);
+            }
+        })
+    };
+
+    // Shuffled order: nothing to predict.
+    read(&[7, 2, 9]);
+    assert_eq!(metric(&registry, ISSUED), 0.0);
+
+    // Name order: after f0, f1 the next four files are fetched ahead (f2 is cached already).
+    read(&[0, 1]);
+    assert_eq!(metric(&registry, ISSUED), (3 * size) as f64);
+    wait_for("f3..f5 prefetched", || {
+        core.cache().unwrap().blocks() == 3 + 2 + 3
+    });
+    // Going on in name order keeps four files ahead: f6 at f2, f8 at f4 (f7, f9 are cached).
+    read(&[2, 3, 4, 5, 6]);
+    assert_eq!(metric(&registry, ISSUED), (5 * size) as f64);
+    assert_eq!(metric(&registry, USED), (4 * size) as f64, "f3..f6 used");
+    // Every file was fetched exactly once, ahead or not.
+    assert_eq!(core.stats().backend_gets.load(Ordering::Relaxed), 10);
+}
+
+#[test]
+fn metrics_count_exactly_what_they_name() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = random(10 * BLOCK as usize + 1000, 5);
+    std::fs::write(src.join("obj.bin"), &data).unwrap();
+    let cache_dir = dir.path().join("cache");
+    let off = ReadaheadSettings {
+        enabled: false,
+        ..readahead(false)
+    };
+
+    // Cold: every byte comes from the backend once.
+    let mut registry = Registry::default();
+    let core = core_with(
+        &src,
+        cache(&cache_dir, 64 << 20),
+        off.clone(),
+        &mut registry,
+    );
+    let m = mount(dir.path(), "m1", core.clone(), &runtime);
+    assert_eq!(std::fs::read(m.mnt.join("local/obj.bin")).unwrap(), data);
+    assert!(std::fs::metadata(m.mnt.join("local/missing")).is_err());
+    let len = data.len() as f64;
+    assert_eq!(
+        metric(
+            &registry,
+            "warpdrive_backend_bytes_total{backend=\"local\"}"
+        ),
+        len
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "warpdrive_fuse_operations_total{op=\"lookup\",result=\"ENOENT\"}"
+        ),
+        1.0
+    );
+    assert!(
+        metric(
+            &registry,
+            "warpdrive_fuse_operations_total{op=\"read\",result=\"ok\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &registry,
+            "warpdrive_backend_request_duration_seconds_count{backend=\"local\"}"
+        ) >= 11.0
+    );
+    let on_disk = core.cache().unwrap().size() as f64;
+    assert!(on_disk > len, "blocks plus their checksum headers");
+    assert_eq!(metric(&registry, "warpdrive_cache_size_bytes"), on_disk);
+    drop(m);
+
+    // Warm, after a restart: every byte from the cache, none from the backend.
+    let mut registry = Registry::default();
+    let core = core_with(&src, cache(&cache_dir, 64 << 20), off, &mut registry);
+    let m = mount(dir.path(), "m2", core, &runtime);
+    assert_eq!(std::fs::read(m.mnt.join("local/obj.bin")).unwrap(), data);
+    assert_eq!(
+        metric(
+            &registry,
+            "warpdrive_backend_bytes_total{backend=\"local\"}"
+        ),
+        0.0
+    );
+    assert_eq!(metric(&registry, "warpdrive_cache_bytes_served_total"), len);
+    assert_eq!(metric(&registry, "warpdrive_cache_misses_total"), 0.0);
+    assert_eq!(
+        metric(&registry, "warpdrive_cache_checksum_failures_total"),
+        0.0
+    );
+}
