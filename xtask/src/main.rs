@@ -40,9 +40,10 @@ enum Task {
     Demo,
     /// Run a benchmark in release mode and print its figures beside same-run baselines
     /// (`truenas`: client calls/s and latency against the simulator; `csi`: controller
-    /// volumes/s and peak memory).
+    /// volumes/s and peak memory; `fuse`: warpdrive-mount against local disk, object_store and
+    /// rclone over the moto S3 server).
     Bench {
-        /// Which benchmark: `truenas` or `csi`.
+        /// Which benchmark: `truenas`, `csi` or `fuse`.
         name: String,
         /// Extra arguments for the benchmark (see `cargo run -p bench -- help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -70,7 +71,7 @@ fn main() -> ExitCode {
 
 /// Builds the `bench` package in release mode and runs one benchmark.
 fn bench(name: &str, args: &[String]) -> anyhow::Result<()> {
-    const KNOWN: &[&str] = &["truenas", "csi"];
+    const KNOWN: &[&str] = &["truenas", "csi", "fuse"];
     if !KNOWN.contains(&name) {
         anyhow::bail!(
             "unknown benchmark `{name}`; available: {}",
@@ -81,14 +82,20 @@ fn bench(name: &str, args: &[String]) -> anyhow::Result<()> {
         .current_dir(root())
         .args(["build", "--release", "--locked", "--quiet"])
         .args(["--package", "bench", "--package", "tns-csi"])
+        .args(["--package", "warpdrive-mount"])
         .status()?;
     anyhow::ensure!(built.success(), "release build failed");
     let status = std::process::Command::new(root().join("target/release/bench"))
+        .current_dir(root())
         .arg(name)
         .args(args)
         .env(
             "BENCH_CONTROLLER_BIN",
             root().join("target/release/tns-csi"),
+        )
+        .env(
+            "BENCH_WARPDRIVE_BIN",
+            root().join("target/release/warpdrive-mount"),
         )
         .status()?;
     anyhow::ensure!(

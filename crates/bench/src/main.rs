@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout)]
 
 mod csi_bench;
+mod fuse_bench;
 mod truenas_bench;
 
 use std::process::ExitCode;
@@ -40,6 +41,42 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         latency_ms: u64,
     },
+    /// warpdrive-mount over the moto S3 server: 4 × 1 GiB sequential, 20,000 × 128 KiB files
+    /// shuffled by 8 threads, random 64 KiB reads in a 2 GiB file, each cold and warm, beside
+    /// local disk, object_store with no FUSE, and `rclone mount --vfs-cache-mode full`; plus
+    /// warpdrive's peak RSS. Needs root, /dev/fuse and moto_server; installs rclone if missing.
+    Fuse {
+        /// The warpdrive-mount binary (cargo xtask bench builds it in release mode).
+        #[arg(long, env = "BENCH_WARPDRIVE_BIN")]
+        binary: std::path::PathBuf,
+        /// Working directory: generated data (kept for the next run), caches, mount points.
+        #[arg(long, default_value = "target/bench-fuse")]
+        dir: std::path::PathBuf,
+        /// Large files read sequentially, one reader each.
+        #[arg(long, default_value_t = 4)]
+        large_files: usize,
+        /// Size of each large file, MiB.
+        #[arg(long, default_value_t = 1024)]
+        large_mib: u64,
+        /// Small files read whole in shuffled order.
+        #[arg(long, default_value_t = 20_000)]
+        small_files: usize,
+        /// Size of each small file, KiB.
+        #[arg(long, default_value_t = 128)]
+        small_kib: u64,
+        /// Size of the file read at random offsets, MiB.
+        #[arg(long, default_value_t = 2048)]
+        random_mib: u64,
+        /// Random 64 KiB reads per run.
+        #[arg(long, default_value_t = 4000)]
+        random_reads: usize,
+        /// Reader threads for the small-file and random cases.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Leave out the rclone baseline (its targets are then not checked).
+        #[arg(long)]
+        skip_rclone: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +95,29 @@ fn main() -> ExitCode {
             volumes,
             latency_ms,
         } => runtime.block_on(csi_bench::run_bench(&binary, volumes, latency_ms)),
+        Bench::Fuse {
+            binary,
+            dir,
+            large_files,
+            large_mib,
+            small_files,
+            small_kib,
+            random_mib,
+            random_reads,
+            threads,
+            skip_rclone,
+        } => runtime.block_on(fuse_bench::run(fuse_bench::Options {
+            binary,
+            dir,
+            large_files,
+            large_size: large_mib << 20,
+            small_files,
+            small_size: small_kib << 10,
+            random_size: random_mib << 20,
+            random_reads,
+            threads: threads.max(1),
+            skip_rclone,
+        })),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

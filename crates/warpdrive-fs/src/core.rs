@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use blockcache::{BlockCache, BlockKey};
-use tokio::sync::{OnceCell, Semaphore};
+use futures_util::StreamExt;
+use tokio::sync::{Semaphore, watch};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use object_store::path::Path as StorePath;
 use object_store::{GetOptions, GetRange, ObjectStore};
 
@@ -156,7 +157,48 @@ impl Inodes {
 
 type Listing = Arc<Vec<(String, u64)>>;
 
-type Flight = Arc<OnceCell<Result<Bytes, i32>>>;
+/// A block being fetched: resolves to its bytes or an errno.
+type Flight = watch::Receiver<Option<Result<Bytes, i32>>>;
+
+/// A claim on a block: the fetcher publishes the block's bytes through it.
+type Claim = (BlockKey, watch::Sender<Option<Result<Bytes, i32>>>);
+
+/// Waits for a block someone else is fetching; `None` when that fetch was abandoned.
+async fn wait_for(mut flight: Flight) -> Option<Result<Bytes, i32>> {
+    loop {
+        if let Some(result) = flight.borrow_and_update().clone() {
+            return Some(result);
+        }
+        if flight.changed().await.is_err() {
+            return flight.borrow().clone();
+        }
+    }
+}
+
+/// One version of one object, as the cache keys it.
+#[derive(Debug)]
+struct Object {
+    backend: usize,
+    key: String,
+    etag: String,
+    length: u64,
+}
+
+impl Object {
+    fn block(&self, backends: &[Backend], index: u64) -> BlockKey {
+        BlockKey {
+            backend: backends[self.backend].name.clone(),
+            key: self.key.clone(),
+            etag: self.etag.clone(),
+            index,
+        }
+    }
+
+    /// Where block `index` ends (the last block of an object is short).
+    fn block_end(&self, index: u64, block_size: u64) -> u64 {
+        ((index + 1) * block_size).min(self.length)
+    }
+}
 
 /// The block cache and what guards the backends behind it.
 struct Cached {
@@ -608,7 +650,7 @@ impl Core {
             .collect())
     }
 
-    /// One ranged GET of `[start, end)`, pinned to `etag`.
+    /// One ranged GET of `[start, end)` with no cache, pinned to `etag`.
     async fn get_range(
         &self,
         backend: usize,
@@ -633,25 +675,30 @@ impl Core {
             })
             .await;
         match &result {
-            Ok(bytes) => {
-                self.stats
-                    .backend_bytes
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                self.metrics.backend_bytes(&b.name, bytes.len() as u64);
-            }
-            Err(_) => {
-                // The object may have changed under us: look again next time.
-                self.listings
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
-            }
+            Ok(bytes) => self.count_bytes(backend, bytes.len() as u64),
+            Err(_) => self.forget_listings(),
         }
         result
     }
 
+    fn count_bytes(&self, backend: usize, bytes: u64) {
+        self.stats.backend_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.metrics
+            .backend_bytes(&self.backends[backend].name, bytes);
+    }
+
+    /// The object may have changed under us: list again next time.
+    fn forget_listings(&self) {
+        self.listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Reads `size` bytes at `offset`: through the block cache when there is one (blocks keyed
-    /// by the ETag seen at lookup, one fetch per block), else with one ranged GET.
+    /// by the ETag seen at lookup; the missing blocks of one request come in one ranged GET,
+    /// and a block someone is already fetching is waited for, not fetched again), else with
+    /// one ranged GET.
     pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes, i32> {
         let Node::File {
             backend,
@@ -670,19 +717,21 @@ impl Core {
         let (Some(cached), Some(etag)) = (&self.cached, etag.clone()) else {
             return self.get_range(backend, &key, etag, offset, end).await;
         };
+        let object = Object {
+            backend,
+            key,
+            etag,
+            length,
+        };
         let block_size = cached.cache.block_size();
         let mut out = Vec::with_capacity((end - offset) as usize);
-        for index in offset / block_size..=(end - 1) / block_size {
+        let mut index = offset / block_size;
+        let last = (end - 1) / block_size;
+        while index <= last {
             let block_start = index * block_size;
-            let block_end = (block_start + block_size).min(length);
             let from = (offset.max(block_start) - block_start) as usize;
-            let to = (end.min(block_end) - block_start) as usize;
-            let block_key = BlockKey {
-                backend: self.backends[backend].name.clone(),
-                key: key.clone(),
-                etag: etag.clone(),
-                index,
-            };
+            let to = (end.min(block_start + block_size) - block_start) as usize;
+            let block_key = object.block(&self.backends, index);
             self.note_read(&block_key);
             let cache = cached.cache.clone();
             let probe = block_key.clone();
@@ -692,81 +741,167 @@ impl Core {
                 .flatten();
             if let Some(bytes) = hit {
                 out.extend_from_slice(&bytes);
+                index += 1;
                 continue;
             }
-            let block = self
-                .fetch_block(
-                    cached,
-                    &block_key,
-                    backend,
-                    &key,
-                    &etag,
-                    block_start,
-                    block_end,
-                )
-                .await?;
+            let block = self.fetch_block(cached, &object, index, last).await?;
             out.extend_from_slice(&block[from..to.min(block.len())]);
+            index += 1;
         }
         Ok(Bytes::from(out))
     }
 
-    /// Fetches one whole block, once however many readers wait for it, and stores it.
-    #[allow(clippy::too_many_arguments)]
+    /// Block `index`, fetched once however many readers want it: joins a fetch in flight, or
+    /// fetches it with the following missing blocks up to `last` in one ranged GET.
     async fn fetch_block(
         &self,
         cached: &Cached,
-        block_key: &BlockKey,
-        backend: usize,
-        key: &str,
-        etag: &str,
-        start: u64,
-        end: u64,
+        object: &Object,
+        index: u64,
+        last: u64,
     ) -> Result<Bytes, i32> {
-        let flight = {
-            let mut inflight = cached.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            inflight
-                .entry(block_key.clone())
-                .or_insert_with(|| Arc::new(OnceCell::new()))
-                .clone()
+        loop {
+            let flying = cached
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&object.block(&self.backends, index))
+                .cloned();
+            if let Some(flight) = flying {
+                match wait_for(flight).await {
+                    Some(result) => return result,
+                    None => continue, // that fetch was abandoned: try ourselves
+                }
+            }
+            let claimed = self.claim(cached, object, index, last);
+            let Some((_, first)) = claimed.first() else {
+                continue; // someone claimed it between our look and our claim
+            };
+            let mine = first.subscribe();
+            // A fetch that just ended may have stored the block: look before fetching.
+            let cache = cached.cache.clone();
+            let probe = object.block(&self.backends, index);
+            let len = (object.block_end(index, cached.cache.block_size())
+                - index * cached.cache.block_size()) as usize;
+            if cached.cache.contains(&probe)
+                && let Some(bytes) = tokio::task::spawn_blocking(move || cache.get(&probe, 0, len))
+                    .await
+                    .ok()
+                    .flatten()
+            {
+                let bytes = Bytes::from(bytes);
+                claimed[0].1.send_replace(Some(Ok(bytes.clone())));
+                // The other claims end unresolved: their waiters look again.
+                self.unclaim(cached, &claimed);
+                return Ok(bytes);
+            }
+            let permit = cached.fetches.acquire().await.map_err(|_| errno::EIO)?;
+            self.fetch_run(cached, object, claimed).await;
+            drop(permit);
+            match wait_for(mine).await {
+                Some(result) => return result,
+                None => return Err(errno::EIO),
+            }
+        }
+    }
+
+    /// Marks blocks `first..=last` of `object` as being fetched by the caller, stopping at the
+    /// first one that is cached or already in flight.
+    fn claim(&self, cached: &Cached, object: &Object, first: u64, last: u64) -> Vec<Claim> {
+        let mut inflight = cached.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut claimed = Vec::new();
+        for index in first..=last {
+            let key = object.block(&self.backends, index);
+            if inflight.contains_key(&key) || (index > first && cached.cache.contains(&key)) {
+                break;
+            }
+            let (sender, receiver) = watch::channel(None);
+            inflight.insert(key.clone(), receiver);
+            claimed.push((key, sender));
+        }
+        claimed
+    }
+
+    fn unclaim(&self, cached: &Cached, claims: &[Claim]) {
+        let mut inflight = cached.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, _) in claims {
+            inflight.remove(key);
+        }
+    }
+
+    /// Fetches the claimed consecutive blocks with one ranged GET, storing and publishing each
+    /// block as soon as its bytes are in, so a reader of the first block never waits for the
+    /// last. Every claim is resolved (bytes or an errno) and released when this returns.
+    async fn fetch_run(&self, cached: &Cached, object: &Object, claims: Vec<Claim>) {
+        let (Some((first_key, _)), Some((last_key, _))) = (claims.first(), claims.last()) else {
+            return;
         };
-        let result = flight
-            .get_or_init(|| async {
-                // A flight that just ended may have stored the block: look before fetching.
-                if cached.cache.contains(block_key) {
-                    let cache = cached.cache.clone();
-                    let probe = block_key.clone();
-                    let len = (end - start) as usize;
-                    let hit = tokio::task::spawn_blocking(move || cache.get(&probe, 0, len))
-                        .await
-                        .ok()
-                        .flatten();
-                    if let Some(bytes) = hit {
-                        return Ok(Bytes::from(bytes));
+        let block_size = cached.cache.block_size();
+        let start = first_key.index * block_size;
+        let end = object.block_end(last_key.index, block_size);
+        let b = &self.backends[object.backend];
+        let path = store_path(&join(&b.prefix, &object.key));
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(start..end)),
+            if_match: Some(object.etag.clone()),
+            ..Default::default()
+        };
+        self.stats.backend_gets.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let store = b.store.clone();
+        let opened = tokio::time::timeout(b.timeout, store.get_opts(&path, options)).await;
+        let mut pending = claims.into_iter();
+        let outcome: Result<(), i32> = async {
+            let mut body = match opened {
+                Ok(Ok(got)) => got.into_stream(),
+                Ok(Err(err)) => return Err(map_store_error(b, &err)),
+                Err(_) => return Err(errno::EIO),
+            };
+            let mut buffer = BytesMut::new();
+            for (key, sender) in pending.by_ref() {
+                let want = (object.block_end(key.index, block_size) - key.index * block_size) as usize;
+                while buffer.len() < want {
+                    match tokio::time::timeout(b.timeout, body.next()).await {
+                        Ok(Some(Ok(chunk))) => buffer.extend_from_slice(&chunk),
+                        Ok(Some(Err(err))) => {
+                            let code = map_store_error(b, &err);
+                            sender.send_replace(Some(Err(code)));
+                            self.unclaim(cached, &[(key, sender)]);
+                            return Err(code);
+                        }
+                        Ok(None) | Err(_) => {
+                            tracing::warn!(backend = %b.name, key = %object.key, "backend body ended early or stalled");
+                            sender.send_replace(Some(Err(errno::EIO)));
+                            self.unclaim(cached, &[(key, sender)]);
+                            return Err(errno::EIO);
+                        }
                     }
                 }
-                let _permit = cached.fetches.acquire().await.map_err(|_| errno::EIO)?;
-                let bytes = self
-                    .get_range(backend, key, Some(etag.to_owned()), start, end)
-                    .await?;
+                let block = buffer.split_to(want).freeze();
+                self.count_bytes(object.backend, block.len() as u64);
                 let cache = cached.cache.clone();
-                let (store_key, data) = (block_key.clone(), bytes.clone());
-                let stored =
-                    tokio::task::spawn_blocking(move || cache.put(&store_key, &data)).await;
+                let (store_key, data) = (key.clone(), block.clone());
+                let stored = tokio::task::spawn_blocking(move || cache.put(&store_key, &data)).await;
                 if let Ok(Err(err)) = stored {
                     tracing::warn!(%err, "cannot store a block in the cache; serving it anyway");
                 }
-                Ok(bytes)
-            })
-            .await
-            .clone();
-        let mut inflight = cached.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        if inflight
-            .get(block_key)
-            .is_some_and(|f| Arc::ptr_eq(f, &flight))
-        {
-            inflight.remove(block_key);
+                sender.send_replace(Some(Ok(block)));
+                self.unclaim(cached, &[(key, sender)]);
+            }
+            Ok(())
         }
-        result
+        .await;
+        let code = outcome.err().unwrap_or(0);
+        // Whatever was not fetched fails with the same error, so its readers do not hang.
+        let rest: Vec<Claim> = pending.collect();
+        for (_, sender) in &rest {
+            sender.send_replace(Some(Err(if code == 0 { errno::EIO } else { code })));
+        }
+        self.unclaim(cached, &rest);
+        if code != 0 {
+            self.forget_listings();
+        }
+        self.metrics.request(&b.name, code, started.elapsed());
     }
 
     /// A reader asked for `key`: if it was prefetched, that prefetch was used.
@@ -857,7 +992,8 @@ impl Core {
         self.read(ino, offset, size).await
     }
 
-    /// Fetches the blocks covering `[from, to)` in the background, within the budget.
+    /// Fetches the blocks covering `[from, to)` in the background, within the budget: each
+    /// stretch of missing blocks is one ranged GET, and stretches run in parallel.
     #[allow(clippy::too_many_arguments)]
     fn prefetch(
         self: &Arc<Self>,
@@ -871,56 +1007,65 @@ impl Core {
     ) {
         let Some(cached) = &self.cached else { return };
         let block_size = cached.cache.block_size();
-        for index in from / block_size..to.div_ceil(block_size) {
-            let start = index * block_size;
-            if start >= length {
-                break;
-            }
-            let end = (start + block_size).min(length);
-            let block_key = BlockKey {
-                backend: self.backends[backend].name.clone(),
-                key: key.to_owned(),
-                etag: etag.to_owned(),
-                index,
-            };
-            let busy = cached
-                .inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&block_key);
+        let object = Arc::new(Object {
+            backend,
+            key: key.to_owned(),
+            etag: etag.to_owned(),
+            length,
+        });
+        let last = to.min(length).div_ceil(block_size).saturating_sub(1);
+        let mut index = from / block_size;
+        while index <= last && index * block_size < length {
+            let block_key = object.block(&self.backends, index);
             let issued = self
                 .ledger
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(&block_key);
-            if busy || issued || cached.cache.contains(&block_key) {
+            if issued || cached.cache.contains(&block_key) {
+                index += 1;
                 continue;
             }
-            let Ok(budget) = self.budget.clone().try_acquire_many_owned(kib(end - start)) else {
+            let claims = self.claim(cached, &object, index, last);
+            if claims.is_empty() {
+                index += 1;
+                continue;
+            }
+            let bytes: u64 = claims
+                .iter()
+                .map(|(k, _)| object.block_end(k.index, block_size) - k.index * block_size)
+                .sum();
+            let Ok(budget) = self.budget.clone().try_acquire_many_owned(kib(bytes)) else {
+                self.unclaim(cached, &claims);
                 self.metrics.readahead_skipped();
                 break;
             };
-            let outcome = self.ledger.lock().unwrap_or_else(|e| e.into_inner()).issue(
-                block_key.clone(),
-                end - start,
-                handle,
-            );
-            self.metrics.readahead(end - start, &outcome);
+            index += claims.len() as u64;
+            {
+                let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+                for (k, _) in &claims {
+                    let len = object.block_end(k.index, block_size) - k.index * block_size;
+                    let outcome = ledger.issue(k.clone(), len, handle);
+                    self.metrics.readahead(len, &outcome);
+                }
+            }
             let core = self.clone();
-            let (key, etag) = (key.to_owned(), etag.to_owned());
+            let object = object.clone();
             tokio::spawn(async move {
                 let _budget = budget;
                 let Ok(_slot) = core.speculative_slots.clone().acquire_owned().await else {
                     return;
                 };
                 if let Some(cached) = &core.cached {
-                    let _ = core
-                        .fetch_block(cached, &block_key, backend, &key, &etag, start, end)
-                        .await;
+                    let Ok(_permit) = cached.fetches.acquire().await else {
+                        return;
+                    };
+                    core.fetch_run(cached, &object, claims).await;
                 }
             });
         }
     }
+
 
     /// When the files of a directory are opened in name order, fetches the first block of
     /// the next few (their ETags come from the listing, so the blocks are keyed right).

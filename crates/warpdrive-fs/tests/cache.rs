@@ -32,8 +32,16 @@ fn bytes_stay_right_across_restart_overwrite_corruption_and_the_limit() {
         &runtime,
     );
     assert_eq!(std::fs::read(m.mnt.join("local/obj.bin")).unwrap(), first);
+    assert_eq!(
+        m.core.stats().backend_bytes.load(Ordering::Relaxed),
+        3 << 20,
+        "every byte fetched once"
+    );
     let cold_gets = m.core.stats().backend_gets.load(Ordering::Relaxed);
-    assert_eq!(cold_gets, 12, "3 MiB in 256 KiB blocks: one GET per block");
+    assert!(
+        (1..=12).contains(&cold_gets),
+        "3 MiB in 256 KiB blocks: at most one GET per block, got {cold_gets}"
+    );
     drop(m);
 
     // Restart: a new mount over the same cache serves everything from disk.
