@@ -213,6 +213,16 @@ struct Cached {
 #[derive(Debug)]
 struct Handle {
     pattern: Pattern,
+    /// The sequential stream feeding this handle, if one runs.
+    stream: Option<Stream>,
+}
+
+/// A handle's side of its readahead stream: where the reader is and how far ahead to stay.
+/// Dropping it (the handle closed) tells the stream to stop.
+#[derive(Debug)]
+struct Stream {
+    reader: watch::Sender<(u64, u64)>,
+    done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Directories whose files are being opened in name order: dir inode → position last opened.
@@ -879,13 +889,14 @@ impl Core {
                 }
                 let block = buffer.split_to(want).freeze();
                 self.count_bytes(object.backend, block.len() as u64);
+                // Readers get the bytes at once; the claim stays until the block is on disk.
+                sender.send_replace(Some(Ok(block.clone())));
                 let cache = cached.cache.clone();
-                let (store_key, data) = (key.clone(), block.clone());
-                let stored = tokio::task::spawn_blocking(move || cache.put(&store_key, &data)).await;
+                let store_key = key.clone();
+                let stored = tokio::task::spawn_blocking(move || cache.put(&store_key, &block)).await;
                 if let Ok(Err(err)) = stored {
                     tracing::warn!(%err, "cannot store a block in the cache; serving it anyway");
                 }
-                sender.send_replace(Some(Ok(block)));
                 self.unclaim(cached, &[(key, sender)]);
             }
             Ok(())
@@ -928,6 +939,7 @@ impl Core {
                 fh,
                 Handle {
                     pattern: Pattern::default(),
+                    stream: None,
                 },
             );
         if self.readahead.enabled && self.readahead.directory_prefetch {
@@ -971,25 +983,258 @@ impl Core {
             } = self.node(ino)?
         {
             let end = (offset + u64::from(size)).min(length);
-            let plan = self
-                .handles
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_mut(&fh)
-                .and_then(|h| {
-                    h.pattern.on_read(
-                        offset,
-                        end,
-                        &self.readahead,
-                        cached.cache.block_size(),
-                        length,
-                    )
+            let block_size = cached.cache.block_size();
+            let start = {
+                let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+                match handles.get_mut(&fh) {
+                    Some(h) => {
+                        h.pattern
+                            .on_read(offset, end, &self.readahead, block_size, length);
+                        match (&h.stream, h.pattern.sequential()) {
+                            (_, false) => {
+                                h.stream = None; // random access: stop streaming
+                                None
+                            }
+                            (Some(stream), true) if !stream.done.load(Ordering::Relaxed) => {
+                                stream.reader.send_replace((end, h.pattern.window()));
+                                None
+                            }
+                            (_, true)
+                                if end < length
+                                    && !self.has_block(
+                                        cached,
+                                        &backend,
+                                        &key,
+                                        &etag,
+                                        end.div_ceil(block_size),
+                                    ) =>
+                            {
+                                let (reader, receiver) = watch::channel((end, h.pattern.window()));
+                                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                                h.stream = Some(Stream {
+                                    reader,
+                                    done: done.clone(),
+                                });
+                                Some((receiver, done))
+                            }
+                            _ => None,
+                        }
+                    }
+                    None => None,
+                }
+            };
+            if let Some((receiver, done)) = start {
+                let object = Object {
+                    backend,
+                    key,
+                    etag,
+                    length,
+                };
+                // The block being read now is the stream's first when nobody has it yet, so a
+                // file read from the start costs one request, not two.
+                let here = offset / block_size;
+                let mut first = end.div_ceil(block_size);
+                let mut initial = None;
+                if !self.has_block(cached, &backend, &object.key, &object.etag, here) {
+                    let len = object.block_end(here, block_size) - here * block_size;
+                    if let Ok(budget) = self.budget.clone().try_acquire_many_owned(kib(len)) {
+                        if let Some(claim) = self.claim(cached, &object, here, here).pop() {
+                            first = here;
+                            initial = Some((claim, budget));
+                        }
+                    }
+                }
+                let core = self.clone();
+                tokio::spawn(async move {
+                    core.stream(fh, object, first, initial, receiver).await;
+                    done.store(true, Ordering::Relaxed);
                 });
-            if let Some((from, to)) = plan {
-                self.prefetch(fh, backend, &key, &etag, length, from, to);
             }
         }
         self.read(ino, offset, size).await
+    }
+
+    /// Whether block `index` of an object is cached, being fetched, or already asked for.
+    fn has_block(
+        &self,
+        cached: &Cached,
+        backend: &usize,
+        key: &str,
+        etag: &str,
+        index: u64,
+    ) -> bool {
+        let block_key = BlockKey {
+            backend: self.backends[*backend].name.clone(),
+            key: key.to_owned(),
+            etag: etag.to_owned(),
+            index,
+        };
+        cached
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&block_key)
+            || self
+                .ledger
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&block_key)
+            || cached.cache.contains(&block_key)
+    }
+
+    /// Sequential readahead for one handle: one ranged GET from `first` to the end of the
+    /// object, its body read only while the reader is less than its window behind, so a
+    /// whole file costs one request, speculative bytes stay within the window and the budget,
+    /// and a reader that stops (or closes) stops the transfer. Blocks are claimed ahead as the
+    /// window allows, so foreground reads of them wait for the stream instead of fetching.
+    async fn stream(
+        self: Arc<Self>,
+        handle: u64,
+        object: Object,
+        first: u64,
+        initial: Option<(Claim, tokio::sync::OwnedSemaphorePermit)>,
+        mut reader: watch::Receiver<(u64, u64)>,
+    ) {
+        let Some(cached) = &self.cached else { return };
+
+        let block_size = cached.cache.block_size();
+        let last = object.length.saturating_sub(1) / block_size;
+        if first > last {
+            return;
+        }
+        let Ok(_slot) = self.speculative_slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok(_permit) = cached.fetches.acquire().await else {
+            return;
+        };
+        // The reader may have moved on while this waited for a slot.
+        let mut next = match &initial {
+            Some(_) => first + 1,
+            None => first.max(reader.borrow().0.div_ceil(block_size)),
+        };
+        let b = &self.backends[object.backend];
+        let mut claimed: std::collections::VecDeque<(Claim, tokio::sync::OwnedSemaphorePermit)> =
+            initial.into_iter().collect();
+        let mut extending = true;
+        let mut body = None;
+        let mut buffer = BytesMut::new();
+        let started = Instant::now();
+        let mut code = 0;
+        let mut storing = tokio::task::JoinSet::new();
+        loop {
+            if reader.has_changed().is_err() {
+                extending = false; // the handle closed: finish what was asked, then stop
+            }
+            if extending {
+                let (position, window) = *reader.borrow_and_update();
+                let limit =
+                    (position.saturating_add(window.max(block_size)) / block_size).min(last);
+                while next <= limit {
+                    let key = object.block(&self.backends, next);
+                    let issued = self
+                        .ledger
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains(&key);
+                    if issued || cached.cache.contains(&key) {
+                        extending = false; // the body cannot skip: stop at the first gap
+                        break;
+                    }
+                    let mut claims = self.claim(cached, &object, next, next);
+                    let Some(claim) = claims.pop() else {
+                        extending = false;
+                        break;
+                    };
+                    let len = object.block_end(next, block_size) - next * block_size;
+                    let Ok(budget) = self.budget.clone().try_acquire_many_owned(kib(len)) else {
+                        self.unclaim(cached, &[claim]);
+                        self.metrics.readahead_skipped();
+                        break;
+                    };
+                    let outcome = self.ledger.lock().unwrap_or_else(|e| e.into_inner()).issue(
+                        claim.0.clone(),
+                        len,
+                        handle,
+                    );
+                    self.metrics.readahead(len, &outcome);
+                    claimed.push_back((claim, budget));
+                    next += 1;
+                }
+            }
+            let Some(((key, sender), budget)) = claimed.pop_front() else {
+                if !extending || next > last || reader.changed().await.is_err() {
+                    break;
+                }
+                continue;
+            };
+            if body.is_none() {
+                self.stats.backend_gets.fetch_add(1, Ordering::Relaxed);
+                let path = store_path(&join(&b.prefix, &object.key));
+                let options = GetOptions {
+                    range: Some(GetRange::Bounded(key.index * block_size..object.length)),
+                    if_match: Some(object.etag.clone()),
+                    ..Default::default()
+                };
+                match tokio::time::timeout(b.timeout, b.store.get_opts(&path, options)).await {
+                    Ok(Ok(got)) => body = Some(got.into_stream()),
+                    Ok(Err(err)) => code = map_store_error(b, &err),
+                    Err(_) => code = errno::EIO,
+                }
+            }
+            let Some(stream) = body.as_mut() else {
+                sender.send_replace(Some(Err(code)));
+                self.unclaim(cached, &[(key, sender)]);
+                break;
+            };
+            let want = (object.block_end(key.index, block_size) - key.index * block_size) as usize;
+            while buffer.len() < want && code == 0 {
+                match tokio::time::timeout(b.timeout, stream.next()).await {
+                    Ok(Some(Ok(chunk))) => buffer.extend_from_slice(&chunk),
+                    Ok(Some(Err(err))) => code = map_store_error(b, &err),
+                    Ok(None) | Err(_) => code = errno::EIO,
+                }
+            }
+            if code != 0 {
+                sender.send_replace(Some(Err(code)));
+                self.unclaim(cached, &[(key, sender)]);
+                break;
+            }
+            let block = buffer.split_to(want).freeze();
+            self.count_bytes(object.backend, block.len() as u64);
+            // Readers get the bytes now; the claim stays until the block is on disk (so no one
+            // fetches it again meanwhile), and the budget is held until then too, which bounds
+            // the bytes waiting for the disk.
+            sender.send_replace(Some(Ok(block.clone())));
+            let core = self.clone();
+            storing.spawn(async move {
+                if let Some(cached) = &core.cached {
+                    let cache = cached.cache.clone();
+                    let store_key = key.clone();
+                    if let Ok(Err(err)) =
+                        tokio::task::spawn_blocking(move || cache.put(&store_key, &block)).await
+                    {
+                        tracing::warn!(%err, "cannot store a block in the cache; serving it anyway");
+                    }
+                    core.unclaim(cached, &[(key, sender)]);
+                }
+                drop(budget);
+            });
+            while storing.len() > 4 {
+                storing.join_next().await;
+            }
+        }
+        storing.join_all().await;
+        tracing::debug!(key = %object.key, from = first, to = next, extending, code, "readahead stream ended");
+        // Claims never fetched end unresolved: their readers fetch for themselves.
+        let rest: Vec<Claim> = claimed.into_iter().map(|(claim, _)| claim).collect();
+        self.unclaim(cached, &rest);
+        if body.is_some() || code != 0 {
+            if code != 0 {
+                self.forget_listings();
+            }
+            self.metrics.request(&b.name, code, started.elapsed());
+        }
     }
 
     /// Fetches the blocks covering `[from, to)` in the background, within the budget: each
@@ -1065,7 +1310,6 @@ impl Core {
             });
         }
     }
-
 
     /// When the files of a directory are opened in name order, fetches the first block of
     /// the next few (their ETags come from the listing, so the blocks are keyed right).

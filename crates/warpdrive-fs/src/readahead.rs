@@ -54,6 +54,16 @@ pub(crate) struct Pattern {
 }
 
 impl Pattern {
+    /// Whether the recent reads were sequential (readahead is on).
+    pub(crate) fn sequential(&self) -> bool {
+        self.run >= 2
+    }
+
+    /// How far ahead of the reader to fetch.
+    pub(crate) fn window(&self) -> u64 {
+        self.window
+    }
+
     /// Records a read of `[offset, end)` and returns the byte range to prefetch, if any.
     /// A read within [`NEAR`] (or a block, if larger) of where the previous one ended counts
     /// as sequential, since the kernel's own readahead requests arrive concurrently and

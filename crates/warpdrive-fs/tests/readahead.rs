@@ -70,7 +70,10 @@ fn sequential_reads_prefetch_each_block_once_and_random_reads_prefetch_nothing()
         "readahead and foreground reads fetch each block once"
     );
     let gets = core.stats().backend_gets.load(Ordering::Relaxed);
-    assert!(gets < 16, "runs of blocks share a GET: {gets} GETs for 32 blocks");
+    assert!(
+        gets < 16,
+        "runs of blocks share a GET: {gets} GETs for 32 blocks"
+    );
     assert_eq!(
         metric(
             &registry,
