@@ -1037,11 +1037,11 @@ impl Core {
                 let mut initial = None;
                 if !self.has_block(cached, &backend, &object.key, &object.etag, here) {
                     let len = object.block_end(here, block_size) - here * block_size;
-                    if let Ok(budget) = self.budget.clone().try_acquire_many_owned(kib(len)) {
-                        if let Some(claim) = self.claim(cached, &object, here, here).pop() {
-                            first = here;
-                            initial = Some((claim, budget));
-                        }
+                    if let Ok(budget) = self.budget.clone().try_acquire_many_owned(kib(len))
+                        && let Some(claim) = self.claim(cached, &object, here, here).pop()
+                    {
+                        first = here;
+                        initial = Some((claim, budget));
                     }
                 }
                 let core = self.clone();
