@@ -81,9 +81,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
     std::fs::write(
         &wd_config,
         format!(
-            "mount_point: {}\ncache:\n  path: {}\nbackends:\n  - {{ name: scratch, type: local, mount_path: /local, root: {} }}\nmetrics:\n  addr: 127.0.0.1:0\n",
+            "mount_point: {}\ncache:\n  path: {}\ncontrol_socket: {}\nbackends:\n  - {{ name: scratch, type: local, mount_path: /local, root: {} }}\nmetrics:\n  addr: 127.0.0.1:0\n",
             dir.join("mnt").display(),
             dir.join("cache").display(),
+            dir.join("control.sock").display(),
             data.display()
         ),
     )?;

@@ -464,12 +464,14 @@ fn start_warpdrive(opts: &Options, port: u16, name: &str) -> anyhow::Result<Moun
             "mount_point: {mnt}\n\
              metadata: {{ attr_ttl: 10m, entry_ttl: 10m, list_cache_ttl: 10m }}\n\
              cache: {{ path: {cache}, max_size: 64GiB, block_size: 4MiB, max_parallel_fetch: 16 }}\n\
+             control_socket: {sock}\n\
              backends:\n\
              \x20 - name: moto\n    type: s3\n    bucket: {BUCKET}\n    mount_path: /\n    endpoint: http://127.0.0.1:{port}\n    allow_http: true\n    request_timeout: 120s\n    auth: {{ method: static, access_key_id_env: BENCH_AKID, secret_access_key_env: BENCH_SAK }}\n\
              metrics: {{ addr: 127.0.0.1:0 }}\n\
              log: {{ level: warn }}\n",
             mnt = mnt.display(),
             cache = opts.dir.join("cache-warpdrive").display(),
+            sock = opts.dir.join("control.sock").display(),
         ),
     )?;
     let mut child = Command::new(&opts.binary)

@@ -230,6 +230,51 @@ const DIRECTORY_ORDER_ENTRIES: usize = 4096;
 /// Speculative blocks remembered until read (to count used and wasted bytes).
 const LEDGER_BLOCKS: usize = 16384;
 
+/// How far a cache warm has come.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WarmProgress {
+    /// Objects found under the prefix so far.
+    pub files_total: u64,
+    /// Their bytes.
+    pub bytes_total: u64,
+    /// Whether the listing is complete (the totals are final).
+    pub listed: bool,
+    /// Objects finished (cached, fetched, or failed).
+    pub files_done: u64,
+    /// Objects that could not be cached completely (backend errors, no ETag).
+    pub files_failed: u64,
+    /// Bytes finished.
+    pub bytes_done: u64,
+    /// Bytes that were cached already (skipped).
+    pub bytes_cached: u64,
+    /// Bytes fetched from the backend by this warm.
+    pub bytes_fetched: u64,
+    /// Whether the warm has ended.
+    pub finished: bool,
+}
+
+/// Why a warm could not start or went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum WarmError {
+    /// The mount runs without a block cache.
+    #[error("this mount has no block cache to warm")]
+    NoCache,
+    /// No backend has that name.
+    #[error("no backend is named `{name}`; configured backends: {known}")]
+    UnknownBackend {
+        /// The name asked for.
+        name: String,
+        /// The configured names.
+        known: String,
+    },
+    /// The prefix tries to leave the backend.
+    #[error("prefix `{0}` is not a key prefix (it contains `..`)")]
+    BadPrefix(String),
+    /// Listing failed.
+    #[error("listing the backend failed: {0}")]
+    Backend(String),
+}
+
 /// Counters for tests and metrics.
 #[derive(Debug, Default)]
 pub struct CoreStats {
@@ -778,9 +823,20 @@ impl Core {
                 .get(&object.block(&self.backends, index))
                 .cloned();
             if let Some(flight) = flying {
+                let probe = flight.clone();
                 match wait_for(flight).await {
                     Some(result) => return result,
-                    None => continue, // that fetch was abandoned: try ourselves
+                    None => {
+                        // That fetch was abandoned (its task was cancelled): drop its entry
+                        // and try ourselves.
+                        let mut inflight =
+                            cached.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                        let key = object.block(&self.backends, index);
+                        if inflight.get(&key).is_some_and(|f| f.same_channel(&probe)) {
+                            inflight.remove(&key);
+                        }
+                        continue;
+                    }
                 }
             }
             let claimed = self.claim(cached, object, index, last);
@@ -842,10 +898,12 @@ impl Core {
     /// Fetches the claimed consecutive blocks with one ranged GET, storing and publishing each
     /// block as soon as its bytes are in, so a reader of the first block never waits for the
     /// last. Every claim is resolved (bytes or an errno) and released when this returns.
-    async fn fetch_run(&self, cached: &Cached, object: &Object, claims: Vec<Claim>) {
+    /// Returns the bytes fetched.
+    async fn fetch_run(&self, cached: &Cached, object: &Object, claims: Vec<Claim>) -> u64 {
         let (Some((first_key, _)), Some((last_key, _))) = (claims.first(), claims.last()) else {
-            return;
+            return 0;
         };
+        let mut fetched = 0u64;
         let block_size = cached.cache.block_size();
         let start = first_key.index * block_size;
         let end = object.block_end(last_key.index, block_size);
@@ -889,6 +947,7 @@ impl Core {
                 }
                 let block = buffer.split_to(want).freeze();
                 self.count_bytes(object.backend, block.len() as u64);
+                fetched += block.len() as u64;
                 // Readers get the bytes at once; the claim stays until the block is on disk.
                 sender.send_replace(Some(Ok(block.clone())));
                 let cache = cached.cache.clone();
@@ -913,6 +972,7 @@ impl Core {
             self.forget_listings();
         }
         self.metrics.request(&b.name, code, started.elapsed());
+        fetched
     }
 
     /// A reader asked for `key`: if it was prefetched, that prefetch was used.
@@ -1371,6 +1431,138 @@ impl Core {
                 self.prefetch(0, backend, &key, &etag, size, 0, block_size.min(size));
             }
         }
+    }
+
+    /// Fills the cache with every object under `prefix` of backend `backend` (names as in the
+    /// config), `workers` objects at a time, skipping blocks already cached, so running it
+    /// again after an interruption goes on where it stopped. `progress` sees every step.
+    pub async fn warm(
+        &self,
+        backend: &str,
+        prefix: &str,
+        workers: usize,
+        progress: &watch::Sender<WarmProgress>,
+    ) -> Result<WarmProgress, WarmError> {
+        let Some(cached) = &self.cached else {
+            return Err(WarmError::NoCache);
+        };
+        let Some(index) = self.backends.iter().position(|b| b.name == backend) else {
+            return Err(WarmError::UnknownBackend {
+                name: backend.to_owned(),
+                known: self
+                    .backends
+                    .iter()
+                    .map(|b| b.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let b = &self.backends[index];
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|s| s == "..") {
+            return Err(WarmError::BadPrefix(prefix.to_owned()));
+        }
+        let full = join(&b.prefix, prefix);
+        let list_prefix = (!full.is_empty()).then(|| store_path(&full));
+        // List first (full keys, so nested prefixes keep their parents), so the totals and
+        // the ETA are known before fetching starts.
+        let mut objects = Vec::new();
+        let mut listing = b.store.list(list_prefix.as_ref());
+        while let Some(item) = tokio::time::timeout(b.timeout, listing.next())
+            .await
+            .map_err(|_| WarmError::Backend("listing timed out".into()))?
+        {
+            let meta = item.map_err(|e| WarmError::Backend(e.to_string()))?;
+            let location = meta.location.as_ref();
+            let key = if b.prefix.is_empty() {
+                location.to_owned()
+            } else {
+                match location
+                    .strip_prefix(b.prefix.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                {
+                    Some(rest) => rest.to_owned(),
+                    None => continue,
+                }
+            };
+            if key.is_empty() || key.ends_with('/') {
+                continue; // directory markers
+            }
+            progress.send_modify(|p| {
+                p.files_total += 1;
+                p.bytes_total += meta.size;
+            });
+            objects.push((key, meta.size, meta.e_tag));
+        }
+        progress.send_modify(|p| p.listed = true);
+        let block_size = cached.cache.block_size();
+        futures_util::stream::iter(objects)
+            .for_each_concurrent(workers.max(1), |(key, size, etag)| async move {
+                let Some(etag) = etag else {
+                    progress.send_modify(|p| {
+                        p.files_done += 1;
+                        p.files_failed += 1;
+                    });
+                    return;
+                };
+                let object = Object {
+                    backend: index,
+                    key,
+                    etag,
+                    length: size,
+                };
+                let mut failed = false;
+                let blocks = size.div_ceil(block_size);
+                let mut i = 0;
+                while i < blocks {
+                    let key = object.block(&self.backends, i);
+                    let len = object.block_end(i, block_size) - i * block_size;
+                    if cached.cache.contains(&key) {
+                        progress.send_modify(|p| {
+                            p.bytes_done += len;
+                            p.bytes_cached += len;
+                        });
+                        i += 1;
+                        continue;
+                    }
+                    // The missing stretch (up to 16 blocks) in one ranged GET.
+                    let last = (i + 15).min(blocks - 1);
+                    let claims = self.claim(cached, &object, i, last);
+                    if claims.is_empty() {
+                        // Someone is fetching it: wait for that, then count it.
+                        let ok = self.fetch_block(cached, &object, i, i).await.is_ok();
+                        failed |= !ok;
+                        progress.send_modify(|p| p.bytes_done += len);
+                        i += 1;
+                        continue;
+                    }
+                    let n = claims.len() as u64;
+                    let bytes: u64 = (i..i + n)
+                        .map(|j| object.block_end(j, block_size) - j * block_size)
+                        .sum();
+                    let fetched = {
+                        let _slot = self.speculative_slots.acquire().await;
+                        let _permit = cached.fetches.acquire().await;
+                        self.fetch_run(cached, &object, claims).await
+                    };
+                    failed |= !(i..i + n)
+                        .all(|j| cached.cache.contains(&object.block(&self.backends, j)));
+                    progress.send_modify(|p| {
+                        p.bytes_done += bytes;
+                        p.bytes_fetched += fetched;
+                    });
+                    i += n;
+                }
+                progress.send_modify(|p| {
+                    p.files_done += 1;
+                    if failed {
+                        p.files_failed += 1;
+                    }
+                });
+            })
+            .await;
+        progress.send_modify(|p| p.finished = true);
+        Ok(progress.borrow().clone())
     }
 
     /// The object version of a file, its metadata checked again after `attr_ttl`.

@@ -9,4 +9,6 @@ pub mod metrics;
 pub mod namespace;
 pub mod readahead;
 
-pub use crate::core::{Attr, Backend, Core, CoreStats, FsSettings, Kind, ROOT};
+pub use crate::core::{
+    Attr, Backend, Core, CoreStats, FsSettings, Kind, ROOT, WarmError, WarmProgress,
+};

@@ -40,6 +40,22 @@ pub(crate) enum Command {
     /// Validate the config, read every credential it names, and print the effective config
     /// with secrets redacted. Exits non-zero naming the first bad key.
     CheckConfig,
+    /// Fill the running mount's block cache with every object under a prefix of one backend,
+    /// ahead of a job. Goes through the daemon's control socket (config key
+    /// `control_socket`), so the mount must be running. Blocks already cached are skipped,
+    /// so running it again after an interruption resumes; Ctrl-C stops it. Shows files,
+    /// bytes, throughput and ETA; exits non-zero if any object could not be cached.
+    Warm {
+        /// The backend's `name` in the config.
+        #[arg(long)]
+        backend: String,
+        /// Key prefix inside the backend (relative to its configured `prefix`); empty: all.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Objects fetched at once (backend GETs stay within cache.max_parallel_fetch).
+        #[arg(long, default_value_t = 8)]
+        workers: usize,
+    },
 }
 
 /// Parses the process arguments, with the git commit in `--version`.

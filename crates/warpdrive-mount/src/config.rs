@@ -43,6 +43,10 @@ pub(crate) struct Config {
     pub(crate) cache: CacheSettings,
     /// The object stores shown in the tree.
     pub(crate) backends: Vec<BackendSettings>,
+    /// Unix socket where the running daemon takes `warm` requests; created 0600 (only the
+    /// daemon's user may use it) in a 0700 directory.
+    #[serde(default = "default_control_socket")]
+    pub(crate) control_socket: PathBuf,
     /// /metrics, /healthz, /readyz.
     #[serde(default)]
     pub(crate) metrics: MetricsSettings,
@@ -53,6 +57,9 @@ pub(crate) struct Config {
 
 fn yes() -> bool {
     true
+}
+fn default_control_socket() -> PathBuf {
+    PathBuf::from("/run/warpdrive/control.sock")
 }
 fn default_file_mode() -> String {
     "0444".into()
@@ -280,6 +287,9 @@ impl Schema for Config {
         }
         if !self.mount_point.is_absolute() {
             invalid.push(Invalid::new("mount_point", "must be an absolute path"));
+        }
+        if !self.control_socket.is_absolute() {
+            invalid.push(Invalid::new("control_socket", "must be an absolute path"));
         }
         if !self.read_only {
             invalid.push(Invalid::new(

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod control;
 mod run;
 mod stores;
 

@@ -33,6 +33,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = load(&cli)?;
     match cli.command {
         Some(Command::CheckConfig) => check_config(&config),
+        Some(Command::Warm {
+            backend,
+            prefix,
+            workers,
+        }) => crate::control::warm(&config.control_socket, &backend, &prefix, workers).await,
         None => serve(config).await,
     }
 }
@@ -136,12 +141,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         attr: config.metadata.attr_ttl,
         negative: config.metadata.negative_ttl,
     };
-    let fs = warpdrive_fs::fuse::WarpFs::new(core, tokio::runtime::Handle::current(), ttls);
+    let fs = warpdrive_fs::fuse::WarpFs::new(core.clone(), tokio::runtime::Handle::current(), ttls);
     let mount_settings = warpdrive_fs::fuse::MountSettings {
         allow_other: config.allow_other,
         ttls,
         threads: 4,
     };
+    let control = crate::control::bind(&config.control_socket).await?;
+    let control_task = tokio::spawn(crate::control::serve(control, core.clone()));
     let session = warpdrive_fs::fuse::mount(fs, &mount_point, &mount_settings)
         .with_context(|| format!("cannot mount at {}", mount_point.display()))?;
     tracing::info!(mount_point = %mount_point.display(), backends = config.backends.len(), credentials = secrets.len(), "mounted");
@@ -162,6 +169,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let served =
         telemetry::server::serve_until_shutdown(&config.metrics, Arc::new(registry), readiness)
             .await;
+    control_task.abort();
+    let _ = control_task.await; // drops the socket, which removes its file
     // Unmount on the way out, whatever ended the serving.
     tokio::task::spawn_blocking(move || drop(session))
         .await

@@ -21,12 +21,13 @@ fn config(dir: &Path, auth: &str) -> String {
     std::fs::create_dir_all(dir.join("srv")).unwrap();
     std::fs::write(dir.join("srv/hello.txt"), "hello").unwrap();
     let yaml = format!(
-        "mount_point: {mnt}\ncache: {{ path: {cache} }}\nbackends:\n  - name: training\n    type: s3\n    bucket: b\n    \
+        "mount_point: {mnt}\ncache: {{ path: {cache} }}\ncontrol_socket: {sock}\nbackends:\n  - name: training\n    type: s3\n    bucket: b\n    \
          mount_path: /training/sets\n    endpoint: http://127.0.0.1:9\n    allow_http: true\n    \
          auth: {auth}\n  - {{ name: scratch, type: local, mount_path: /local, root: {srv} }}\n",
         mnt = dir.join("mnt").display(),
         srv = dir.join("srv").display(),
         cache = dir.join("cache").display(),
+        sock = dir.join("control.sock").display(),
     );
     std::fs::write(&path, yaml).unwrap();
     path.display().to_string()

@@ -181,6 +181,7 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
         format!(
             "mount_point: {mnt}\n\
              cache: {{ path: {cache}, block_size: 1MiB, max_size: 64MiB }}\n\
+             control_socket: {sock}\n\
              metadata: {{ attr_ttl: 1s, entry_ttl: 1s, negative_ttl: 1s }}\n\
              backends:\n\
              \x20 - name: s3\n    type: s3\n    bucket: train\n    prefix: data/\n    mount_path: /clouds/s3\n    endpoint: http://127.0.0.1:{s3_port}\n    allow_http: true\n    request_timeout: 2s\n    retries: 0\n    auth: {{ method: static, access_key_id_env: AKID, secret_access_key_env: SAK }}\n\
@@ -190,6 +191,7 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
             mnt = mnt.display(),
             src = src.display(),
             cache = dir.path().join("cache").display(),
+            sock = dir.path().join("control.sock").display(),
         ),
     )
     .unwrap();
