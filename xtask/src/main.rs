@@ -41,9 +41,9 @@ enum Task {
     /// Run a benchmark in release mode and print its figures beside same-run baselines
     /// (`truenas`: client calls/s and latency against the simulator; `csi`: controller
     /// volumes/s and peak memory; `fuse`: warpdrive-mount against local disk, object_store and
-    /// rclone over the moto S3 server).
+    /// rclone over the moto S3 server; `cache`: block-cache restart with 100k blocks).
     Bench {
-        /// Which benchmark: `truenas`, `csi` or `fuse`.
+        /// Which benchmark: `truenas`, `csi`, `fuse` or `cache`.
         name: String,
         /// Extra arguments for the benchmark (see `cargo run -p bench -- help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
 
 /// Builds the `bench` package in release mode and runs one benchmark.
 fn bench(name: &str, args: &[String]) -> anyhow::Result<()> {
-    const KNOWN: &[&str] = &["truenas", "csi", "fuse"];
+    const KNOWN: &[&str] = &["truenas", "csi", "fuse", "cache"];
     if !KNOWN.contains(&name) {
         anyhow::bail!(
             "unknown benchmark `{name}`; available: {}",

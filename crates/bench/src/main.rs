@@ -2,6 +2,7 @@
 //! beside a baseline measured in the same run, and exits non-zero when a target is missed.
 #![allow(clippy::print_stdout)]
 
+mod cache_bench;
 mod csi_bench;
 mod fuse_bench;
 mod truenas_bench;
@@ -41,6 +42,13 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         latency_ms: u64,
     },
+    /// The block cache's restart: time to rebuild the index of 100,000 blocks, with the
+    /// kernel's caches warm and dropped, beside a plain walk of the same files.
+    Cache {
+        /// Blocks to create.
+        #[arg(long, default_value_t = 100_000)]
+        blocks: u64,
+    },
     /// warpdrive-mount over the moto S3 server: 4 × 1 GiB sequential, 20,000 × 128 KiB files
     /// shuffled by 8 threads, random 64 KiB reads in a 2 GiB file, each cold and warm, beside
     /// local disk, object_store with no FUSE, and `rclone mount --vfs-cache-mode full`; plus
@@ -70,6 +78,10 @@ enum Bench {
         /// Random 64 KiB reads per run.
         #[arg(long, default_value_t = 4000)]
         random_reads: usize,
+        /// Time limit of each random-read pass, seconds (cold random reads are slow on moto,
+        /// which reads the whole object for every ranged GET); throughput counts the reads done.
+        #[arg(long, default_value_t = 30)]
+        random_secs: u64,
         /// Reader threads for the small-file and random cases.
         #[arg(long, default_value_t = 8)]
         threads: usize,
@@ -95,6 +107,7 @@ fn main() -> ExitCode {
             volumes,
             latency_ms,
         } => runtime.block_on(csi_bench::run_bench(&binary, volumes, latency_ms)),
+        Bench::Cache { blocks } => cache_bench::run(blocks),
         Bench::Fuse {
             binary,
             dir,
@@ -104,6 +117,7 @@ fn main() -> ExitCode {
             small_kib,
             random_mib,
             random_reads,
+            random_secs,
             threads,
             skip_rclone,
         } => runtime.block_on(fuse_bench::run(fuse_bench::Options {
@@ -115,6 +129,7 @@ fn main() -> ExitCode {
             small_size: small_kib << 10,
             random_size: random_mib << 20,
             random_reads,
+            random_cold_secs: random_secs,
             threads: threads.max(1),
             skip_rclone,
         })),

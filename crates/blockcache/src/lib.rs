@@ -181,6 +181,7 @@ impl BlockCache {
             temp_counter: AtomicU64::new(0),
         };
         cache.rebuild()?;
+        cache.evict(); // max_size may have been lowered since the last run
         Ok(cache)
     }
 
