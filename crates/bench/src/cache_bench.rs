@@ -23,7 +23,8 @@ fn walk(dir: &Path) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-fn drop_caches() -> bool {
+/// Empties the kernel's clean page, dentry and inode caches (root only); false otherwise.
+pub(crate) fn drop_caches() -> bool {
     // SAFETY of data: sync first; this only empties clean caches.
     let _ = std::process::Command::new("sync").status();
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()

@@ -265,6 +265,23 @@ async fn upload(store: &Arc<dyn ObjectStore>, local: &Path, data: &Data) -> anyh
     Ok(())
 }
 
+/// Waits for reader threads and turns the bytes they read into a rate since `started`.
+fn joined(
+    handles: Vec<std::thread::JoinHandle<anyhow::Result<u64>>>,
+    started: Instant,
+) -> anyhow::Result<Rate> {
+    let mut bytes = 0;
+    for handle in handles {
+        bytes += handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    }
+    Ok(Rate {
+        bytes,
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
 /// Reads each file of `files` under `root` sequentially in 1 MiB reads, one thread per file.
 fn read_sequential(root: &Path, files: &[String]) -> anyhow::Result<Rate> {
     let started = Instant::now();
@@ -287,16 +304,7 @@ fn read_sequential(root: &Path, files: &[String]) -> anyhow::Result<Rate> {
             })
         })
         .collect();
-    let mut bytes = 0;
-    for handle in handles {
-        bytes += handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
-    }
-    Ok(Rate {
-        bytes,
-        secs: started.elapsed().as_secs_f64(),
-    })
+    joined(handles, started)
 }
 
 /// Reads every file whole, in a shuffled order, with `threads` readers (a data loader).
@@ -323,61 +331,66 @@ fn read_small(root: &Path, files: &[String], threads: usize, seed: u64) -> anyho
             })
         })
         .collect();
-    let mut bytes = 0;
-    for handle in handles {
-        bytes += handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("reader panicked"))??;
-    }
-    Ok(Rate {
-        bytes,
-        secs: started.elapsed().as_secs_f64(),
-    })
+    joined(handles, started)
 }
 
-/// `reads` random 64 KiB preads spread over `threads` readers, stopping early at `limit`: a
-/// cold random read costs a ranged GET, which moto answers by reading the whole object.
+/// Random 64 KiB preads by `threads` readers, each from its own seeded sequence: `reads` in
+/// all, or per thread exactly `replay[t]` (to read again what an earlier pass read), stopping
+/// early at `limit` (a cold random read is a ranged GET, and moto reads the whole object for
+/// each). Returns the rate and how many reads each thread did.
 fn read_random(
     path: &Path,
     size: u64,
     reads: usize,
     threads: usize,
-    seed: u64,
+    replay: Option<&[usize]>,
     limit: Duration,
-) -> anyhow::Result<Rate> {
+) -> anyhow::Result<(Rate, Vec<usize>)> {
     let file =
         Arc::new(std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?);
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let file = file.clone();
-            std::thread::spawn(move || -> anyhow::Result<u64> {
+            let count = replay.map_or(reads / threads, |r| r.get(t).copied().unwrap_or(0));
+            std::thread::spawn(move || -> anyhow::Result<(u64, usize)> {
                 let started = Instant::now();
-                let mut rng = fastrand::Rng::with_seed(seed + t as u64);
+                let mut rng = fastrand::Rng::with_seed(11 + t as u64);
                 let mut buf = vec![0u8; 65536];
-                let mut total = 0;
-                for _ in 0..reads / threads {
-                    if started.elapsed() > limit {
-                        break;
-                    }
+                let mut done = 0;
+                while done < count && started.elapsed() <= limit {
                     let offset = rng.u64(0..(size - 65536) / 4096) * 4096;
                     file.read_exact_at(&mut buf, offset)?;
-                    total += buf.len() as u64;
+                    done += 1;
                 }
-                Ok(total)
+                Ok((done as u64 * 65536, done))
             })
         })
         .collect();
     let mut bytes = 0;
+    let mut counts = Vec::new();
     for handle in handles {
-        bytes += handle
+        let (b, n) = handle
             .join()
             .map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        bytes += b;
+        counts.push(n);
     }
-    Ok(Rate {
+    let rate = Rate {
         bytes,
         secs: started.elapsed().as_secs_f64(),
-    })
+    };
+    Ok((rate, counts))
+}
+
+/// Drops `files` from the page cache, so the data sets of one contender do not crowd out the
+/// next one's on a machine whose RAM holds only a few copies of them.
+fn evict_from_page_cache(root: &Path, files: &[String]) {
+    for key in files {
+        if let Ok(file) = std::fs::File::open(root.join(key)) {
+            let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+        }
+    }
 }
 
 /// The best object_store does with no FUSE: one whole-object GET per file, all files at once.
@@ -537,28 +550,26 @@ fn run_fuse(root: &Path, opts: &Options, data: &Data, who: &str) -> anyhow::Resu
         read_small(root, &data.small, opts.threads, 2)?,
     );
     let random = root.join(&data.random);
-    runs.random_cold = step(
-        "random 64 KiB cold",
-        read_random(
-            &random,
-            opts.random_size,
-            opts.random_reads,
-            opts.threads,
-            11,
-            Duration::from_secs(opts.random_cold_secs),
-        )?,
-    );
-    runs.random_warm = step(
-        "random 64 KiB warm",
-        read_random(
-            &random,
-            opts.random_size,
-            opts.random_reads,
-            opts.threads,
-            11,
-            Duration::from_secs(opts.random_cold_secs),
-        )?,
-    );
+    let limit = Duration::from_secs(opts.random_cold_secs);
+    let (rate, counts) = read_random(
+        &random,
+        opts.random_size,
+        opts.random_reads,
+        opts.threads,
+        None,
+        limit,
+    )?;
+    runs.random_cold = step("random 64 KiB cold", rate);
+    // Exactly the reads the cold pass did, again: what it cached.
+    let (rate, _) = read_random(
+        &random,
+        opts.random_size,
+        opts.random_reads,
+        opts.threads,
+        Some(&counts),
+        Duration::from_secs(3600),
+    )?;
+    runs.random_warm = step("random 64 KiB warm", rate);
     Ok(runs)
 }
 
@@ -571,7 +582,9 @@ fn ratio(a: Rate, b: Rate) -> f64 {
 }
 
 /// Runs the whole benchmark; `Ok(false)` when a target was missed.
-pub(crate) async fn run(opts: Options) -> anyhow::Result<bool> {
+pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
+    std::fs::create_dir_all(&opts.dir)?;
+    opts.dir = opts.dir.canonicalize()?; // mount points and cache paths must be absolute
     ensure!(
         Path::new("/dev/fuse").exists(),
         "/dev/fuse is missing: this benchmark mounts FUSE filesystems (run as root)"
@@ -628,6 +641,9 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<bool> {
         };
         tokio::task::spawn_blocking(move || run_fuse(&local, &opts, &data2, "local disk")).await??
     };
+    for files in [&data.large, &data.small, &vec![data.random.clone()]] {
+        evict_from_page_cache(&local, files);
+    }
     let os_seq = object_store_sequential(&store, &data.large).await?;
     println!(
         "  object_store sequential, one GET per file {:>9.1} MB/s",
@@ -640,7 +656,16 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<bool> {
         os_small.mbps()
     );
 
-    println!("warpdrive-mount:");
+    // Each contender starts from the same state: clean kernel caches dropped (as root).
+    let dropped = crate::cache_bench::drop_caches();
+    println!(
+        "warpdrive-mount:{}",
+        if dropped {
+            " (kernel caches dropped first)"
+        } else {
+            ""
+        }
+    );
     let _ = std::fs::remove_dir_all(opts.dir.join("cache-warpdrive"));
     let (wd, rss_first) = {
         let mount = start_warpdrive(&opts, port, "warpdrive")?;
@@ -685,7 +710,15 @@ pub(crate) async fn run(opts: Options) -> anyhow::Result<bool> {
     let rc = if opts.skip_rclone {
         None
     } else {
-        println!("rclone mount --vfs-cache-mode full:");
+        let dropped = crate::cache_bench::drop_caches();
+        println!(
+            "rclone mount --vfs-cache-mode full:{}",
+            if dropped {
+                " (kernel caches dropped first)"
+            } else {
+                ""
+            }
+        );
         let mount = start_rclone(&opts, port)?;
         let (root, o, d) = (
             mount.mnt.clone(),

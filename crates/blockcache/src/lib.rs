@@ -369,16 +369,16 @@ impl BlockCache {
             std::process::id(),
             self.temp_counter.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut bytes = Vec::with_capacity(header_len(data.len()) + data.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        let mut header = Vec::with_capacity(header_len(data.len()));
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&(data.len() as u64).to_le_bytes());
         for chunk in data.chunks(CHUNK) {
-            bytes.extend_from_slice(&crc32fast::hash(chunk).to_le_bytes());
+            header.extend_from_slice(&crc32fast::hash(chunk).to_le_bytes());
         }
-        bytes.extend_from_slice(data);
         let written = (|| -> std::io::Result<()> {
             let mut file = File::create(&temp)?;
-            file.write_all(&bytes)?;
+            file.write_all(&header)?;
+            file.write_all(data)?;
             fs::rename(&temp, &path)
         })();
         if let Err(err) = written {
@@ -389,7 +389,7 @@ impl BlockCache {
             let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
             index.clock += 1;
             let clock = index.clock;
-            let size = bytes.len() as u64;
+            let size = (header.len() + data.len()) as u64;
             if let Some(old) = index.entries.insert(
                 name,
                 Entry {

@@ -779,9 +779,10 @@ impl Core {
             length,
         };
         let block_size = cached.cache.block_size();
-        let mut out = Vec::with_capacity((end - offset) as usize);
         let mut index = offset / block_size;
         let last = (end - 1) / block_size;
+        // Most requests lie inside one block: hand its bytes over without copying them.
+        let mut pieces: Vec<Bytes> = Vec::with_capacity((last - index + 1) as usize);
         while index <= last {
             let block_start = index * block_size;
             let from = (offset.max(block_start) - block_start) as usize;
@@ -795,15 +796,22 @@ impl Core {
                 .ok()
                 .flatten();
             if let Some(bytes) = hit {
-                out.extend_from_slice(&bytes);
+                pieces.push(Bytes::from(bytes));
                 index += 1;
                 continue;
             }
             let block = self.fetch_block(cached, &object, index, last).await?;
-            out.extend_from_slice(&block[from..to.min(block.len())]);
+            pieces.push(block.slice(from.min(block.len())..to.min(block.len())));
             index += 1;
         }
-        Ok(Bytes::from(out))
+        if pieces.len() == 1 {
+            return Ok(pieces.pop().unwrap_or_default());
+        }
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for piece in pieces {
+            out.extend_from_slice(&piece);
+        }
+        Ok(out.freeze())
     }
 
     /// Block `index`, fetched once however many readers want it: joins a fetch in flight, or
@@ -928,6 +936,7 @@ impl Core {
             let mut buffer = BytesMut::new();
             for (key, sender) in pending.by_ref() {
                 let want = (object.block_end(key.index, block_size) - key.index * block_size) as usize;
+                buffer.reserve(want.saturating_sub(buffer.len()));
                 while buffer.len() < want {
                     match tokio::time::timeout(b.timeout, body.next()).await {
                         Ok(Some(Ok(chunk))) => buffer.extend_from_slice(&chunk),
@@ -1248,6 +1257,7 @@ impl Core {
                 break;
             };
             let want = (object.block_end(key.index, block_size) - key.index * block_size) as usize;
+            buffer.reserve(want.saturating_sub(buffer.len()));
             while buffer.len() < want && code == 0 {
                 match tokio::time::timeout(b.timeout, stream.next()).await {
                     Ok(Some(Ok(chunk))) => buffer.extend_from_slice(&chunk),
@@ -1280,7 +1290,7 @@ impl Core {
                 }
                 drop(budget);
             });
-            while storing.len() > 4 {
+            while storing.len() > 2 {
                 storing.join_next().await;
             }
         }

@@ -17,6 +17,9 @@ use crate::config::Config;
 pub(crate) fn main(cli: Cli) -> ExitCode {
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Cache reads and writes run on blocking threads; a bounded pool bounds their buffers
+        // (and the allocator arenas that come with many threads).
+        .max_blocking_threads(64)
         .build()
         .context("cannot start the async runtime")
         .and_then(|runtime| runtime.block_on(dispatch(cli)));
