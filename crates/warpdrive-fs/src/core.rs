@@ -206,7 +206,9 @@ struct Cached {
     /// Backend fetches in flight, all backends together.
     fetches: Semaphore,
     /// One fetch per block however many readers miss it at once.
-    inflight: Mutex<HashMap<BlockKey, Flight>>,
+    inflight: Arc<Mutex<HashMap<BlockKey, Flight>>>,
+    /// Blocks handed to the disk and not yet written.
+    pending_stores: Arc<AtomicU64>,
 }
 
 /// One open file.
@@ -274,6 +276,18 @@ pub enum WarmError {
     #[error("listing the backend failed: {0}")]
     Backend(String),
 }
+
+/// Whether a fetch waits for its blocks to be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    /// Warm: the point is the cache.
+    Wait,
+    /// Reads and readahead: write behind, skipped when the disk falls behind.
+    Behind,
+}
+
+/// Cache writes that may wait for the disk before new blocks go uncached (64 MiB of 4 MiB blocks).
+const MAX_PENDING_STORES: u64 = 16;
 
 /// Counters for tests and metrics.
 #[derive(Debug, Default)]
@@ -426,7 +440,8 @@ impl Core {
         self.cached = Some(Cached {
             cache,
             fetches: Semaphore::new(slots),
-            inflight: Mutex::default(),
+            inflight: Arc::default(),
+            pending_stores: Arc::default(),
         });
         self.speculative_slots = Arc::new(Semaphore::new((slots * 3 / 4).max(1)));
         self
@@ -870,13 +885,61 @@ impl Core {
                 return Ok(bytes);
             }
             let permit = cached.fetches.acquire().await.map_err(|_| errno::EIO)?;
-            self.fetch_run(cached, object, claimed).await;
+            self.fetch_run(cached, object, claimed, Store::Behind).await;
             drop(permit);
             match wait_for(mine).await {
                 Some(result) => return result,
                 None => return Err(errno::EIO),
             }
         }
+    }
+
+    /// Writes a fetched block to the cache and then releases its claim. `Wait` writes before
+    /// returning; `Behind` writes on a blocking thread while the caller goes on, unless
+    /// [`MAX_PENDING_STORES`] writes are already queued: then the block is served but not
+    /// cached (counted), so a cache disk slower than the network never slows a cold read.
+    async fn store(
+        &self,
+        cached: &Cached,
+        claim: Claim,
+        block: Bytes,
+        when: Store,
+        hold: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        let queued = cached.pending_stores.fetch_add(1, Ordering::Relaxed);
+        if when == Store::Behind && queued >= MAX_PENDING_STORES {
+            cached.pending_stores.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.cache_write_skipped();
+            self.unclaim(cached, &[claim]); // readers already have the bytes
+            return;
+        }
+        let (key, sender) = claim;
+        let cache = cached.cache.clone();
+        let inflight = cached.inflight.clone();
+        let pending = cached.pending_stores.clone();
+        let write = move || {
+            if let Err(err) = cache.put(&key, &block) {
+                tracing::warn!(%err, "cannot store a block in the cache; serving it anyway");
+            }
+            inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            pending.fetch_sub(1, Ordering::Relaxed);
+            drop(sender);
+            drop(hold);
+        };
+        let task = tokio::task::spawn_blocking(write);
+        if when == Store::Wait {
+            let _ = task.await;
+        }
+    }
+
+    /// Cache writes queued and not yet on disk (tests wait for 0 before a restart).
+    pub fn pending_stores(&self) -> u64 {
+        self.cached
+            .as_ref()
+            .map_or(0, |c| c.pending_stores.load(Ordering::Relaxed))
     }
 
     /// Marks blocks `first..=last` of `object` as being fetched by the caller, stopping at the
@@ -907,7 +970,13 @@ impl Core {
     /// block as soon as its bytes are in, so a reader of the first block never waits for the
     /// last. Every claim is resolved (bytes or an errno) and released when this returns.
     /// Returns the bytes fetched.
-    async fn fetch_run(&self, cached: &Cached, object: &Object, claims: Vec<Claim>) -> u64 {
+    async fn fetch_run(
+        &self,
+        cached: &Cached,
+        object: &Object,
+        claims: Vec<Claim>,
+        when: Store,
+    ) -> u64 {
         let (Some((first_key, _)), Some((last_key, _))) = (claims.first(), claims.last()) else {
             return 0;
         };
@@ -959,13 +1028,7 @@ impl Core {
                 fetched += block.len() as u64;
                 // Readers get the bytes at once; the claim stays until the block is on disk.
                 sender.send_replace(Some(Ok(block.clone())));
-                let cache = cached.cache.clone();
-                let store_key = key.clone();
-                let stored = tokio::task::spawn_blocking(move || cache.put(&store_key, &block)).await;
-                if let Ok(Err(err)) = stored {
-                    tracing::warn!(%err, "cannot store a block in the cache; serving it anyway");
-                }
-                self.unclaim(cached, &[(key, sender)]);
+                self.store(cached, (key, sender), block, when, None).await;
             }
             Ok(())
         }
@@ -1190,7 +1253,6 @@ impl Core {
         let mut buffer = BytesMut::new();
         let started = Instant::now();
         let mut code = 0;
-        let mut storing = tokio::task::JoinSet::new();
         loop {
             if reader.has_changed().is_err() {
                 extending = false; // the handle closed: finish what was asked, then stop
@@ -1273,28 +1335,12 @@ impl Core {
             let block = buffer.split_to(want).freeze();
             self.count_bytes(object.backend, block.len() as u64);
             // Readers get the bytes now; the claim stays until the block is on disk (so no one
-            // fetches it again meanwhile), and the budget is held until then too, which bounds
-            // the bytes waiting for the disk.
+            // fetches it again meanwhile), and the budget is held until then too.
             sender.send_replace(Some(Ok(block.clone())));
-            let core = self.clone();
-            storing.spawn(async move {
-                if let Some(cached) = &core.cached {
-                    let cache = cached.cache.clone();
-                    let store_key = key.clone();
-                    if let Ok(Err(err)) =
-                        tokio::task::spawn_blocking(move || cache.put(&store_key, &block)).await
-                    {
-                        tracing::warn!(%err, "cannot store a block in the cache; serving it anyway");
-                    }
-                    core.unclaim(cached, &[(key, sender)]);
-                }
-                drop(budget);
-            });
-            while storing.len() > 2 {
-                storing.join_next().await;
-            }
+            self.store(cached, (key, sender), block, Store::Behind, Some(budget))
+                .await;
         }
-        storing.join_all().await;
+
         tracing::debug!(key = %object.key, from = first, to = next, extending, code, "readahead stream ended");
         // Claims never fetched end unresolved: their readers fetch for themselves.
         let rest: Vec<Claim> = claimed.into_iter().map(|(claim, _)| claim).collect();
@@ -1375,7 +1421,7 @@ impl Core {
                     let Ok(_permit) = cached.fetches.acquire().await else {
                         return;
                     };
-                    core.fetch_run(cached, &object, claims).await;
+                    core.fetch_run(cached, &object, claims, Store::Behind).await;
                 }
             });
         }
@@ -1553,7 +1599,7 @@ impl Core {
                     let fetched = {
                         let _slot = self.speculative_slots.acquire().await;
                         let _permit = cached.fetches.acquire().await;
-                        self.fetch_run(cached, &object, claims).await
+                        self.fetch_run(cached, &object, claims, Store::Wait).await
                     };
                     failed |= !(i..i + n)
                         .all(|j| cached.cache.contains(&object.block(&self.backends, j)));

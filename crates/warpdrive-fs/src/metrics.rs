@@ -32,6 +32,8 @@ pub const READAHEAD_USED_BYTES: &str = "readahead_used_bytes";
 pub const READAHEAD_WASTED_BYTES: &str = "readahead_wasted_bytes";
 /// Counter name: prefetches not issued because the speculative budget was spent.
 pub const READAHEAD_SKIPPED: &str = "readahead_skipped";
+/// Counter name: fetched blocks not written to the cache because the disk fell behind.
+pub const CACHE_WRITES_SKIPPED: &str = "cache_writes_skipped";
 /// Counter name: reads answered from the block cache.
 pub const CACHE_HITS: &str = "cache_hits";
 /// Counter name: block reads the cache could not answer.
@@ -79,6 +81,7 @@ pub struct FsMetrics {
     readahead_used: Counter,
     readahead_wasted: Counter,
     readahead_skipped: Counter,
+    cache_writes_skipped: Counter,
 }
 
 impl Default for FsMetrics {
@@ -97,6 +100,7 @@ impl Default for FsMetrics {
             readahead_used: Counter::default(),
             readahead_wasted: Counter::default(),
             readahead_skipped: Counter::default(),
+            cache_writes_skipped: Counter::default(),
         }
     }
 }
@@ -165,6 +169,11 @@ impl FsMetrics {
             "Prefetches not issued because the budget was spent",
             metrics.readahead_skipped.clone(),
         );
+        registry.register(
+            CACHE_WRITES_SKIPPED,
+            "Fetched blocks not cached because the cache disk fell behind",
+            metrics.cache_writes_skipped.clone(),
+        );
         if let Some(cache) = cache {
             registry.register_collector(Box::new(CacheCollector(cache)));
         }
@@ -214,6 +223,11 @@ impl FsMetrics {
         self.readahead_issued.inc_by(issued);
         self.readahead_used.inc_by(outcome.used);
         self.readahead_wasted.inc_by(outcome.wasted);
+    }
+
+    /// A block was served but not cached: too many writes were queued.
+    pub(crate) fn cache_write_skipped(&self) {
+        self.cache_writes_skipped.inc();
     }
 
     /// A prefetch was dropped for lack of budget.

@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{BLOCK, cache, core, mount, random};
+use common::{BLOCK, cache, core, mount, random, settle};
 use warpdrive_fs::ROOT;
 
 #[test]
@@ -42,6 +42,7 @@ fn bytes_stay_right_across_restart_overwrite_corruption_and_the_limit() {
         (1..=12).contains(&cold_gets),
         "3 MiB in 256 KiB blocks: at most one GET per block, got {cold_gets}"
     );
+    settle(&m.core);
     drop(m);
 
     // Restart: a new mount over the same cache serves everything from disk.
@@ -68,6 +69,7 @@ fn bytes_stay_right_across_restart_overwrite_corruption_and_the_limit() {
         second,
         "no stale bytes after the metadata TTL"
     );
+    settle(&m.core);
     drop(m);
 
     // A corrupted cache file: caught by its checksum, fetched again, right bytes.
@@ -106,6 +108,7 @@ fn bytes_stay_right_across_restart_overwrite_corruption_and_the_limit() {
             .load(Ordering::Relaxed)
             >= 1
     );
+    settle(&m.core);
     drop(m);
 
     // The limit: reading far more than the cache holds never grows it past max_size.

@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{BLOCK, cache, core_with, metric, mount, random, runtime};
+use common::{BLOCK, cache, core_with, metric, mount, random, runtime, settle};
 use prometheus_client::registry::Registry;
 use warpdrive_fs::ROOT;
 use warpdrive_fs::readahead::ReadaheadSettings;
@@ -209,6 +209,7 @@ fn metrics_count_exactly_what_they_name() {
             "warpdrive_backend_request_duration_seconds_count{backend=\"local\"}"
         ) >= 11.0
     );
+    settle(&core);
     let on_disk = core.cache().unwrap().size() as f64;
     assert!(on_disk > len, "blocks plus their checksum headers");
     assert_eq!(metric(&registry, "warpdrive_cache_size_bytes"), on_disk);

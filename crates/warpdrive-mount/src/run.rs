@@ -172,6 +172,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let served =
         telemetry::server::serve_until_shutdown(&config.metrics, Arc::new(registry), readiness)
             .await;
+    // Let queued cache writes land (they are written behind reads), within reason.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while core.pending_stores() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     control_task.abort();
     let _ = control_task.await; // drops the socket, which removes its file
     // Unmount on the way out, whatever ended the serving.

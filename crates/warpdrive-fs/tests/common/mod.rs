@@ -137,3 +137,15 @@ pub(crate) fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// Waits until every cache write the core queued is on disk (they are written behind).
+pub(crate) fn settle(core: &Core) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while core.pending_stores() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cache writes did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
