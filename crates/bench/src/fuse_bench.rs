@@ -531,7 +531,7 @@ struct Runs {
 
 /// The median of three passes (warm passes are short, so one alone is noisy).
 fn median3(mut pass: impl FnMut() -> anyhow::Result<Rate>) -> anyhow::Result<Rate> {
-    let mut rates = vec![pass()?, pass()?, pass()?];
+    let mut rates = [pass()?, pass()?, pass()?];
     rates.sort_by(|a, b| a.mbps().total_cmp(&b.mbps()));
     Ok(rates[1])
 }
@@ -774,7 +774,7 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
                w: Rate,
                r: Rate,
                ceiling: Option<Rate>| {
-        let cell = |x: Option<Rate>| x.map_or("-".to_owned(), |x| mbps(x));
+        let cell = |x: Option<Rate>| x.map_or("-".to_owned(), mbps);
         println!(
             "| {case} | {} | {} | {} | {} | {} | {} |",
             cell(local),
