@@ -537,7 +537,30 @@ fn median3(mut pass: impl FnMut() -> anyhow::Result<Rate>) -> anyhow::Result<Rat
 }
 
 /// Every case on one tree: each cold pass first, then the same reads again (warm).
-fn run_fuse(root: &Path, opts: &Options, data: &Data, who: &str) -> anyhow::Result<Runs> {
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Every case on one tree; `daemons` (name, pid) get their CPU time for the cold sequential
+/// pass printed, which shows where a 2-core machine's time goes.
+fn run_fuse(
+    root: &Path,
+    opts: &Options,
+    data: &Data,
+    who: &str,
+    daemons: &[(&str, u32)],
+) -> anyhow::Result<Runs> {
     let mut runs = Runs::default();
     let step = |what: &str, rate: Rate| {
         println!(
@@ -547,7 +570,21 @@ fn run_fuse(root: &Path, opts: &Options, data: &Data, who: &str) -> anyhow::Resu
         );
         rate
     };
+    let before: Vec<f64> = daemons.iter().map(|(_, pid)| cpu_secs(*pid)).collect();
     runs.seq_cold = step("sequential cold", read_sequential(root, &data.large)?);
+    if !daemons.is_empty() {
+        let used: Vec<String> = daemons
+            .iter()
+            .zip(before)
+            .map(|((name, pid), b)| format!("{name} {:.1} CPU-s", cpu_secs(*pid) - b))
+            .collect();
+        println!(
+            "  {who:<10} (during that pass: {} over {:.1} s on {} cores)",
+            used.join(", "),
+            runs.seq_cold.secs,
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+    }
     runs.seq_warm = step(
         "sequential warm",
         median3(|| read_sequential(root, &data.large))?,
@@ -632,7 +669,7 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
     let port = free_port()?;
     let moto_dir = opts.dir.join("moto");
     std::fs::create_dir_all(&moto_dir)?;
-    let _moto = Proc(
+    let moto = Proc(
         Command::new(moto)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .current_dir(&moto_dir)
@@ -643,6 +680,7 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
             .context("start moto_server")?,
     );
     wait_port(port, "moto_server")?;
+    let moto_pid = moto.0.id();
     let store = s3(port)?;
     create_bucket(port).await.context("create the bucket")?;
     let started = Instant::now();
@@ -664,7 +702,8 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
             small: data.small.clone(),
             random: data.random.clone(),
         };
-        tokio::task::spawn_blocking(move || run_fuse(&local, &opts, &data2, "local disk")).await??
+        tokio::task::spawn_blocking(move || run_fuse(&local, &opts, &data2, "local disk", &[]))
+            .await??
     };
     for files in [&data.large, &data.small, &vec![data.random.clone()]] {
         evict_from_page_cache(&local, files);
@@ -695,6 +734,7 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
     let _ = std::fs::remove_dir_all(opts.dir.join("cache-warpdrive"));
     let (wd, rss_first) = {
         let mount = start_warpdrive(&opts, port, "warpdrive")?;
+        let wd_pid = mount.child.id();
         let (root, o, d) = (
             mount.mnt.clone(),
             opts.clone(),
@@ -704,8 +744,16 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
                 random: data.random.clone(),
             },
         );
-        let runs =
-            tokio::task::spawn_blocking(move || run_fuse(&root, &o, &d, "warpdrive")).await??;
+        let runs = tokio::task::spawn_blocking(move || {
+            run_fuse(
+                &root,
+                &o,
+                &d,
+                "warpdrive",
+                &[("warpdrive-mount", wd_pid), ("moto", moto_pid)],
+            )
+        })
+        .await??;
         (runs, mount.peak_rss_mib())
     };
     // A new process over the same cache: warm reads from the block cache, not the page cache.
@@ -746,6 +794,7 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
             }
         );
         let mount = start_rclone(&opts, port)?;
+        let rc_pid = mount.child.id();
         let (root, o, d) = (
             mount.mnt.clone(),
             opts.clone(),
@@ -755,7 +804,16 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
                 random: data.random.clone(),
             },
         );
-        let runs = tokio::task::spawn_blocking(move || run_fuse(&root, &o, &d, "rclone")).await??;
+        let runs = tokio::task::spawn_blocking(move || {
+            run_fuse(
+                &root,
+                &o,
+                &d,
+                "rclone",
+                &[("rclone", rc_pid), ("moto", moto_pid)],
+            )
+        })
+        .await??;
         drop(mount);
         let _ = std::fs::remove_dir_all(opts.dir.join("cache-rclone"));
         Some(runs)
