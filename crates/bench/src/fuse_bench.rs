@@ -185,6 +185,7 @@ fn generate(path: &Path, len: u64, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Debug, Clone)]
 struct Data {
     large: Vec<String>,
     small: Vec<String>,
@@ -537,6 +538,29 @@ fn median3(mut pass: impl FnMut() -> anyhow::Result<Rate>) -> anyhow::Result<Rat
 }
 
 /// Every case on one tree: each cold pass first, then the same reads again (warm).
+/// Every case through one mounted contender, on a blocking thread.
+async fn measure(
+    mount: &Mounted,
+    opts: &Options,
+    data: &Data,
+    who: &'static str,
+    daemon: &'static str,
+    moto_pid: u32,
+) -> anyhow::Result<Runs> {
+    let (root, opts, data) = (mount.mnt.clone(), opts.clone(), data.clone());
+    let pid = mount.child.id();
+    tokio::task::spawn_blocking(move || {
+        run_fuse(
+            &root,
+            &opts,
+            &data,
+            who,
+            &[(daemon, pid), ("moto", moto_pid)],
+        )
+    })
+    .await?
+}
+
 /// CPU seconds (user + system) a process has used so far.
 fn cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -697,11 +721,7 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
     println!("baselines:");
     let local_runs = {
         let (opts, local) = (opts.clone(), local.clone());
-        let data2 = Data {
-            large: data.large.clone(),
-            small: data.small.clone(),
-            random: data.random.clone(),
-        };
+        let data2 = data.clone();
         tokio::task::spawn_blocking(move || run_fuse(&local, &opts, &data2, "local disk", &[]))
             .await??
     };
@@ -734,26 +754,15 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
     let _ = std::fs::remove_dir_all(opts.dir.join("cache-warpdrive"));
     let (wd, rss_first) = {
         let mount = start_warpdrive(&opts, port, "warpdrive")?;
-        let wd_pid = mount.child.id();
-        let (root, o, d) = (
-            mount.mnt.clone(),
-            opts.clone(),
-            Data {
-                large: data.large.clone(),
-                small: data.small.clone(),
-                random: data.random.clone(),
-            },
-        );
-        let runs = tokio::task::spawn_blocking(move || {
-            run_fuse(
-                &root,
-                &o,
-                &d,
-                "warpdrive",
-                &[("warpdrive-mount", wd_pid), ("moto", moto_pid)],
-            )
-        })
-        .await??;
+        let runs = measure(
+            &mount,
+            &opts,
+            &data,
+            "warpdrive",
+            "warpdrive-mount",
+            moto_pid,
+        )
+        .await?;
         (runs, mount.peak_rss_mib())
     };
     // A new process over the same cache: warm reads from the block cache, not the page cache.
@@ -794,26 +803,7 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
             }
         );
         let mount = start_rclone(&opts, port)?;
-        let rc_pid = mount.child.id();
-        let (root, o, d) = (
-            mount.mnt.clone(),
-            opts.clone(),
-            Data {
-                large: data.large.clone(),
-                small: data.small.clone(),
-                random: data.random.clone(),
-            },
-        );
-        let runs = tokio::task::spawn_blocking(move || {
-            run_fuse(
-                &root,
-                &o,
-                &d,
-                "rclone",
-                &[("rclone", rc_pid), ("moto", moto_pid)],
-            )
-        })
-        .await??;
+        let runs = measure(&mount, &opts, &data, "rclone", "rclone", moto_pid).await?;
         drop(mount);
         let _ = std::fs::remove_dir_all(opts.dir.join("cache-rclone"));
         Some(runs)
