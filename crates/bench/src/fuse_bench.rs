@@ -729,10 +729,14 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
         evict_from_page_cache(&local, files);
     }
     crate::cache_bench::drop_caches();
+    let (moto_before, own_before) = (cpu_secs(moto_pid), cpu_secs(std::process::id()));
     let os_seq = object_store_sequential(&store, &data.large).await?;
     println!(
-        "  object_store sequential, one GET per file {:>9.1} MB/s",
-        os_seq.mbps()
+        "  object_store sequential, one GET per file {:>9.1} MB/s  (moto {:.1} CPU-s, reader {:.1} CPU-s over {:.1} s)",
+        os_seq.mbps(),
+        cpu_secs(moto_pid) - moto_before,
+        cpu_secs(std::process::id()) - own_before,
+        os_seq.secs
     );
     let os_small = object_store_small(&store, &data.small, opts.threads).await?;
     println!(

@@ -17,6 +17,7 @@ use object_store::{GetOptions, GetRange, ObjectStore};
 use crate::metrics::FsMetrics;
 use crate::namespace::SyntheticDir;
 use crate::readahead::{Ledger, Pattern, ReadaheadSettings};
+use crate::recent::RecentBlocks;
 
 /// The root inode.
 pub const ROOT: u64 = 1;
@@ -194,6 +195,12 @@ impl Object {
         }
     }
 
+    /// The GET range for `[start, end)`: none for the whole object, since some servers (moto
+    /// among them) do more work for a range than for a plain GET.
+    fn range(&self, start: u64, end: u64) -> Option<GetRange> {
+        (start > 0 || end < self.length).then_some(GetRange::Bounded(start..end))
+    }
+
     /// Where block `index` ends (the last block of an object is short).
     fn block_end(&self, index: u64, block_size: u64) -> u64 {
         ((index + 1) * block_size).min(self.length)
@@ -209,7 +216,14 @@ struct Cached {
     inflight: Arc<Mutex<HashMap<BlockKey, Flight>>>,
     /// Blocks handed to the disk and not yet written.
     pending_stores: Arc<AtomicU64>,
+    /// Room in the write-behind queue ([`MAX_PENDING_STORES`]).
+    store_slots: Arc<Semaphore>,
+    /// Blocks just fetched that readers are part-way through.
+    recent: RecentBlocks,
 }
+
+/// Memory for blocks a reader is part-way through (8 blocks of the default size).
+const RECENT_BLOCK_BYTES: usize = 32 << 20;
 
 /// One open file.
 #[derive(Debug)]
@@ -282,12 +296,14 @@ pub enum WarmError {
 enum Store {
     /// Warm: the point is the cache.
     Wait,
-    /// Reads and readahead: write behind, skipped when the disk falls behind.
+    /// Foreground reads: write behind, skipped when the disk falls behind.
     Behind,
+    /// Readahead: write behind, waiting for the disk when it falls behind.
+    Ahead,
 }
 
 /// Cache writes that may wait for the disk before new blocks go uncached (64 MiB of 4 MiB blocks).
-const MAX_PENDING_STORES: u64 = 16;
+const MAX_PENDING_STORES: usize = 16;
 
 /// Counters for tests and metrics.
 #[derive(Debug, Default)]
@@ -442,6 +458,8 @@ impl Core {
             fetches: Semaphore::new(slots),
             inflight: Arc::default(),
             pending_stores: Arc::default(),
+            store_slots: Arc::new(Semaphore::new(MAX_PENDING_STORES)),
+            recent: RecentBlocks::new(RECENT_BLOCK_BYTES),
         });
         self.speculative_slots = Arc::new(Semaphore::new((slots * 3 / 4).max(1)));
         self
@@ -804,18 +822,36 @@ impl Core {
             let to = (end.min(block_start + block_size) - block_start) as usize;
             let block_key = object.block(&self.backends, index);
             self.note_read(&block_key);
-            let cache = cached.cache.clone();
-            let probe = block_key.clone();
-            let hit = tokio::task::spawn_blocking(move || cache.get(&probe, from, to - from))
-                .await
-                .ok()
-                .flatten();
-            if let Some(bytes) = hit {
-                pieces.push(Bytes::from(bytes));
+            // In memory (just fetched, or being fetched): no disk probe, no thread hop.
+            if let Some(block) = cached.recent.get(&block_key) {
+                self.metrics.memory_served((to - from) as u64);
+                pieces.push(block.slice(from.min(block.len())..to.min(block.len())));
                 index += 1;
                 continue;
             }
+            let flying = cached
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&block_key);
+            if !flying {
+                let cache = cached.cache.clone();
+                let probe = block_key.clone();
+                let hit = tokio::task::spawn_blocking(move || cache.get(&probe, from, to - from))
+                    .await
+                    .ok()
+                    .flatten();
+                if let Some(bytes) = hit {
+                    pieces.push(Bytes::from(bytes));
+                    index += 1;
+                    continue;
+                }
+            }
             let block = self.fetch_block(cached, &object, index, last).await?;
+            if to < block.len() {
+                // The reader will be back for the rest of this block.
+                cached.recent.put(block_key, block.clone());
+            }
             pieces.push(block.slice(from.min(block.len())..to.min(block.len())));
             index += 1;
         }
@@ -895,9 +931,11 @@ impl Core {
     }
 
     /// Writes a fetched block to the cache and then releases its claim. `Wait` writes before
-    /// returning; `Behind` writes on a blocking thread while the caller goes on, unless
-    /// [`MAX_PENDING_STORES`] writes are already queued: then the block is served but not
-    /// cached (counted), so a cache disk slower than the network never slows a cold read.
+    /// returning. `Behind` writes on a blocking thread while the caller goes on, unless
+    /// [`MAX_PENDING_STORES`] writes are already queued: then the block (which its reader
+    /// already has) is not cached, counted, so a cache disk slower than the network never
+    /// slows a cold read. `Ahead` (speculative blocks nobody has read yet) waits for a queue
+    /// slot instead, so a slow disk slows readahead rather than throwing fetched bytes away.
     async fn store(
         &self,
         cached: &Cached,
@@ -906,13 +944,16 @@ impl Core {
         when: Store,
         hold: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
-        let queued = cached.pending_stores.fetch_add(1, Ordering::Relaxed);
-        if when == Store::Behind && queued >= MAX_PENDING_STORES {
-            cached.pending_stores.fetch_sub(1, Ordering::Relaxed);
+        let slot = match when {
+            Store::Behind => cached.store_slots.clone().try_acquire_owned().ok(),
+            Store::Ahead | Store::Wait => cached.store_slots.clone().acquire_owned().await.ok(),
+        };
+        let Some(slot) = slot else {
             self.metrics.cache_write_skipped();
-            self.unclaim(cached, &[claim]); // readers already have the bytes
+            self.unclaim(cached, &[claim]); // its readers already have the bytes
             return;
-        }
+        };
+        cached.pending_stores.fetch_add(1, Ordering::Relaxed);
         let (key, sender) = claim;
         let cache = cached.cache.clone();
         let inflight = cached.inflight.clone();
@@ -928,6 +969,7 @@ impl Core {
             pending.fetch_sub(1, Ordering::Relaxed);
             drop(sender);
             drop(hold);
+            drop(slot);
         };
         let task = tokio::task::spawn_blocking(write);
         if when == Store::Wait {
@@ -987,7 +1029,7 @@ impl Core {
         let b = &self.backends[object.backend];
         let path = store_path(&join(&b.prefix, &object.key));
         let options = GetOptions {
-            range: Some(GetRange::Bounded(start..end)),
+            range: object.range(start, end),
             if_match: Some(object.etag.clone()),
             ..Default::default()
         };
@@ -1303,7 +1345,7 @@ impl Core {
                 self.stats.backend_gets.fetch_add(1, Ordering::Relaxed);
                 let path = store_path(&join(&b.prefix, &object.key));
                 let options = GetOptions {
-                    range: Some(GetRange::Bounded(key.index * block_size..object.length)),
+                    range: object.range(key.index * block_size, object.length),
                     if_match: Some(object.etag.clone()),
                     ..Default::default()
                 };
@@ -1337,7 +1379,7 @@ impl Core {
             // Readers get the bytes now; the claim stays until the block is on disk (so no one
             // fetches it again meanwhile), and the budget is held until then too.
             sender.send_replace(Some(Ok(block.clone())));
-            self.store(cached, (key, sender), block, Store::Behind, Some(budget))
+            self.store(cached, (key, sender), block, Store::Ahead, Some(budget))
                 .await;
         }
 
@@ -1421,7 +1463,7 @@ impl Core {
                     let Ok(_permit) = cached.fetches.acquire().await else {
                         return;
                     };
-                    core.fetch_run(cached, &object, claims, Store::Behind).await;
+                    core.fetch_run(cached, &object, claims, Store::Ahead).await;
                 }
             });
         }

@@ -8,6 +8,7 @@ pub mod fuse;
 pub mod metrics;
 pub mod namespace;
 pub mod readahead;
+mod recent;
 
 pub use crate::core::{
     Attr, Backend, Core, CoreStats, FsSettings, Kind, ROOT, WarmError, WarmProgress,

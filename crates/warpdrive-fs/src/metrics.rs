@@ -34,6 +34,9 @@ pub const READAHEAD_WASTED_BYTES: &str = "readahead_wasted_bytes";
 pub const READAHEAD_SKIPPED: &str = "readahead_skipped";
 /// Counter name: fetched blocks not written to the cache because the disk fell behind.
 pub const CACHE_WRITES_SKIPPED: &str = "cache_writes_skipped";
+/// Counter name: bytes served from blocks just fetched and still in memory (a sequential
+/// reader's later requests into the block it is in).
+pub const MEMORY_BYTES_SERVED: &str = "memory_bytes_served";
 /// Counter name: reads answered from the block cache.
 pub const CACHE_HITS: &str = "cache_hits";
 /// Counter name: block reads the cache could not answer.
@@ -82,6 +85,7 @@ pub struct FsMetrics {
     readahead_wasted: Counter,
     readahead_skipped: Counter,
     cache_writes_skipped: Counter,
+    memory_bytes_served: Counter,
 }
 
 impl Default for FsMetrics {
@@ -101,6 +105,7 @@ impl Default for FsMetrics {
             readahead_wasted: Counter::default(),
             readahead_skipped: Counter::default(),
             cache_writes_skipped: Counter::default(),
+            memory_bytes_served: Counter::default(),
         }
     }
 }
@@ -174,6 +179,11 @@ impl FsMetrics {
             "Fetched blocks not cached because the cache disk fell behind",
             metrics.cache_writes_skipped.clone(),
         );
+        registry.register(
+            MEMORY_BYTES_SERVED,
+            "Bytes served from just-fetched blocks held in memory",
+            metrics.memory_bytes_served.clone(),
+        );
         if let Some(cache) = cache {
             registry.register_collector(Box::new(CacheCollector(cache)));
         }
@@ -228,6 +238,11 @@ impl FsMetrics {
     /// A block was served but not cached: too many writes were queued.
     pub(crate) fn cache_write_skipped(&self) {
         self.cache_writes_skipped.inc();
+    }
+
+    /// A read was answered from a block still in memory.
+    pub(crate) fn memory_served(&self, bytes: u64) {
+        self.memory_bytes_served.inc_by(bytes);
     }
 
     /// A prefetch was dropped for lack of budget.

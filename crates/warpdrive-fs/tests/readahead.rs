@@ -234,3 +234,49 @@ fn metrics_count_exactly_what_they_name() {
         0.0
     );
 }
+
+#[test]
+fn later_requests_into_a_fetched_block_are_served_from_memory() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = random((8 << 20) + 1000, 6);
+    std::fs::write(src.join("obj.bin"), &data).unwrap();
+    // 4 MiB blocks: the kernel asks for at most 1 MiB at a time, so each block is several
+    // requests, and only the first of them may touch the backend or the disk.
+    let cache = std::sync::Arc::new(
+        blockcache::BlockCache::open(
+            &dir.path().join("cache"),
+            blockcache::Settings {
+                max_size: 64 << 20,
+                block_size: 4 << 20,
+                high_water: 0.9,
+                low_water: 0.8,
+            },
+        )
+        .unwrap(),
+    );
+    let off = ReadaheadSettings {
+        enabled: false,
+        ..readahead(false)
+    };
+    let mut registry = Registry::default();
+    let core = core_with(&src, cache, off, &mut registry);
+    let m = mount(dir.path(), "m1", core.clone(), &runtime);
+    assert_eq!(std::fs::read(m.mnt.join("local/obj.bin")).unwrap(), data);
+    let from_memory = metric(&registry, "warpdrive_memory_bytes_served_total");
+    assert!(
+        from_memory >= (4 << 20) as f64,
+        "later requests into the three blocks come from memory, got {from_memory}"
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "warpdrive_backend_bytes_total{backend=\"local\"}"
+        ),
+        data.len() as f64,
+        "every byte fetched once"
+    );
+    settle(&core);
+}
