@@ -231,6 +231,20 @@ struct Handle {
     pattern: Pattern,
     /// The sequential stream feeding this handle, if one runs.
     stream: Option<Stream>,
+    /// Parallel mode: the next block a segment GET starts at.
+    segments_from: Option<u64>,
+}
+
+/// What a read asks of readahead, decided under the handles lock and done after it.
+enum Ahead {
+    Nothing,
+    /// Start a stream: its reader position and its done flag.
+    Stream(
+        watch::Receiver<(u64, u64)>,
+        Arc<std::sync::atomic::AtomicBool>,
+    ),
+    /// Fetch these byte ranges, each with its own ranged GET, in parallel.
+    Segments(Vec<(u64, u64)>),
 }
 
 /// A handle's side of its readahead stream: where the reader is and how far ahead to stay.
@@ -1114,6 +1128,7 @@ impl Core {
                 Handle {
                     pattern: Pattern::default(),
                     stream: None,
+                    segments_from: None,
                 },
             );
         if self.readahead.enabled && self.readahead.directory_prefetch {
@@ -1158,46 +1173,21 @@ impl Core {
         {
             let end = (offset + u64::from(size)).min(length);
             let block_size = cached.cache.block_size();
-            let start = {
+            let ahead = {
                 let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+                let alone = handles.len() == 1;
                 match handles.get_mut(&fh) {
-                    Some(h) => {
-                        h.pattern
-                            .on_read(offset, end, &self.readahead, block_size, length);
-                        match (&h.stream, h.pattern.sequential()) {
-                            (_, false) => {
-                                h.stream = None; // random access: stop streaming
-                                None
-                            }
-                            (Some(stream), true) if !stream.done.load(Ordering::Relaxed) => {
-                                stream.reader.send_replace((end, h.pattern.window()));
-                                None
-                            }
-                            (_, true)
-                                if end < length
-                                    && !self.has_block(
-                                        cached,
-                                        &backend,
-                                        &key,
-                                        &etag,
-                                        end.div_ceil(block_size),
-                                    ) =>
-                            {
-                                let (reader, receiver) = watch::channel((end, h.pattern.window()));
-                                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                                h.stream = Some(Stream {
-                                    reader,
-                                    done: done.clone(),
-                                });
-                                Some((receiver, done))
-                            }
-                            _ => None,
-                        }
-                    }
-                    None => None,
+                    Some(h) => self
+                        .plan_ahead(h, alone, cached, &backend, &key, &etag, offset, end, length),
+                    None => Ahead::Nothing,
                 }
             };
-            if let Some((receiver, done)) = start {
+            if let Ahead::Segments(ranges) = &ahead {
+                for (from, to) in ranges {
+                    self.prefetch(fh, backend, &key, &etag, length, *from, *to);
+                }
+            }
+            if let Ahead::Stream(receiver, done) = ahead {
                 let object = Object {
                     backend,
                     key,
@@ -1226,6 +1216,76 @@ impl Core {
             }
         }
         self.read(ino, offset, size).await
+    }
+
+    /// Decides what a read through handle `h` asks of readahead. A sequential reader gets one
+    /// streaming GET. A sequential reader of the only open file (`alone`), past its first
+    /// `max_window` bytes with more than a window left, gets parallel ranged GETs instead (up
+    /// to `parallel_gets` segments across the window), since one connection caps one reader's
+    /// throughput while concurrent readers already keep several connections busy (and some
+    /// servers pay for every ranged GET).
+    #[allow(clippy::too_many_arguments)]
+    fn plan_ahead(
+        &self,
+        h: &mut Handle,
+        alone: bool,
+        cached: &Cached,
+        backend: &usize,
+        key: &str,
+        etag: &str,
+        offset: u64,
+        end: u64,
+        length: u64,
+    ) -> Ahead {
+        let block_size = cached.cache.block_size();
+        h.pattern
+            .on_read(offset, end, &self.readahead, block_size, length);
+        if !h.pattern.sequential() {
+            h.stream = None; // random access: stop streaming
+            h.segments_from = None;
+            return Ahead::Nothing;
+        }
+        let window = h.pattern.window();
+        let parallel = self.readahead.parallel_gets > 1
+            && alone
+            && window >= self.readahead.max_window
+            && end >= self.readahead.max_window
+            && length - end > window;
+        if parallel {
+            // The stream (if any) finishes the blocks it claimed and stops; segments take
+            // over from the first block nobody has.
+            h.stream = None;
+            let segment = (window / self.readahead.parallel_gets as u64 / block_size).max(1);
+            let last = (length - 1) / block_size;
+            let mut next = h.segments_from.unwrap_or(0).max(end.div_ceil(block_size));
+            let mut ranges = Vec::new();
+            while next <= last && next * block_size < end + window {
+                let to = ((next + segment) * block_size).min(length);
+                ranges.push((next * block_size, to));
+                next += segment;
+            }
+            h.segments_from = Some(next);
+            return Ahead::Segments(ranges);
+        }
+        h.segments_from = None;
+        match &h.stream {
+            Some(stream) if !stream.done.load(Ordering::Relaxed) => {
+                stream.reader.send_replace((end, window));
+                Ahead::Nothing
+            }
+            _ if end < length
+                && !self.has_block(cached, backend, key, etag, end.div_ceil(block_size)) =>
+            {
+                let (reader, receiver) = watch::channel((end, window));
+                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                h.stream = Some(Stream {
+                    reader,
+                    done: done.clone(),
+                });
+                Ahead::Stream(receiver, done)
+            }
+            _ => Ahead::Nothing,
+        }
     }
 
     /// Whether block `index` of an object is cached, being fetched, or already asked for.

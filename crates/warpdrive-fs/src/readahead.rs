@@ -21,6 +21,8 @@ pub struct ReadaheadSettings {
     pub directory_prefetch: bool,
     /// How many following files directory prefetch reaches.
     pub directory_files: usize,
+    /// Ranged GETs in parallel for a large file read alone (1: always one streaming GET).
+    pub parallel_gets: usize,
 }
 
 impl Default for ReadaheadSettings {
@@ -32,6 +34,7 @@ impl Default for ReadaheadSettings {
             budget: 512 << 20,
             directory_prefetch: true,
             directory_files: 4,
+            parallel_gets: 4,
         }
     }
 }

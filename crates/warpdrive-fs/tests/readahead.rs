@@ -20,6 +20,7 @@ fn readahead(directory_prefetch: bool) -> ReadaheadSettings {
         budget: 64 << 20,
         directory_prefetch,
         directory_files: 4,
+        parallel_gets: 1,
     }
 }
 
@@ -279,4 +280,112 @@ fn later_requests_into_a_fetched_block_are_served_from_memory() {
         "every byte fetched once"
     );
     settle(&core);
+}
+
+#[test]
+fn a_large_file_read_alone_is_fetched_with_parallel_ranged_gets() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let blocks = 96;
+    let data = random(blocks * BLOCK as usize + 1000, 7);
+    std::fs::write(src.join("big.bin"), &data).unwrap();
+    let settings = ReadaheadSettings {
+        parallel_gets: 4,
+        ..readahead(false)
+    };
+    let mut registry = Registry::default();
+    let core = core_with(
+        &src,
+        cache(&dir.path().join("cache"), 256 << 20),
+        settings,
+        &mut registry,
+    );
+    let m = mount(dir.path(), "m1", core.clone(), &runtime);
+    // Read in 1 MiB steps with pauses, so segments go out as the reader advances.
+    let mut file = std::fs::File::open(m.mnt.join("local/big.bin")).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(got == data, "bytes differ from the source");
+    drop(file);
+    settle(&core);
+    let gets = core.stats().backend_gets.load(Ordering::Relaxed);
+    let bytes = core.stats().backend_bytes.load(Ordering::Relaxed);
+    assert_eq!(bytes, data.len() as u64, "every byte fetched exactly once");
+    // Past the first 4 MiB window the 24 MiB file is cut into 1 MiB segments (4 per window).
+    assert!(
+        gets >= 8,
+        "segments of a quarter window each, so many GETs, got {gets}"
+    );
+    assert!(
+        metric(&registry, USED) > (8 * BLOCK) as f64,
+        "segments were read"
+    );
+}
+
+#[test]
+fn concurrent_sequential_readers_keep_one_stream_each() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let files: Vec<Vec<u8>> = (0..3)
+        .map(|i| random(64 * BLOCK as usize, 20 + i))
+        .collect();
+    for (i, data) in files.iter().enumerate() {
+        std::fs::write(src.join(format!("f{i}")), data).unwrap();
+    }
+    let settings = ReadaheadSettings {
+        parallel_gets: 4,
+        ..readahead(false)
+    };
+    let mut registry = Registry::default();
+    let core = core_with(
+        &src,
+        cache(&dir.path().join("cache"), 256 << 20),
+        settings,
+        &mut registry,
+    );
+    let m = mount(dir.path(), "m1", core.clone(), &runtime);
+    // All three open before any reads, so none of them is ever alone while it reads.
+    let mut handles: Vec<std::fs::File> = (0..3)
+        .map(|i| std::fs::File::open(m.mnt.join(format!("local/f{i}"))).unwrap())
+        .collect();
+    let mut got = vec![Vec::new(); 3];
+    let mut buf = vec![0u8; 1 << 20];
+    let mut open = 3;
+    while open > 0 {
+        open = 0;
+        for (i, file) in handles.iter_mut().enumerate() {
+            let n = std::io::Read::read(file, &mut buf).unwrap();
+            got[i].extend_from_slice(&buf[..n]);
+            if n > 0 {
+                open += 1;
+            }
+        }
+    }
+    for (i, data) in files.iter().enumerate() {
+        assert!(&got[i] == data, "f{i} differs from the source");
+    }
+    drop(handles);
+    settle(&core);
+    assert_eq!(
+        core.stats().backend_bytes.load(Ordering::Relaxed),
+        3 * 64 * BLOCK,
+        "every byte fetched exactly once"
+    );
+    let gets = core.stats().backend_gets.load(Ordering::Relaxed);
+    assert!(
+        gets <= 6,
+        "one stream per file (a restart at most), got {gets}"
+    );
 }

@@ -148,6 +148,8 @@ pub(crate) struct ReadaheadSettings {
     pub(crate) budget: ByteSize,
     /// Prefetch the first blocks of the next files in name order.
     pub(crate) directory_prefetch: bool,
+    /// Ranged GETs in parallel for a large file read alone (1: one streaming GET always).
+    pub(crate) parallel_gets: usize,
 }
 
 impl Default for ReadaheadSettings {
@@ -158,6 +160,7 @@ impl Default for ReadaheadSettings {
             max_window: ByteSize::mib(256),
             budget: ByteSize::mib(512),
             directory_prefetch: true,
+            parallel_gets: 4,
         }
     }
 }
@@ -374,6 +377,12 @@ impl CacheSettings {
             invalid.push(Invalid::new(
                 "cache.readahead.initial_window",
                 "must not exceed max_window",
+            ));
+        }
+        if ra.parallel_gets == 0 || ra.parallel_gets > self.max_parallel_fetch {
+            invalid.push(Invalid::new(
+                "cache.readahead.parallel_gets",
+                "must be between 1 and cache.max_parallel_fetch",
             ));
         }
     }
@@ -595,6 +604,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("config key `metadata.entry_ttl`"), "{err}");
+    }
+
+    #[test]
+    fn readahead_limits_name_the_field() {
+        let config = load(MINIMAL).unwrap();
+        assert_eq!(config.cache.readahead.parallel_gets, 4);
+        let yaml = format!(
+            "{MINIMAL}cache: {{ max_parallel_fetch: 8, readahead: {{ parallel_gets: 9, initial_window: 1GiB }} }}\n"
+        );
+        let err = load(&yaml).unwrap_err().to_string();
+        for expected in [
+            "config key `cache.readahead.parallel_gets`: must be between 1 and cache.max_parallel_fetch",
+            "config key `cache.readahead.initial_window`: must not exceed max_window",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
     }
 
     #[test]

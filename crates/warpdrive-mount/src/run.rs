@@ -131,6 +131,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         max_window: ra.max_window.as_u64(),
         budget: ra.budget.as_u64(),
         directory_prefetch: ra.directory_prefetch,
+        parallel_gets: ra.parallel_gets,
         ..Default::default()
     };
     let core = Arc::new(
