@@ -685,6 +685,25 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
         opts.small_size / 1024,
         opts.random_size / MIB
     );
+    // Old caches go first; then the disk must hold moto's copy and one cache beside the data.
+    for cache in ["cache-warpdrive", "cache-rclone"] {
+        let _ = std::fs::remove_dir_all(opts.dir.join(cache));
+    }
+    let total = opts.large_files as u64 * opts.large_size
+        + opts.small_files as u64 * opts.small_size
+        + opts.random_size;
+    let kept = if local.exists() { total } else { 0 };
+    if let Ok(fs) = rustix::fs::statvfs(&opts.dir) {
+        let free = fs.f_bavail * fs.f_frsize;
+        ensure!(
+            free + kept >= 3 * total + total / 10,
+            "{} has {:.1} GiB free; this run needs about {:.1} GiB (the data, moto's copy of it \
+             and one cache at a time): free some space or pass smaller sizes (see --help)",
+            opts.dir.display(),
+            free as f64 / (1u64 << 30) as f64,
+            (3 * total - kept) as f64 / (1u64 << 30) as f64
+        );
+    }
     let data = {
         let (opts, local) = (opts.clone(), local.clone());
         tokio::task::spawn_blocking(move || generate_all(&opts, &local)).await??
@@ -793,6 +812,8 @@ pub(crate) async fn run(mut opts: Options) -> anyhow::Result<bool> {
         (seq, small, mount.peak_rss_mib())
     };
     let rss = rss_first.max(rss_second);
+    // Its blocks are not needed any more: free the disk for rclone's cache.
+    let _ = std::fs::remove_dir_all(opts.dir.join("cache-warpdrive"));
 
     let rc = if opts.skip_rclone {
         None
