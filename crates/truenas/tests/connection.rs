@@ -88,9 +88,18 @@ async fn dropped_socket_reads_retry_writes_fail_retryably_and_nothing_is_applied
 async fn reads_survive_random_drops() {
     let env = common::sim().await;
     let client = common::client(&env).await;
-    env.sim.faults().drop_randomly(0.05);
-    for _ in 0..200 {
+    let logins = env.sim.faults().logins();
+    // Each drop costs a login, and like TrueNAS the simulator allows 20 logins a minute per
+    // client: 3 % of 200 calls is about 6 drops, far from that limit (5 % came close enough to
+    // hit it about once in a hundred runs).
+    // At least 200 calls, and on until three sockets have dropped (so the test never passes
+    // without a drop).
+    env.sim.faults().drop_randomly(0.03);
+    let mut calls = 0;
+    while calls < 200 || env.sim.faults().logins() < logins + 3 {
         client.system().version().await.unwrap();
+        calls += 1;
+        assert!(calls < 5000, "no sockets dropped in {calls} calls");
     }
     env.sim.faults().drop_randomly(0.0);
 }
