@@ -282,6 +282,24 @@ fn later_requests_into_a_fetched_block_are_served_from_memory() {
     settle(&core);
 }
 
+/// A core whose readers may use 4 parallel ranged GETs, caching under `dir`.
+fn parallel_core(
+    dir: &std::path::Path,
+    src: &std::path::Path,
+    registry: &mut Registry,
+) -> std::sync::Arc<warpdrive_fs::Core> {
+    let settings = ReadaheadSettings {
+        parallel_gets: 4,
+        ..readahead(false)
+    };
+    core_with(
+        src,
+        cache(&dir.join("cache"), 256 << 20),
+        settings,
+        registry,
+    )
+}
+
 #[test]
 fn a_large_file_read_alone_is_fetched_with_parallel_ranged_gets() {
     let runtime = runtime();
@@ -291,17 +309,8 @@ fn a_large_file_read_alone_is_fetched_with_parallel_ranged_gets() {
     let blocks = 96;
     let data = random(blocks * BLOCK as usize + 1000, 7);
     std::fs::write(src.join("big.bin"), &data).unwrap();
-    let settings = ReadaheadSettings {
-        parallel_gets: 4,
-        ..readahead(false)
-    };
     let mut registry = Registry::default();
-    let core = core_with(
-        &src,
-        cache(&dir.path().join("cache"), 256 << 20),
-        settings,
-        &mut registry,
-    );
+    let core = parallel_core(dir.path(), &src, &mut registry);
     let m = mount(dir.path(), "m1", core.clone(), &runtime);
     // Read in 1 MiB steps with pauses, so segments go out as the reader advances.
     let mut file = std::fs::File::open(m.mnt.join("local/big.bin")).unwrap();
@@ -344,17 +353,8 @@ fn concurrent_sequential_readers_keep_one_stream_each() {
     for (i, data) in files.iter().enumerate() {
         std::fs::write(src.join(format!("f{i}")), data).unwrap();
     }
-    let settings = ReadaheadSettings {
-        parallel_gets: 4,
-        ..readahead(false)
-    };
     let mut registry = Registry::default();
-    let core = core_with(
-        &src,
-        cache(&dir.path().join("cache"), 256 << 20),
-        settings,
-        &mut registry,
-    );
+    let core = parallel_core(dir.path(), &src, &mut registry);
     let m = mount(dir.path(), "m1", core.clone(), &runtime);
     // All three open before any reads, so none of them is ever alone while it reads.
     let mut handles: Vec<std::fs::File> = (0..3)
