@@ -218,8 +218,18 @@ struct Cached {
     pending_stores: Arc<AtomicU64>,
     /// Room in the write-behind queue ([`MAX_PENDING_STORES`]).
     store_slots: Arc<Semaphore>,
-    /// Blocks just fetched that readers are part-way through.
-    recent: RecentBlocks,
+    /// Blocks just fetched that readers are part-way through (and readahead blocks the cache
+    /// disk refused).
+    recent: Arc<RecentBlocks>,
+    /// When a refused cache write was last logged (seconds since the Unix epoch).
+    write_error_logged: Arc<AtomicU64>,
+}
+
+impl Cached {
+    /// Whether the block is on disk or held in memory: either way nobody needs to fetch it.
+    fn holds(&self, key: &BlockKey) -> bool {
+        self.cache.contains(key) || self.recent.contains(key)
+    }
 }
 
 /// Memory for blocks a reader is part-way through (8 blocks of the default size).
@@ -473,7 +483,8 @@ impl Core {
             inflight: Arc::default(),
             pending_stores: Arc::default(),
             store_slots: Arc::new(Semaphore::new(MAX_PENDING_STORES)),
-            recent: RecentBlocks::new(RECENT_BLOCK_BYTES),
+            recent: Arc::new(RecentBlocks::new(RECENT_BLOCK_BYTES)),
+            write_error_logged: Arc::default(),
         });
         self.speculative_slots = Arc::new(Semaphore::new((slots * 3 / 4).max(1)));
         self
@@ -922,13 +933,19 @@ impl Core {
             let probe = object.block(&self.backends, index);
             let len = (object.block_end(index, cached.cache.block_size())
                 - index * cached.cache.block_size()) as usize;
-            if cached.cache.contains(&probe)
-                && let Some(bytes) = tokio::task::spawn_blocking(move || cache.get(&probe, 0, len))
-                    .await
-                    .ok()
-                    .flatten()
-            {
-                let bytes = Bytes::from(bytes);
+            let held = cached.recent.get(&probe);
+            let stored = match held {
+                Some(block) => Some(block),
+                None if cached.cache.contains(&probe) => {
+                    tokio::task::spawn_blocking(move || cache.get(&probe, 0, len))
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(Bytes::from)
+                }
+                None => None,
+            };
+            if let Some(bytes) = stored {
                 claimed[0].1.send_replace(Some(Ok(bytes.clone())));
                 // The other claims end unresolved: their waiters look again.
                 self.unclaim(cached, &claimed);
@@ -972,9 +989,23 @@ impl Core {
         let cache = cached.cache.clone();
         let inflight = cached.inflight.clone();
         let pending = cached.pending_stores.clone();
+        let (recent, metrics) = (cached.recent.clone(), self.metrics.clone());
+        let logged = cached.write_error_logged.clone();
         let write = move || {
             if let Err(err) = cache.put(&key, &block) {
-                tracing::warn!(%err, "cannot store a block in the cache; serving it anyway");
+                // A full or failing disk refuses every block: say so once a minute, and keep
+                // readahead blocks in memory so their reader need not fetch them again.
+                let refused = metrics.cache_write_error();
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                if logged.load(Ordering::Relaxed) + 60 <= now {
+                    logged.store(now, Ordering::Relaxed);
+                    tracing::warn!(%err, refused, "the cache disk refuses blocks; serving them uncached (see warpdrive_cache_write_errors_total)");
+                }
+                if when == Store::Ahead {
+                    recent.put(key.clone(), block.clone());
+                }
             }
             inflight
                 .lock()
@@ -1005,7 +1036,7 @@ impl Core {
         let mut claimed = Vec::new();
         for index in first..=last {
             let key = object.block(&self.backends, index);
-            if inflight.contains_key(&key) || (index > first && cached.cache.contains(&key)) {
+            if inflight.contains_key(&key) || (index > first && cached.holds(&key)) {
                 break;
             }
             let (sender, receiver) = watch::channel(None);
@@ -1313,7 +1344,7 @@ impl Core {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(&block_key)
-            || cached.cache.contains(&block_key)
+            || cached.holds(&block_key)
     }
 
     /// Sequential readahead for one handle: one ranged GET from `first` to the end of the
@@ -1370,7 +1401,7 @@ impl Core {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .contains(&key);
-                    if issued || cached.cache.contains(&key) {
+                    if issued || cached.holds(&key) {
                         extending = false; // the body cannot skip: stop at the first gap
                         break;
                     }
@@ -1485,7 +1516,7 @@ impl Core {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(&block_key);
-            if issued || cached.cache.contains(&block_key) {
+            if issued || cached.holds(&block_key) {
                 index += 1;
                 continue;
             }

@@ -34,6 +34,8 @@ pub const READAHEAD_WASTED_BYTES: &str = "readahead_wasted_bytes";
 pub const READAHEAD_SKIPPED: &str = "readahead_skipped";
 /// Counter name: fetched blocks not written to the cache because the disk fell behind.
 pub const CACHE_WRITES_SKIPPED: &str = "cache_writes_skipped";
+/// Counter name: blocks the cache disk refused to store (full, I/O error).
+pub const CACHE_WRITE_ERRORS: &str = "cache_write_errors";
 /// Counter name: bytes served from blocks just fetched and still in memory (a sequential
 /// reader's later requests into the block it is in).
 pub const MEMORY_BYTES_SERVED: &str = "memory_bytes_served";
@@ -86,6 +88,7 @@ pub struct FsMetrics {
     readahead_skipped: Counter,
     cache_writes_skipped: Counter,
     memory_bytes_served: Counter,
+    cache_write_errors: Counter,
 }
 
 impl Default for FsMetrics {
@@ -106,6 +109,7 @@ impl Default for FsMetrics {
             readahead_skipped: Counter::default(),
             cache_writes_skipped: Counter::default(),
             memory_bytes_served: Counter::default(),
+            cache_write_errors: Counter::default(),
         }
     }
 }
@@ -180,6 +184,11 @@ impl FsMetrics {
             metrics.cache_writes_skipped.clone(),
         );
         registry.register(
+            CACHE_WRITE_ERRORS,
+            "Blocks the cache disk refused to store (full, I/O error)",
+            metrics.cache_write_errors.clone(),
+        );
+        registry.register(
             MEMORY_BYTES_SERVED,
             "Bytes served from just-fetched blocks held in memory",
             metrics.memory_bytes_served.clone(),
@@ -233,6 +242,11 @@ impl FsMetrics {
         self.readahead_issued.inc_by(issued);
         self.readahead_used.inc_by(outcome.used);
         self.readahead_wasted.inc_by(outcome.wasted);
+    }
+
+    /// The cache disk refused a block; returns how many it has refused so far.
+    pub(crate) fn cache_write_error(&self) -> u64 {
+        self.cache_write_errors.inc() + 1
     }
 
     /// A block was served but not cached: too many writes were queued.

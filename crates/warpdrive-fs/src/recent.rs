@@ -34,6 +34,12 @@ impl RecentBlocks {
             .map(|(_, b)| b.clone())
     }
 
+    /// Whether the block is held.
+    pub(crate) fn contains(&self, key: &BlockKey) -> bool {
+        let blocks = self.blocks.lock().unwrap_or_else(|e| e.into_inner());
+        blocks.iter().any(|(k, _)| k == key)
+    }
+
     /// Keeps a block, dropping the oldest ones beyond the limit.
     pub(crate) fn put(&self, key: BlockKey, block: Bytes) {
         if block.len() > self.max_bytes {

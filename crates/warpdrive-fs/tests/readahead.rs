@@ -389,3 +389,78 @@ fn concurrent_sequential_readers_keep_one_stream_each() {
         "one stream per file (a restart at most), got {gets}"
     );
 }
+
+/// A 1 MiB tmpfs mounted over `dir` for the test's life (unmounted even if it fails).
+struct TinyDisk(std::path::PathBuf);
+
+impl TinyDisk {
+    fn mount(dir: &std::path::Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs (the tests run as root)");
+        Self(dir.to_owned())
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_cache_disk_still_serves_every_byte_fetched_once() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let data = random(32 * BLOCK as usize, 8);
+    std::fs::write(src.join("obj.bin"), &data).unwrap();
+    let disk = TinyDisk::mount(&dir.path().join("cache"));
+    let mut registry = Registry::default();
+    // The cache believes it may hold 64 MiB; the disk under it holds 1 MiB.
+    let core = core_with(
+        &src,
+        cache(&disk.0, 64 << 20),
+        readahead(false),
+        &mut registry,
+    );
+    let m = mount(dir.path(), "m1", core.clone(), &runtime);
+    // A slow reader, so the stream runs a window ahead of it.
+    let mut file = std::fs::File::open(m.mnt.join("local/obj.bin")).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; BLOCK as usize];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(file);
+    assert!(got == data, "bytes differ from the source");
+    settle(&core);
+    assert!(
+        metric(&registry, "warpdrive_cache_write_errors_total") >= 20.0,
+        "most of the 32 blocks were refused"
+    );
+    // Readahead blocks the disk refused stayed in memory for their reader.
+    assert_eq!(
+        metric(
+            &registry,
+            "warpdrive_backend_bytes_total{backend=\"local\"}"
+        ),
+        data.len() as f64,
+        "every byte fetched once"
+    );
+    drop(m);
+    drop(disk);
+}
