@@ -32,6 +32,39 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A temporary directory with `src/<name>` holding `data`: the local backend's one object.
+fn source_with(name: &str, data: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join(name), data).unwrap();
+    (dir, src)
+}
+
+/// Reads a whole file in `chunk`-byte reads with `pause` after each, like a slow consumer.
+fn read_slowly(path: &std::path::Path, chunk: usize, pause: Duration) -> Vec<u8> {
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; chunk];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf).unwrap();
+        if n == 0 {
+            return got;
+        }
+        got.extend_from_slice(&buf[..n]);
+        std::thread::sleep(pause);
+    }
+}
+
+/// The local backend sent exactly `len` bytes: nothing was fetched twice.
+fn assert_fetched_once(registry: &Registry, len: usize) {
+    assert_eq!(
+        metric(registry, "warpdrive_backend_bytes_total{backend=\"local\"}"),
+        len as f64,
+        "every byte fetched once"
+    );
+}
+
 const ISSUED: &str = "warpdrive_readahead_issued_bytes_total";
 const USED: &str = "warpdrive_readahead_used_bytes_total";
 const WASTED: &str = "warpdrive_readahead_wasted_bytes_total";
@@ -239,11 +272,8 @@ fn metrics_count_exactly_what_they_name() {
 #[test]
 fn later_requests_into_a_fetched_block_are_served_from_memory() {
     let runtime = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
     let data = random((8 << 20) + 1000, 6);
-    std::fs::write(src.join("obj.bin"), &data).unwrap();
+    let (dir, src) = source_with("obj.bin", &data);
     // 4 MiB blocks: the kernel asks for at most 1 MiB at a time, so each block is several
     // requests, and only the first of them may touch the backend or the disk.
     let cache = std::sync::Arc::new(
@@ -271,14 +301,7 @@ fn later_requests_into_a_fetched_block_are_served_from_memory() {
         from_memory >= (4 << 20) as f64,
         "later requests into the three blocks come from memory, got {from_memory}"
     );
-    assert_eq!(
-        metric(
-            &registry,
-            "warpdrive_backend_bytes_total{backend=\"local\"}"
-        ),
-        data.len() as f64,
-        "every byte fetched once"
-    );
+    assert_fetched_once(&registry, data.len());
     settle(&core);
 }
 
@@ -303,29 +326,18 @@ fn parallel_core(
 #[test]
 fn a_large_file_read_alone_is_fetched_with_parallel_ranged_gets() {
     let runtime = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
-    let blocks = 96;
-    let data = random(blocks * BLOCK as usize + 1000, 7);
-    std::fs::write(src.join("big.bin"), &data).unwrap();
+    let data = random(96 * BLOCK as usize + 1000, 7);
+    let (dir, src) = source_with("big.bin", &data);
     let mut registry = Registry::default();
     let core = parallel_core(dir.path(), &src, &mut registry);
     let m = mount(dir.path(), "m1", core.clone(), &runtime);
     // Read in 1 MiB steps with pauses, so segments go out as the reader advances.
-    let mut file = std::fs::File::open(m.mnt.join("local/big.bin")).unwrap();
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut file, &mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let got = read_slowly(
+        &m.mnt.join("local/big.bin"),
+        1 << 20,
+        Duration::from_millis(5),
+    );
     assert!(got == data, "bytes differ from the source");
-    drop(file);
     settle(&core);
     let gets = core.stats().backend_gets.load(Ordering::Relaxed);
     let bytes = core.stats().backend_bytes.load(Ordering::Relaxed);
@@ -418,11 +430,8 @@ impl Drop for TinyDisk {
 #[test]
 fn a_full_cache_disk_still_serves_every_byte_fetched_once() {
     let runtime = runtime();
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    std::fs::create_dir_all(&src).unwrap();
     let data = random(32 * BLOCK as usize, 8);
-    std::fs::write(src.join("obj.bin"), &data).unwrap();
+    let (dir, src) = source_with("obj.bin", &data);
     let disk = TinyDisk::mount(&dir.path().join("cache"));
     let mut registry = Registry::default();
     // The cache believes it may hold 64 MiB; the disk under it holds 1 MiB.
@@ -434,18 +443,11 @@ fn a_full_cache_disk_still_serves_every_byte_fetched_once() {
     );
     let m = mount(dir.path(), "m1", core.clone(), &runtime);
     // A slow reader, so the stream runs a window ahead of it.
-    let mut file = std::fs::File::open(m.mnt.join("local/obj.bin")).unwrap();
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; BLOCK as usize];
-    loop {
-        let n = std::io::Read::read(&mut file, &mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        got.extend_from_slice(&buf[..n]);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    drop(file);
+    let got = read_slowly(
+        &m.mnt.join("local/obj.bin"),
+        BLOCK as usize,
+        Duration::from_millis(10),
+    );
     assert!(got == data, "bytes differ from the source");
     settle(&core);
     assert!(
@@ -453,14 +455,7 @@ fn a_full_cache_disk_still_serves_every_byte_fetched_once() {
         "most of the 32 blocks were refused"
     );
     // Readahead blocks the disk refused stayed in memory for their reader.
-    assert_eq!(
-        metric(
-            &registry,
-            "warpdrive_backend_bytes_total{backend=\"local\"}"
-        ),
-        data.len() as f64,
-        "every byte fetched once"
-    );
+    assert_fetched_once(&registry, data.len());
     drop(m);
     drop(disk);
 }
