@@ -44,6 +44,24 @@ impl Drop for Guard {
 }
 
 /// Loop devices whose backing file is under `root`.
+/// Every loop device over a file under `root` is gone. `losetup -d` on a device something
+/// still holds open (udev probing it after a change, say) only marks it for autoclear, and the
+/// kernel drops it when the last opener closes; so this waits up to 5 s for that.
+fn assert_released(root: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = loop_backed(root);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "loop devices not released: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn loop_backed(root: &Path) -> Vec<String> {
     let out = Command::new("losetup")
         .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
@@ -311,7 +329,7 @@ async fn block_filesystems_stage_publish_survive_restage_and_grow() {
             .await
             .unwrap();
         assert!(csi_node::mounts::at(&staging).unwrap().is_none());
-        assert!(loop_backed(&root).is_empty(), "loop device released");
+        assert_released(&root);
 
         // Restage: same filesystem (no reformat), data still there, ext4 now grown.
         n.service
@@ -343,7 +361,7 @@ async fn block_filesystems_stage_publish_survive_restage_and_grow() {
             .await
             .unwrap();
     }
-    assert!(loop_backed(&root).is_empty());
+    assert_released(&root);
     assert!(
         csi_node::mounts::mounts()
             .unwrap()
@@ -426,7 +444,7 @@ async fn raw_block_publish_exposes_the_device_and_read_only_is_enforced() {
         .unwrap();
     let bytes = std::fs::read(n.data.join("zvol/tank/csi/raw")).unwrap();
     assert_eq!(&bytes[1 << 20..(1 << 20) + 9], b"raw block");
-    assert!(loop_backed(&root).is_empty());
+    assert_released(&root);
 
     // A filesystem share (simulated NFS) published read-only refuses writes.
     std::fs::create_dir_all(n.data.join("mnt/tank/csi/share")).unwrap();
@@ -570,7 +588,7 @@ async fn foreign_mounts_existing_filesystems_and_bad_requests() {
         csi_node::mounts::at(&busy).unwrap().is_some(),
         "the foreign mount is untouched"
     );
-    assert!(loop_backed(&root).is_empty());
+    assert_released(&root);
     let _ = Command::new("umount").arg(&busy).status();
 
     // Publish before stage, missing fields, block access on NFS.
