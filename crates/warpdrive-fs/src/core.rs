@@ -201,6 +201,11 @@ impl Object {
         (start > 0 || end < self.length).then_some(GetRange::Bounded(start..end))
     }
 
+    /// How many bytes block `index` holds (the last block of an object is short).
+    fn block_len(&self, index: u64, block_size: u64) -> u64 {
+        self.block_end(index, block_size) - index * block_size
+    }
+
     /// Where block `index` ends (the last block of an object is short).
     fn block_end(&self, index: u64, block_size: u64) -> u64 {
         ((index + 1) * block_size).min(self.length)
@@ -214,9 +219,8 @@ struct Cached {
     fetches: Semaphore,
     /// One fetch per block however many readers miss it at once.
     inflight: Arc<Mutex<HashMap<BlockKey, Flight>>>,
-    /// Blocks handed to the disk and not yet written.
-    pending_stores: Arc<AtomicU64>,
-    /// Room in the write-behind queue ([`MAX_PENDING_STORES`]).
+    /// Room in the write-behind queue ([`MAX_PENDING_STORES`]); every queued write holds a
+    /// permit until its block is on disk.
     store_slots: Arc<Semaphore>,
     /// Blocks just fetched that readers are part-way through (and readahead blocks the cache
     /// disk refused).
@@ -481,7 +485,6 @@ impl Core {
             cache,
             fetches: Semaphore::new(slots),
             inflight: Arc::default(),
-            pending_stores: Arc::default(),
             store_slots: Arc::new(Semaphore::new(MAX_PENDING_STORES)),
             recent: Arc::new(RecentBlocks::new(RECENT_BLOCK_BYTES)),
             write_error_logged: Arc::default(),
@@ -931,8 +934,7 @@ impl Core {
             // A fetch that just ended may have stored the block: look before fetching.
             let cache = cached.cache.clone();
             let probe = object.block(&self.backends, index);
-            let len = (object.block_end(index, cached.cache.block_size())
-                - index * cached.cache.block_size()) as usize;
+            let len = object.block_len(index, cached.cache.block_size()) as usize;
             let held = cached.recent.get(&probe);
             let stored = match held {
                 Some(block) => Some(block),
@@ -984,11 +986,9 @@ impl Core {
             self.unclaim(cached, &[claim]); // its readers already have the bytes
             return;
         };
-        cached.pending_stores.fetch_add(1, Ordering::Relaxed);
         let (key, sender) = claim;
         let cache = cached.cache.clone();
         let inflight = cached.inflight.clone();
-        let pending = cached.pending_stores.clone();
         let (recent, metrics) = (cached.recent.clone(), self.metrics.clone());
         let logged = cached.write_error_logged.clone();
         let write = move || {
@@ -1001,17 +1001,16 @@ impl Core {
                     .map_or(0, |d| d.as_secs());
                 if logged.load(Ordering::Relaxed) + 60 <= now {
                     logged.store(now, Ordering::Relaxed);
-                    tracing::warn!(%err, refused, "the cache disk refuses blocks; serving them uncached (see warpdrive_cache_write_errors_total)");
+                    tracing::warn!(%err, refused, "the cache disk refuses blocks, so they are served uncached: free space on, or check, the disk under cache.path (count: warpdrive_cache_write_errors_total)");
                 }
                 if when == Store::Ahead {
-                    recent.put(key.clone(), block.clone());
+                    recent.put(key.clone(), block);
                 }
             }
             inflight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
-            pending.fetch_sub(1, Ordering::Relaxed);
             drop(sender);
             drop(hold);
             drop(slot);
@@ -1024,9 +1023,9 @@ impl Core {
 
     /// Cache writes queued and not yet on disk (tests wait for 0 before a restart).
     pub fn pending_stores(&self) -> u64 {
-        self.cached
-            .as_ref()
-            .map_or(0, |c| c.pending_stores.load(Ordering::Relaxed))
+        self.cached.as_ref().map_or(0, |c| {
+            (MAX_PENDING_STORES - c.store_slots.available_permits()) as u64
+        })
     }
 
     /// Marks blocks `first..=last` of `object` as being fetched by the caller, stopping at the
@@ -1091,7 +1090,7 @@ impl Core {
             };
             let mut buffer = BytesMut::new();
             for (key, sender) in pending.by_ref() {
-                let want = (object.block_end(key.index, block_size) - key.index * block_size) as usize;
+                let want = object.block_len(key.index, block_size) as usize;
                 buffer.reserve(want.saturating_sub(buffer.len()));
                 while buffer.len() < want {
                     match tokio::time::timeout(b.timeout, body.next()).await {
@@ -1136,12 +1135,14 @@ impl Core {
 
     /// A reader asked for `key`: if it was prefetched, that prefetch was used.
     fn note_read(&self, key: &BlockKey) {
+        self.settle_ledger(|ledger| ledger.read(key));
+    }
+
+    /// Applies a read or a close to the ledger and counts the bytes it settles as used or
+    /// wasted.
+    fn settle_ledger(&self, change: impl FnOnce(&mut Ledger) -> crate::readahead::Outcome) {
         if self.readahead.enabled {
-            let outcome = self
-                .ledger
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .read(key);
+            let outcome = change(&mut self.ledger.lock().unwrap_or_else(|e| e.into_inner()));
             self.metrics.readahead(0, &outcome);
         }
     }
@@ -1174,14 +1175,7 @@ impl Core {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&fh);
-        if self.readahead.enabled {
-            let outcome = self
-                .ledger
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .release(fh);
-            self.metrics.readahead(0, &outcome);
-        }
+        self.settle_ledger(|ledger| ledger.release(fh));
     }
 
     /// Reads through an open handle: like [`Core::read`], and sequential reads prefetch ahead.
@@ -1231,7 +1225,7 @@ impl Core {
                 let mut first = end.div_ceil(block_size);
                 let mut initial = None;
                 if !self.has_block(cached, &backend, &object.key, &object.etag, here) {
-                    let len = object.block_end(here, block_size) - here * block_size;
+                    let len = object.block_len(here, block_size);
                     if let Ok(budget) = self.budget.clone().try_acquire_many_owned(kib(len))
                         && let Some(claim) = self.claim(cached, &object, here, here).pop()
                     {
@@ -1339,12 +1333,16 @@ impl Core {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(&block_key)
-            || self
-                .ledger
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&block_key)
-            || cached.holds(&block_key)
+            || self.prefetched_or_held(cached, &block_key)
+    }
+
+    /// Whether a block was already asked for by readahead, or is on disk or in memory.
+    fn prefetched_or_held(&self, cached: &Cached, key: &BlockKey) -> bool {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+            || cached.holds(key)
     }
 
     /// Sequential readahead for one handle: one ranged GET from `first` to the end of the
@@ -1396,12 +1394,7 @@ impl Core {
                     (position.saturating_add(window.max(block_size)) / block_size).min(last);
                 while next <= limit {
                     let key = object.block(&self.backends, next);
-                    let issued = self
-                        .ledger
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .contains(&key);
-                    if issued || cached.holds(&key) {
+                    if self.prefetched_or_held(cached, &key) {
                         extending = false; // the body cannot skip: stop at the first gap
                         break;
                     }
@@ -1410,7 +1403,7 @@ impl Core {
                         extending = false;
                         break;
                     };
-                    let len = object.block_end(next, block_size) - next * block_size;
+                    let len = object.block_len(next, block_size);
                     let Ok(budget) = self.budget.clone().try_acquire_many_owned(kib(len)) else {
                         self.unclaim(cached, &[claim]);
                         self.metrics.readahead_skipped();
@@ -1451,7 +1444,7 @@ impl Core {
                 self.unclaim(cached, &[(key, sender)]);
                 break;
             };
-            let want = (object.block_end(key.index, block_size) - key.index * block_size) as usize;
+            let want = object.block_len(key.index, block_size) as usize;
             buffer.reserve(want.saturating_sub(buffer.len()));
             while buffer.len() < want && code == 0 {
                 match tokio::time::timeout(b.timeout, stream.next()).await {
@@ -1511,12 +1504,7 @@ impl Core {
         let mut index = from / block_size;
         while index <= last && index * block_size < length {
             let block_key = object.block(&self.backends, index);
-            let issued = self
-                .ledger
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&block_key);
-            if issued || cached.holds(&block_key) {
+            if self.prefetched_or_held(cached, &block_key) {
                 index += 1;
                 continue;
             }
@@ -1527,7 +1515,7 @@ impl Core {
             }
             let bytes: u64 = claims
                 .iter()
-                .map(|(k, _)| object.block_end(k.index, block_size) - k.index * block_size)
+                .map(|(k, _)| object.block_len(k.index, block_size))
                 .sum();
             let Ok(budget) = self.budget.clone().try_acquire_many_owned(kib(bytes)) else {
                 self.unclaim(cached, &claims);
@@ -1538,7 +1526,7 @@ impl Core {
             {
                 let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
                 for (k, _) in &claims {
-                    let len = object.block_end(k.index, block_size) - k.index * block_size;
+                    let len = object.block_len(k.index, block_size);
                     let outcome = ledger.issue(k.clone(), len, handle);
                     self.metrics.readahead(len, &outcome);
                 }
@@ -1705,7 +1693,7 @@ impl Core {
                 let mut i = 0;
                 while i < blocks {
                     let key = object.block(&self.backends, i);
-                    let len = object.block_end(i, block_size) - i * block_size;
+                    let len = object.block_len(i, block_size);
                     if cached.cache.contains(&key) {
                         progress.send_modify(|p| {
                             p.bytes_done += len;
@@ -1726,9 +1714,7 @@ impl Core {
                         continue;
                     }
                     let n = claims.len() as u64;
-                    let bytes: u64 = (i..i + n)
-                        .map(|j| object.block_end(j, block_size) - j * block_size)
-                        .sum();
+                    let bytes: u64 = (i..i + n).map(|j| object.block_len(j, block_size)).sum();
                     let fetched = {
                         let _slot = self.speculative_slots.acquire().await;
                         let _permit = cached.fetches.acquire().await;

@@ -23,14 +23,18 @@ fn bytes_stay_right_across_restart_overwrite_corruption_and_the_limit() {
     let first = random(3 << 20, 1);
     std::fs::write(src.join("obj.bin"), &first).unwrap();
     let cache_dir = dir.path().join("cache");
+    // Each mount is a new process's view: a fresh core over the same cache directory.
+    let mount_over_cache = |name: &str| {
+        mount(
+            dir.path(),
+            name,
+            core(&src, cache(&cache_dir, 64 << 20)),
+            &runtime,
+        )
+    };
 
     // Cold: from the backend into the cache.
-    let m = mount(
-        dir.path(),
-        "m1",
-        core(&src, cache(&cache_dir, 64 << 20)),
-        &runtime,
-    );
+    let m = mount_over_cache("m1");
     assert_eq!(std::fs::read(m.mnt.join("local/obj.bin")).unwrap(), first);
     assert_eq!(
         m.core.stats().backend_bytes.load(Ordering::Relaxed),
@@ -46,12 +50,7 @@ fn bytes_stay_right_across_restart_overwrite_corruption_and_the_limit() {
     drop(m);
 
     // Restart: a new mount over the same cache serves everything from disk.
-    let m = mount(
-        dir.path(),
-        "m2",
-        core(&src, cache(&cache_dir, 64 << 20)),
-        &runtime,
-    );
+    let m = mount_over_cache("m2");
     assert_eq!(std::fs::read(m.mnt.join("local/obj.bin")).unwrap(), first);
     assert_eq!(
         m.core.stats().backend_gets.load(Ordering::Relaxed),
@@ -92,12 +91,7 @@ fn bytes_stay_right_across_restart_overwrite_corruption_and_the_limit() {
         bytes[at] ^= 0x5a;
         std::fs::write(file, bytes).unwrap();
     }
-    let m = mount(
-        dir.path(),
-        "m3",
-        core(&src, cache(&cache_dir, 64 << 20)),
-        &runtime,
-    );
+    let m = mount_over_cache("m3");
     assert_eq!(std::fs::read(m.mnt.join("local/obj.bin")).unwrap(), second);
     assert!(
         m.core

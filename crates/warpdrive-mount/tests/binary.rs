@@ -1,9 +1,11 @@
 //! The real `warpdrive-mount` binary: check-config over every credential source, bad keys,
 //! and the metrics endpoint, with a secret that must never appear in its output.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_warpdrive-mount");
 const SECRET: &str = "wdSECRET-0a1b2c3d4e5f-DO-NOT-LEAK";
@@ -152,14 +154,7 @@ fn serves_metrics_until_sigterm() {
                 .to_owned();
         }
     };
-    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut metrics = String::new();
-    stream.read_to_string(&mut metrics).unwrap();
+    let metrics = common::scrape(&addr);
     assert!(
         metrics.starts_with("HTTP/1.1 200") && metrics.contains("warpdrive_build_info{"),
         "{metrics}"

@@ -2,9 +2,11 @@
 //! own cache (reads afterwards fetch nothing), skips what is cached (so a second run resumes),
 //! names a wrong backend, and says clearly when no daemon is running.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_warpdrive-mount");
 
@@ -44,15 +46,8 @@ fn warm(cfg: &Path, args: &[&str]) -> std::process::Output {
 }
 
 fn metric(addr: &str, series: &str) -> f64 {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text.lines()
+    common::scrape(addr)
+        .lines()
         .find_map(|l| {
             let (name, value) = l.rsplit_once(' ')?;
             (name == series).then(|| value.parse().unwrap())

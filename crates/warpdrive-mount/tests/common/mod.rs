@@ -1,0 +1,18 @@
+//! Helpers shared by the binary's integration tests.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+
+/// The whole HTTP response to `GET /metrics` from the daemon's metrics address.
+pub(crate) fn scrape(addr: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
