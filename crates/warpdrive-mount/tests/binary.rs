@@ -109,6 +109,22 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The daemon on `cfg`, metrics on a free port, JSON logs, and nothing from our environment.
+fn daemon(cfg: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "--config",
+            cfg,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .env_clear();
+    command
+}
+
 #[test]
 fn serves_metrics_until_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,16 +133,7 @@ fn serves_metrics_until_sigterm() {
         "{ method: static, access_key_id_env: AKID, secret_access_key_env: SAK }",
     );
     let mut child = KillOnDrop(
-        Command::new(BIN)
-            .args([
-                "--config",
-                &cfg,
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
-            .env_clear()
+        daemon(&cfg)
             .envs([
                 ("AKID", "AKIDEXAMPLE"),
                 ("SAK", SECRET),
@@ -145,13 +152,8 @@ fn serves_metrics_until_sigterm() {
             panic!("warpdrive-mount exited before serving:\n{logs}");
         }
         logs.push_str(&line);
-        if line.contains("serving /metrics") {
-            break line
-                .split("\"addr\":\"")
-                .nth(1)
-                .and_then(|s| s.split('"').next())
-                .unwrap()
-                .to_owned();
+        if let Some(addr) = common::metrics_addr(&line) {
+            break addr;
         }
     };
     let metrics = common::scrape(&addr);
@@ -198,16 +200,7 @@ fn a_stale_mount_from_a_crash_is_cleared_at_start_and_errors_are_clear() {
     let mnt = dir.path().join("mnt");
     let start = || {
         KillOnDrop(
-            Command::new(BIN)
-                .args([
-                    "--config",
-                    &cfg,
-                    "--metrics-addr",
-                    "127.0.0.1:0",
-                    "--log-format",
-                    "json",
-                ])
-                .env_clear()
+            daemon(&cfg)
                 .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())

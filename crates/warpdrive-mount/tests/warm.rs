@@ -119,13 +119,8 @@ fn warm_fills_the_running_daemons_cache_skips_what_is_cached_and_names_errors() 
             .next()
             .expect("warpdrive-mount exited before serving")
             .unwrap();
-        if line.contains("serving /metrics") {
-            break line
-                .split("\"addr\":\"")
-                .nth(1)
-                .and_then(|s| s.split('"').next())
-                .unwrap()
-                .to_owned();
+        if let Some(addr) = common::metrics_addr(&line) {
+            break addr;
         }
     };
     std::thread::spawn(move || for _ in lines {});

@@ -16,3 +16,14 @@ pub(crate) fn scrape(addr: &str) -> String {
     stream.read_to_string(&mut text).unwrap();
     text
 }
+
+/// The address in the daemon's JSON "serving /metrics" log line, if `line` is that line.
+pub(crate) fn metrics_addr(line: &str) -> Option<String> {
+    if !line.contains("serving /metrics") {
+        return None;
+    }
+    line.split("\"addr\":\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .map(str::to_owned)
+}
