@@ -295,7 +295,14 @@ fn ready_while_truenas_answers_and_client_metrics_are_served() {
         assert!(Instant::now() < deadline, "never ready: {body}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (_, metrics) = http_get(&addr, "/metrics");
+    // Ready needs one logged-in socket; the pool's second may still be logging in.
+    let metrics = loop {
+        let (_, metrics) = http_get(&addr, "/metrics");
+        if metrics.contains("tns_csi_truenas_connected 2") || Instant::now() >= deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(metrics.contains("tns_csi_truenas_connected 2"), "{metrics}");
     assert!(
         metrics.contains("tns_csi_truenas_calls_total{method=\"system.version\",outcome=\"ok\"}"),
