@@ -12,8 +12,10 @@ use fuser::{
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request, SessionACL,
 };
 use tokio::runtime::Handle;
+use tracing::Instrument;
 
-use crate::core::{Attr, Core, Kind};
+use crate::error::{FsError, ToErrno, code_of, errno};
+use crate::{Attr, Core, Kind};
 
 /// Kernel cache lifetimes.
 #[derive(Debug, Clone, Copy)]
@@ -97,44 +99,55 @@ impl Filesystem for WarpFs {
         let ttls = self.ttls;
         let name = name.to_string_lossy().into_owned();
         let started = Instant::now();
-        self.runtime.spawn(async move {
-            let result = core.lookup(parent.0, &name).await;
-            done(&core, "lookup", &result, started);
-            match result {
-                Ok(attr) => {
-                    reply.entry_with_ttls(&ttls.attr, &ttls.entry, &file_attr(&attr), Generation(0))
+        let span = tracing::info_span!("fuse", op = "lookup", parent = parent.0, name = %name);
+        self.runtime.spawn(
+            async move {
+                let result = core.lookup(parent.0, &name).await;
+                done(&core, "lookup", &result, started);
+                match result {
+                    Ok(attr) => reply.entry_with_ttls(
+                        &ttls.attr,
+                        &ttls.entry,
+                        &file_attr(&attr),
+                        Generation(0),
+                    ),
+                    Err(err) if err.errno() == errno::ENOENT => {
+                        // A negative entry (ino 0) lets the kernel cache the miss.
+                        let mut none = file_attr(&Attr {
+                            ino: 0,
+                            kind: Kind::File,
+                            size: 0,
+                            mtime: std::time::SystemTime::UNIX_EPOCH,
+                            perm: 0,
+                            uid: 0,
+                            gid: 0,
+                        });
+                        none.ino = INodeNo(0);
+                        reply.entry_with_ttls(&ttls.negative, &ttls.negative, &none, Generation(0));
+                    }
+                    Err(err) => reply.error(Errno::from_i32(err.errno())),
                 }
-                Err(code) if code == crate::core::errno::ENOENT => {
-                    // A negative entry (ino 0) lets the kernel cache the miss.
-                    let mut none = file_attr(&Attr {
-                        ino: 0,
-                        kind: Kind::File,
-                        size: 0,
-                        mtime: std::time::SystemTime::UNIX_EPOCH,
-                        perm: 0,
-                        uid: 0,
-                        gid: 0,
-                    });
-                    none.ino = INodeNo(0);
-                    reply.entry_with_ttls(&ttls.negative, &ttls.negative, &none, Generation(0));
-                }
-                Err(code) => reply.error(Errno::from_i32(code)),
             }
-        });
+            .instrument(span),
+        );
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let core = self.core.clone();
         let ttl = self.ttls.attr;
         let started = Instant::now();
-        self.runtime.spawn(async move {
-            let result = core.getattr(ino.0).await;
-            done(&core, "getattr", &result, started);
-            match result {
-                Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
-                Err(code) => reply.error(Errno::from_i32(code)),
+        let span = tracing::info_span!("fuse", op = "getattr", ino = ino.0);
+        self.runtime.spawn(
+            async move {
+                let result = core.getattr(ino.0).await;
+                done(&core, "getattr", &result, started);
+                match result {
+                    Ok(attr) => reply.attr(&ttl, &file_attr(&attr)),
+                    Err(err) => reply.error(Errno::from_i32(err.errno())),
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -145,31 +158,35 @@ impl Filesystem for WarpFs {
         match self.core.is_dir(ino.0) {
             Ok(true) => return reply.error(Errno::EISDIR),
             Ok(false) => {}
-            Err(code) => return reply.error(Errno::from_i32(code)),
+            Err(err) => return reply.error(Errno::from_i32(err.errno())),
         }
         let core = self.core.clone();
         let opened = self.opened.clone();
         let started = Instant::now();
-        self.runtime.spawn(async move {
-            let result = core.open(ino.0).await;
-            done(&core, "open", &result, started);
-            match result {
-                Ok((fh, etag)) => {
-                    let previous = opened
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(ino.0, etag.clone());
-                    // Same version as last time: keep the kernel's pages; otherwise drop them.
-                    let flags = if etag.is_some() && previous == Some(etag) {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    reply.opened(FileHandle(fh), flags);
+        let span = tracing::info_span!("fuse", op = "open", ino = ino.0);
+        self.runtime.spawn(
+            async move {
+                let result = core.open(ino.0).await;
+                done(&core, "open", &result, started);
+                match result {
+                    Ok((fh, etag)) => {
+                        let previous = opened
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(ino.0, etag.clone());
+                        // Same version as last time: keep the kernel's pages; otherwise drop them.
+                        let flags = if etag.is_some() && previous == Some(etag) {
+                            FopenFlags::FOPEN_KEEP_CACHE
+                        } else {
+                            FopenFlags::empty()
+                        };
+                        reply.opened(FileHandle(fh), flags);
+                    }
+                    Err(err) => reply.error(Errno::from_i32(err.errno())),
                 }
-                Err(code) => reply.error(Errno::from_i32(code)),
             }
-        });
+            .instrument(span),
+        );
     }
 
     fn read(
@@ -185,14 +202,18 @@ impl Filesystem for WarpFs {
     ) {
         let core = self.core.clone();
         let started = Instant::now();
-        self.runtime.spawn(async move {
-            let result = core.read_handle(fh.0, ino.0, offset, size).await;
-            done(&core, "read", &result, started);
-            match result {
-                Ok(bytes) => reply.data(&bytes),
-                Err(code) => reply.error(Errno::from_i32(code)),
+        let span = tracing::info_span!("fuse", op = "read", ino = ino.0, fh = fh.0, offset, size);
+        self.runtime.spawn(
+            async move {
+                let result = core.read_handle(fh.0, ino.0, offset, size).await;
+                done(&core, "read", &result, started);
+                match result {
+                    Ok(bytes) => reply.data(&bytes),
+                    Err(err) => reply.error(Errno::from_i32(err.errno())),
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     fn release(
@@ -213,7 +234,7 @@ impl Filesystem for WarpFs {
         match self.core.is_dir(ino.0) {
             Ok(true) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(false) => reply.error(Errno::ENOTDIR),
-            Err(code) => reply.error(Errno::from_i32(code)),
+            Err(err) => reply.error(Errno::from_i32(err.errno())),
         }
     }
 
@@ -227,33 +248,37 @@ impl Filesystem for WarpFs {
     ) {
         let core = self.core.clone();
         let started = Instant::now();
-        self.runtime.spawn(async move {
-            let result = core.readdir(ino.0).await;
-            done(&core, "readdir", &result, started);
-            match result {
-                Ok(entries) => {
-                    let dots = [(".".to_owned(), ino.0), ("..".to_owned(), ino.0)];
-                    let all = dots
-                        .into_iter()
-                        .map(|(n, i)| (n, i, FileType::Directory))
-                        .chain(entries.into_iter().map(|(n, a)| {
-                            let kind = if a.kind == Kind::Dir {
-                                FileType::Directory
-                            } else {
-                                FileType::RegularFile
-                            };
-                            (n, a.ino, kind)
-                        }));
-                    for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
-                        if reply.add(INodeNo(child), (i + 1) as u64, kind, &name) {
-                            break;
+        let span = tracing::info_span!("fuse", op = "readdir", ino = ino.0);
+        self.runtime.spawn(
+            async move {
+                let result = core.readdir(ino.0).await;
+                done(&core, "readdir", &result, started);
+                match result {
+                    Ok(entries) => {
+                        let dots = [(".".to_owned(), ino.0), ("..".to_owned(), ino.0)];
+                        let all = dots
+                            .into_iter()
+                            .map(|(n, i)| (n, i, FileType::Directory))
+                            .chain(entries.into_iter().map(|(n, a)| {
+                                let kind = if a.kind == Kind::Dir {
+                                    FileType::Directory
+                                } else {
+                                    FileType::RegularFile
+                                };
+                                (n, a.ino, kind)
+                            }));
+                        for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
+                            if reply.add(INodeNo(child), (i + 1) as u64, kind, &name) {
+                                break;
+                            }
                         }
+                        reply.ok();
                     }
-                    reply.ok();
+                    Err(err) => reply.error(Errno::from_i32(err.errno())),
                 }
-                Err(code) => reply.error(Errno::from_i32(code)),
             }
-        });
+            .instrument(span),
+        );
     }
 
     fn readdirplus(
@@ -267,41 +292,46 @@ impl Filesystem for WarpFs {
         let core = self.core.clone();
         let ttls = self.ttls;
         let started = Instant::now();
-        self.runtime.spawn(async move {
-            let own = match core.getattr(ino.0).await {
-                Ok(attr) => attr,
-                Err(code) => {
-                    core.metrics().op("readdirplus", code, started.elapsed());
-                    return reply.error(Errno::from_i32(code));
-                }
-            };
-            let result = core.readdir(ino.0).await;
-            done(&core, "readdirplus", &result, started);
-            match result {
-                Ok(entries) => {
-                    let dots = [(".".to_owned(), own.clone()), ("..".to_owned(), own)];
-                    for (i, (name, attr)) in dots
-                        .into_iter()
-                        .chain(entries)
-                        .enumerate()
-                        .skip(offset as usize)
-                    {
-                        if reply.add(
-                            INodeNo(attr.ino),
-                            (i + 1) as u64,
-                            &name,
-                            &ttls.entry,
-                            &file_attr(&attr),
-                            Generation(0),
-                        ) {
-                            break;
-                        }
+        let span = tracing::info_span!("fuse", op = "readdirplus", ino = ino.0);
+        self.runtime.spawn(
+            async move {
+                let own = match core.getattr(ino.0).await {
+                    Ok(attr) => attr,
+                    Err(err) => {
+                        core.metrics()
+                            .op("readdirplus", err.errno(), started.elapsed());
+                        return reply.error(Errno::from_i32(err.errno()));
                     }
-                    reply.ok();
+                };
+                let result = core.readdir(ino.0).await;
+                done(&core, "readdirplus", &result, started);
+                match result {
+                    Ok(entries) => {
+                        let dots = [(".".to_owned(), own.clone()), ("..".to_owned(), own)];
+                        for (i, (name, attr)) in dots
+                            .into_iter()
+                            .chain(entries)
+                            .enumerate()
+                            .skip(offset as usize)
+                        {
+                            if reply.add(
+                                INodeNo(attr.ino),
+                                (i + 1) as u64,
+                                &name,
+                                &ttls.entry,
+                                &file_attr(&attr),
+                                Generation(0),
+                            ) {
+                                break;
+                            }
+                        }
+                        reply.ok();
+                    }
+                    Err(err) => reply.error(Errno::from_i32(err.errno())),
                 }
-                Err(code) => reply.error(Errno::from_i32(code)),
             }
-        });
+            .instrument(span),
+        );
     }
 
     fn releasedir(
@@ -321,9 +351,11 @@ impl Filesystem for WarpFs {
 }
 
 /// Counts one finished operation.
-fn done<T>(core: &Core, op: &'static str, result: &Result<T, i32>, started: Instant) {
-    let code = result.as_ref().err().copied().unwrap_or(0);
-    core.metrics().op(op, code, started.elapsed());
+fn done<T>(core: &Core, op: &'static str, result: &Result<T, FsError>, started: Instant) {
+    if let Err(err) = result {
+        tracing::debug!(op, error = %err, "request failed");
+    }
+    core.metrics().op(op, code_of(result), started.elapsed());
 }
 
 /// O_WRONLY | O_RDWR: any write access.

@@ -1,15 +1,25 @@
-//! warpdrive's filesystem: several object stores shown as one read-only POSIX tree
-//! (../shared/specs/warpdrive.md). [`namespace`] arranges backends by mount path, [`Core`]
-//! answers lookups, listings and reads through object_store with per-backend timeouts, and
-//! [`fuse`] is the thin fuser adapter that serves kernel requests concurrently on tokio.
+//! warpdrive's filesystem: several object stores shown as one read-only POSIX tree.
+//! [`namespace`] arranges backends by mount path; [`Core`] holds the shared state that the
+//! subsystems work on: `listing` (lookups, listings, `stat` over `inodes` stable for the
+//! mount's life), `blocks` (the read path through the block cache, one fetch per block),
+//! `prefetch` (handles and readahead, by the rules in [`readahead`]) and `warm`. Every
+//! failure is an [`FsError`] that keeps its cause and maps to an errno in [`error`]; [`fuse`]
+//! is the thin fuser adapter that serves kernel requests concurrently on tokio.
 
+mod blocks;
 pub mod core;
+pub mod error;
 pub mod fuse;
+mod inodes;
+mod listing;
 pub mod metrics;
 pub mod namespace;
+mod prefetch;
 pub mod readahead;
 mod recent;
+mod warm;
 
-pub use crate::core::{
-    Attr, Backend, Core, CoreStats, FsSettings, Kind, ROOT, WarmError, WarmProgress,
-};
+pub use crate::core::{Backend, Core, CoreStats, FsSettings};
+pub use crate::error::{FsError, ToErrno};
+pub use crate::inodes::{Attr, Kind, ROOT};
+pub use crate::warm::{WarmError, WarmProgress};

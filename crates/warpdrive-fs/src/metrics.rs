@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blockcache::BlockCache;
+
+use crate::error::errno_name;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -111,21 +113,6 @@ impl Default for FsMetrics {
             memory_bytes_served: Counter::default(),
             cache_write_errors: Counter::default(),
         }
-    }
-}
-
-/// errno name for the `result` label.
-pub fn errno_name(code: i32) -> &'static str {
-    match code {
-        0 => "ok",
-        2 => "ENOENT",
-        5 => "EIO",
-        13 => "EACCES",
-        20 => "ENOTDIR",
-        21 => "EISDIR",
-        22 => "EINVAL",
-        30 => "EROFS",
-        _ => "other",
     }
 }
 

@@ -1,0 +1,210 @@
+//! Directories and metadata: listings (cached, bounded, name-sorted), lookups and `stat`,
+//! each backend listing one delimited LIST call within the backend's timeout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use object_store::GetOptions;
+use object_store::path::Path as StorePath;
+
+use crate::core::Core;
+use crate::error::FsError;
+use crate::inodes::{Attr, Node, display_name, join, store_path, valid_name};
+
+/// A directory's entries: `(name, inode)`, sorted by name.
+pub(crate) type Listing = Arc<Vec<(String, u64)>>;
+
+impl Core {
+    /// The entries of a directory: `(name, inode)`, from the listing cache when fresh.
+    pub(crate) async fn list(&self, ino: u64) -> Result<Listing, FsError> {
+        if let Some((at, listing)) = self
+            .listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ino)
+            && at.elapsed() < self.settings.list_cache_ttl
+        {
+            return Ok(listing.clone());
+        }
+        let entries = match self.node(ino)? {
+            Node::File { .. } => return Err(FsError::NotDir),
+            Node::Synthetic(path) => {
+                let dir = self.synthetic(&path).ok_or(FsError::NoEntry)?;
+                let mut entries = Vec::new();
+                for name in dir.dirs.keys() {
+                    let mut child = path.clone();
+                    child.push(name.clone());
+                    entries.push((name.clone(), self.intern(Node::Synthetic(child))));
+                }
+                for (name, backend) in &dir.backends {
+                    entries.push((
+                        name.clone(),
+                        self.intern(Node::Dir {
+                            backend: *backend,
+                            key: String::new(),
+                        }),
+                    ));
+                }
+                entries.sort();
+                entries
+            }
+            Node::Dir { backend, key } => self.list_backend(backend, &key).await?,
+        };
+        let listing = Arc::new(entries);
+        let mut cache = self.listings.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= self.settings.list_cache_entries.max(1)
+            && let Some(oldest) = cache.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| *k)
+        {
+            cache.remove(&oldest);
+        }
+        cache.insert(ino, (Instant::now(), listing.clone()));
+        Ok(listing)
+    }
+
+    async fn list_backend(&self, backend: usize, key: &str) -> Result<Vec<(String, u64)>, FsError> {
+        let b = &self.backends[backend];
+        let full = join(&b.prefix, key);
+        let prefix = if full.is_empty() {
+            None
+        } else {
+            Some(store_path(&full))
+        };
+        let store = b.store.clone();
+        let listed = self
+            .backend_call(backend, "list", async move {
+                store.list_with_delimiter(prefix.as_ref()).await
+            })
+            .await?;
+        let strip = |location: &StorePath| -> Option<String> {
+            let text = location.as_ref();
+            let rest = if full.is_empty() {
+                text
+            } else {
+                text.strip_prefix(full.as_str())?.strip_prefix('/')?
+            };
+            Some(rest.to_owned())
+        };
+        let mut names: HashMap<String, u64> = HashMap::new();
+        for dir in &listed.common_prefixes {
+            let Some(raw) = strip(dir) else { continue };
+            let name = display_name(&raw);
+            if !valid_name(&name) {
+                tracing::warn!(backend = %b.name, key = %dir, "skipping a key prefix that is not a valid path component");
+                continue;
+            }
+            let ino = self.intern(Node::Dir {
+                backend,
+                key: join(key, &raw),
+            });
+            names.insert(name, ino);
+        }
+        for object in &listed.objects {
+            let Some(raw) = strip(&object.location) else {
+                continue;
+            };
+            let name = display_name(&raw);
+            if name.is_empty() {
+                continue; // the directory marker of this directory itself
+            }
+            if !valid_name(&name) {
+                tracing::warn!(backend = %b.name, key = %object.location, "skipping a key that is not a valid path component");
+                continue;
+            }
+            if names.contains_key(&name) {
+                tracing::warn!(backend = %b.name, key = %object.location, "a key is both a file and a prefix; showing the directory");
+                continue;
+            }
+            let ino = self.intern(Node::File {
+                backend,
+                key: join(key, &raw),
+                size: object.size,
+                mtime: object.last_modified.into(),
+                etag: object.e_tag.clone(),
+                checked: Instant::now(),
+            });
+            names.insert(name, ino);
+        }
+        let mut entries: Vec<(String, u64)> = names.into_iter().collect();
+        entries.sort();
+        Ok(entries)
+    }
+
+    /// Looks `name` up in directory `parent`.
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
+        if !valid_name(name) {
+            return Err(if name == "." || name == ".." {
+                FsError::InvalidName(name.to_owned())
+            } else {
+                FsError::NoEntry
+            });
+        }
+        let listing = self.list(parent).await?;
+        let ino = listing
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ino)| *ino)
+            .ok_or(FsError::NoEntry)?;
+        self.getattr(ino).await
+    }
+
+    /// The attributes of `ino`, file metadata checked again after `attr_ttl`.
+    pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        let node = self.node(ino)?;
+        if let Node::File {
+            backend,
+            key,
+            checked,
+            ..
+        } = &node
+            && checked.elapsed() >= self.settings.attr_ttl
+        {
+            let b = &self.backends[*backend];
+            let path = store_path(&join(&b.prefix, key));
+            let store = b.store.clone();
+            let options = GetOptions {
+                head: true,
+                ..Default::default()
+            };
+            let meta = self
+                .backend_call(*backend, "head", async move {
+                    store.get_opts(&path, options).await.map(|r| r.meta)
+                })
+                .await?;
+            let fresh = Node::File {
+                backend: *backend,
+                key: key.clone(),
+                size: meta.size,
+                mtime: meta.last_modified.into(),
+                etag: meta.e_tag,
+                checked: Instant::now(),
+            };
+            self.intern(fresh.clone());
+            return Ok(self.attr_of(ino, &fresh));
+        }
+        Ok(self.attr_of(ino, &node))
+    }
+
+    /// Directory entries with their attributes (readdir and readdirplus answer from the listing).
+    pub async fn readdir(&self, ino: u64) -> Result<Vec<(String, Attr)>, FsError> {
+        let listing = self.list(ino).await?;
+        let inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(listing
+            .iter()
+            .filter_map(|(name, child)| {
+                inodes
+                    .nodes
+                    .get(child)
+                    .map(|node| (name.clone(), self.attr_of(*child, node)))
+            })
+            .collect())
+    }
+
+    /// The object may have changed under us: list again next time.
+    pub(crate) fn forget_listings(&self) {
+        self.listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}

@@ -1,0 +1,192 @@
+//! Warm: fill the block cache with everything under a prefix before a job reads it, through
+//! the same claims as readers and readahead, skipping blocks already cached (a rerun resumes).
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+
+use crate::blocks::{Object, Store};
+use crate::core::Core;
+use crate::error::FsError;
+use crate::inodes::{join, store_path};
+
+/// How far a cache warm has come.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WarmProgress {
+    /// Objects found under the prefix so far.
+    pub files_total: u64,
+    /// Their bytes.
+    pub bytes_total: u64,
+    /// Whether the listing is complete (the totals are final).
+    pub listed: bool,
+    /// Objects finished (cached, fetched, or failed).
+    pub files_done: u64,
+    /// Objects that could not be cached completely (backend errors, no ETag).
+    pub files_failed: u64,
+    /// Bytes finished.
+    pub bytes_done: u64,
+    /// Bytes that were cached already (skipped).
+    pub bytes_cached: u64,
+    /// Bytes fetched from the backend by this warm.
+    pub bytes_fetched: u64,
+    /// Whether the warm has ended.
+    pub finished: bool,
+}
+
+/// Why a warm could not start or went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum WarmError {
+    /// The mount runs without a block cache.
+    #[error("this mount has no block cache to warm")]
+    NoCache,
+    /// No backend has that name.
+    #[error("no backend is named `{name}`; configured backends: {known}")]
+    UnknownBackend {
+        /// The name asked for.
+        name: String,
+        /// The configured names.
+        known: String,
+    },
+    /// The prefix tries to leave the backend.
+    #[error("prefix `{0}` is not a key prefix (it contains `..`)")]
+    BadPrefix(String),
+    /// Listing failed.
+    #[error("listing the backend failed: {0}")]
+    Backend(#[source] FsError),
+}
+
+impl Core {
+    /// Fills the cache with every object under `prefix` of backend `backend` (names as in the
+    /// config), `workers` objects at a time, skipping blocks already cached, so running it
+    /// again after an interruption goes on where it stopped. `progress` sees every step.
+    pub async fn warm(
+        &self,
+        backend: &str,
+        prefix: &str,
+        workers: usize,
+        progress: &watch::Sender<WarmProgress>,
+    ) -> Result<WarmProgress, WarmError> {
+        let Some(cached) = &self.cached else {
+            return Err(WarmError::NoCache);
+        };
+        let Some(index) = self.backends.iter().position(|b| b.name == backend) else {
+            return Err(WarmError::UnknownBackend {
+                name: backend.to_owned(),
+                known: self
+                    .backends
+                    .iter()
+                    .map(|b| b.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let b = &self.backends[index];
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|s| s == "..") {
+            return Err(WarmError::BadPrefix(prefix.to_owned()));
+        }
+        let full = join(&b.prefix, prefix);
+        let list_prefix = (!full.is_empty()).then(|| store_path(&full));
+        // List first (full keys, so nested prefixes keep their parents), so the totals and
+        // the ETA are known before fetching starts.
+        let mut objects = Vec::new();
+        let mut listing = b.store.list(list_prefix.as_ref());
+        while let Some(item) = tokio::time::timeout(b.timeout, listing.next())
+            .await
+            .map_err(|_| {
+                WarmError::Backend(FsError::Timeout {
+                    backend: b.name.clone(),
+                    timeout: b.timeout,
+                })
+            })?
+        {
+            let meta = item.map_err(|e| WarmError::Backend(FsError::store(&b.name, e)))?;
+            let location = meta.location.as_ref();
+            let key = if b.prefix.is_empty() {
+                location.to_owned()
+            } else {
+                match location
+                    .strip_prefix(b.prefix.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                {
+                    Some(rest) => rest.to_owned(),
+                    None => continue,
+                }
+            };
+            if key.is_empty() || key.ends_with('/') {
+                continue; // directory markers
+            }
+            progress.send_modify(|p| {
+                p.files_total += 1;
+                p.bytes_total += meta.size;
+            });
+            objects.push((key, meta.size, meta.e_tag));
+        }
+        progress.send_modify(|p| p.listed = true);
+        let block_size = cached.cache.block_size();
+        futures_util::stream::iter(objects)
+            .for_each_concurrent(workers.max(1), |(key, size, etag)| async move {
+                let Some(etag) = etag else {
+                    progress.send_modify(|p| {
+                        p.files_done += 1;
+                        p.files_failed += 1;
+                    });
+                    return;
+                };
+                let object = Object {
+                    backend: index,
+                    key,
+                    etag,
+                    length: size,
+                };
+                let mut failed = false;
+                let blocks = size.div_ceil(block_size);
+                let mut i = 0;
+                while i < blocks {
+                    let key = object.block(&self.backends, i);
+                    let len = object.block_len(i, block_size);
+                    if cached.cache.contains(&key) {
+                        progress.send_modify(|p| {
+                            p.bytes_done += len;
+                            p.bytes_cached += len;
+                        });
+                        i += 1;
+                        continue;
+                    }
+                    // The missing stretch (up to 16 blocks) in one ranged GET.
+                    let last = (i + 15).min(blocks - 1);
+                    let claims = self.claim(cached, &object, i, last);
+                    if claims.is_empty() {
+                        // Someone is fetching it: wait for that, then count it.
+                        let ok = self.fetch_block(cached, &object, i, i).await.is_ok();
+                        failed |= !ok;
+                        progress.send_modify(|p| p.bytes_done += len);
+                        i += 1;
+                        continue;
+                    }
+                    let n = claims.len() as u64;
+                    let bytes: u64 = (i..i + n).map(|j| object.block_len(j, block_size)).sum();
+                    let fetched = {
+                        let _slot = self.speculative_slots.acquire().await;
+                        let _permit = cached.fetches.acquire().await;
+                        self.fetch_run(cached, &object, claims, Store::Wait).await
+                    };
+                    failed |= !(i..i + n)
+                        .all(|j| cached.cache.contains(&object.block(&self.backends, j)));
+                    progress.send_modify(|p| {
+                        p.bytes_done += bytes;
+                        p.bytes_fetched += fetched;
+                    });
+                    i += n;
+                }
+                progress.send_modify(|p| {
+                    p.files_done += 1;
+                    if failed {
+                        p.files_failed += 1;
+                    }
+                });
+            })
+            .await;
+        progress.send_modify(|p| p.finished = true);
+        Ok(progress.borrow().clone())
+    }
+}
