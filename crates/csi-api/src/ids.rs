@@ -59,16 +59,9 @@ impl FromStr for Protocol {
 }
 
 /// Why an id cannot be one of ours.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct IdError(pub String);
-
-impl fmt::Display for IdError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for IdError {}
 
 fn valid_dataset(dataset: &str) -> bool {
     dataset.contains('/')

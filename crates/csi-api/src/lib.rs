@@ -1,6 +1,7 @@
 //! The CSI contract as this driver speaks it: the generated protobuf types and services
-//! ([`csi`]), the volume and snapshot id formats ([`VolumeId`], [`SnapshotId`]), the volume
-//! context keys the node reads, and the gRPC names of our errors.
+//! ([`csi`]), the volume and snapshot id formats ([`VolumeId`], [`SnapshotId`]), the typed
+//! volume context the node reads ([`VolumeContext`]), the per-name operation locks both
+//! services take ([`NameLocks`]), and the node identities the controller allows.
 
 /// Generated from `proto/csi.proto` (package `csi.v1`).
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -8,45 +9,20 @@ pub mod csi {
     tonic::include_proto!("csi.v1");
 }
 
+pub mod context;
 mod identity;
 mod ids;
+mod locks;
 pub mod metrics;
 
+pub use context::{ContextError, Export, VolumeContext};
 pub use identity::{IdentityService, ReadyCheck};
 pub use ids::{IdError, Protocol, SnapshotId, VolumeId};
+pub use locks::{NameBusy, NameHeld, NameLocks};
 pub use metrics::CsiMetrics;
 
 /// The driver name Kubernetes objects refer to.
 pub const DRIVER_NAME: &str = "tns.csi.io";
-
-/// Keys of the volume context the controller returns and the node reads; everything the node
-/// needs travels here, so node pods hold no TrueNAS credentials.
-pub mod context {
-    /// `nfs`, `smb`, `nvmeof` or `iscsi`.
-    pub const PROTOCOL: &str = "protocol";
-    /// Address nodes use to reach TrueNAS data ports.
-    pub const SERVER: &str = "server";
-    /// TCP port of the data protocol (NVMe-oF 4420, iSCSI 3260).
-    pub const PORT: &str = "port";
-    /// NFS export path (`/mnt/<dataset>`).
-    pub const SHARE_PATH: &str = "sharePath";
-    /// SMB share name.
-    pub const SHARE_NAME: &str = "shareName";
-    /// NVMe-oF subsystem NQN.
-    pub const NQN: &str = "nqn";
-    /// NVMe-oF namespace id inside the subsystem.
-    pub const NSID: &str = "nsid";
-    /// iSCSI target IQN.
-    pub const IQN: &str = "iqn";
-    /// iSCSI LUN.
-    pub const LUN: &str = "lun";
-    /// Filesystem for block volumes (`ext4` or `xfs`).
-    pub const FS_TYPE: &str = "fsType";
-    /// Dataset path on TrueNAS (for the simulated host and for humans).
-    pub const DATASET: &str = "dataset";
-    /// Mount options for the node (comma list).
-    pub const MOUNT_OPTIONS: &str = "mountOptions";
-}
 
 /// Keys of the publish context ControllerPublish returns for block volumes.
 pub mod publish {

@@ -4,11 +4,11 @@
 //! controller restarted at any moment carries on. Operations are serialised per volume or
 //! snapshot name (a second caller gets `Aborted`); different volumes run in parallel.
 
-mod locks;
+mod error;
+mod exports;
 mod params;
 mod props;
 mod snapshots;
-mod status;
 mod volumes;
 
 use std::sync::Arc;
@@ -17,11 +17,11 @@ use csi_api::csi::controller_server::Controller;
 use csi_api::csi::controller_service_capability::{Rpc, rpc};
 use csi_api::csi::volume_capability::AccessType;
 use csi_api::csi::*;
-use csi_api::{CsiMetrics, SnapshotId, VolumeId};
+use csi_api::{CsiMetrics, NameLocks, SnapshotId, VolumeContext, VolumeId};
 use tonic::{Request, Response, Status};
 use truenas::Client;
 
-use crate::locks::Locks;
+use crate::error::ControllerError;
 use crate::params::VolumeParams;
 use crate::volumes::{Plan, Source};
 
@@ -37,7 +37,7 @@ pub struct ControllerSettings {
 pub struct ControllerService {
     client: Client,
     settings: Arc<ControllerSettings>,
-    locks: Locks,
+    locks: NameLocks,
     metrics: CsiMetrics,
 }
 
@@ -47,7 +47,7 @@ impl ControllerService {
         Self {
             client,
             settings: Arc::new(settings),
-            locks: Locks::default(),
+            locks: NameLocks::default(),
             metrics,
         }
     }
@@ -55,14 +55,14 @@ impl ControllerService {
     async fn create_volume_inner(
         &self,
         req: CreateVolumeRequest,
-    ) -> Result<CreateVolumeResponse, Status> {
+    ) -> Result<CreateVolumeResponse, ControllerError> {
         if req.name.is_empty() {
-            return Err(Status::invalid_argument("name: required"));
+            return Err(ControllerError::invalid_argument("name: required"));
         }
         let params = VolumeParams::parse(&req.parameters)?;
         volumes::check_capabilities(params.protocol, &req.volume_capabilities)?;
         if params.detached {
-            return Err(Status::invalid_argument(
+            return Err(ControllerError::invalid_argument(
                 "StorageClass parameter `detached`: detached clones need TrueNAS replication, which this version does not drive; use detached: \"false\"",
             ));
         }
@@ -89,26 +89,26 @@ impl ControllerService {
         let adopted = match existing {
             None => false,
             Some(None) => {
-                return Err(Status::already_exists(format!(
+                return Err(ControllerError::already_exists(format!(
                     "dataset {dataset} exists but is not managed by tns-csi; choose another name or parentDataset"
                 )));
             }
             Some(Some(volume)) => {
                 let adopting = volume.retained && volume.adoptable && params.adopt_existing;
                 if volume.csi_name != req.name && !adopting {
-                    return Err(Status::already_exists(format!(
+                    return Err(ControllerError::already_exists(format!(
                         "dataset {dataset} belongs to CSI volume {}",
                         volume.csi_name
                     )));
                 }
                 if volume.deleted && !adopting {
-                    return Err(Status::already_exists(format!(
+                    return Err(ControllerError::already_exists(format!(
                         "volume {} is being deleted (it waits for its snapshots); use another name",
                         volume.id
                     )));
                 }
                 if volume.id.protocol != params.protocol || volume.digest != params.digest {
-                    return Err(Status::already_exists(format!(
+                    return Err(ControllerError::already_exists(format!(
                         "volume {} exists with different StorageClass parameters",
                         volume.id
                     )));
@@ -117,7 +117,7 @@ impl ControllerService {
                 let too_small = (volume.capacity as i64) < range.required_bytes;
                 let too_big = range.limit_bytes > 0 && volume.capacity as i64 > range.limit_bytes;
                 if too_small || too_big {
-                    return Err(Status::already_exists(format!(
+                    return Err(ControllerError::already_exists(format!(
                         "volume {} exists with {} bytes, outside the requested range",
                         volume.id, volume.capacity
                     )));
@@ -131,7 +131,7 @@ impl ControllerService {
                     .user_property(props::CONTENT_SOURCE_ID)
                     .map(str::to_owned);
                 if wanted_source.is_some() && wanted_source != has_source {
-                    return Err(Status::already_exists(format!(
+                    return Err(ControllerError::already_exists(format!(
                         "volume {} exists with a different content source",
                         volume.id
                     )));
@@ -146,7 +146,7 @@ impl ControllerService {
                 return Err(err);
             }
         }
-        let (context, ids) = match volumes::ensure_exports(client, &plan).await {
+        let (export, ids) = match exports::ensure(client, &plan).await {
             Ok(done) => done,
             Err(err) => {
                 if !adopted {
@@ -155,10 +155,15 @@ impl ControllerService {
                 return Err(err);
             }
         };
+        let context = VolumeContext {
+            server: plan.server.clone(),
+            dataset: dataset.clone(),
+            export,
+        };
         let mut record = ids;
         record.push((
             props::VOLUME_CONTEXT.to_owned(),
-            serde_json::to_string(&context).unwrap_or_default(),
+            serde_json::to_string(&context.to_map()).unwrap_or_default(),
         ));
         if adopted {
             record.push((props::CSI_VOLUME_NAME.to_owned(), req.name.clone()));
@@ -169,7 +174,7 @@ impl ControllerService {
         let volume = match volumes::load(client, &dataset).await? {
             Some(Some(volume)) => volume,
             _ => {
-                return Err(Status::unavailable(format!(
+                return Err(ControllerError::unavailable(format!(
                     "volume {dataset} vanished while it was being created; retry"
                 )));
             }
@@ -223,10 +228,11 @@ impl Controller for ControllerService {
         request: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
         self.metrics
-            .observe(
-                "CreateVolume",
-                self.create_volume_inner(request.into_inner()),
-            )
+            .observe("CreateVolume", async {
+                self.create_volume_inner(request.into_inner())
+                    .await
+                    .map_err(Status::from)
+            })
             .await
     }
 
@@ -281,7 +287,7 @@ impl Controller for ControllerService {
                 volumes::check_capability(volume.id.protocol, capability)
                     .map_err(Status::invalid_argument)?;
                 let _held = self.locks.try_lock(&volume.id.dataset)?;
-                let publish_context = volumes::publish(&self.client, &volume, &req.node_id).await?;
+                let publish_context = exports::publish(&self.client, &volume, &req.node_id).await?;
                 Ok(ControllerPublishVolumeResponse { publish_context })
             })
             .await
@@ -302,7 +308,7 @@ impl Controller for ControllerService {
                 };
                 let _held = self.locks.try_lock(&volume.id.dataset)?;
                 if !req.node_id.is_empty() {
-                    volumes::unpublish(&self.client, &volume, &req.node_id).await?;
+                    exports::unpublish(&self.client, &volume, &req.node_id).await?;
                 }
                 Ok(ControllerUnpublishVolumeResponse {})
             })
@@ -410,13 +416,13 @@ impl Controller for ControllerService {
                 let found = match datasets
                     .get(&parent)
                     .await
-                    .map_err(status::tn("reading the parent dataset"))?
+                    .map_err(error::tn("reading the parent dataset"))?
                 {
                     Some(dataset) => Some(dataset),
                     None => datasets
                         .get(&params.pool)
                         .await
-                        .map_err(status::tn("reading the pool's root dataset"))?,
+                        .map_err(error::tn("reading the pool's root dataset"))?,
                 };
                 let dataset = found.ok_or_else(|| {
                     Status::invalid_argument(format!(
@@ -639,7 +645,7 @@ impl Controller for ControllerService {
                     return Err(Status::invalid_argument("volume_id: required"));
                 }
                 let volume = volumes::require(&self.client, &req.volume_id).await?;
-                let problem = volumes::condition(&self.client, &volume).await?;
+                let problem = exports::condition(&self.client, &volume).await?;
                 Ok(ControllerGetVolumeResponse {
                     volume: Some(volume.to_csi()),
                     status: Some(controller_get_volume_response::VolumeStatus {

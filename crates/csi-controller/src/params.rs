@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::error::ControllerError;
 use csi_api::Protocol;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tonic::Status;
 use truenas::api::{Compression, VolBlockSize};
 
 /// What to do with the data when the PV is deleted.
@@ -106,11 +106,15 @@ const KNOWN: &[&str] = &[
 /// Parameters Kubernetes sidecars add (`csi.storage.k8s.io/pvc/name`, …).
 const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";
 
-fn bad(parameter: &str, message: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("StorageClass parameter `{parameter}`: {message}"))
+fn bad(parameter: &str, message: impl std::fmt::Display) -> ControllerError {
+    ControllerError::invalid_argument(format!("StorageClass parameter `{parameter}`: {message}"))
 }
 
-fn boolean(params: &HashMap<String, String>, key: &str, default: bool) -> Result<bool, Status> {
+fn boolean(
+    params: &HashMap<String, String>,
+    key: &str,
+    default: bool,
+) -> Result<bool, ControllerError> {
     match params.get(key).map(|v| v.trim().to_ascii_lowercase()) {
         None => Ok(default),
         Some(v) if v == "true" => Ok(true),
@@ -123,7 +127,7 @@ fn one_of(
     params: &HashMap<String, String>,
     key: &str,
     allowed: &[&str],
-) -> Result<Option<String>, Status> {
+) -> Result<Option<String>, ControllerError> {
     match params.get(key) {
         None => Ok(None),
         Some(value) => {
@@ -156,7 +160,7 @@ fn list(params: &HashMap<String, String>, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn dataset_component(key: &str, value: &str) -> Result<(), Status> {
+fn dataset_component(key: &str, value: &str) -> Result<(), ControllerError> {
     let ok = value.split('/').all(|c| {
         !c.is_empty()
             && c != "."
@@ -176,7 +180,7 @@ fn dataset_component(key: &str, value: &str) -> Result<(), Status> {
 
 impl VolumeParams {
     /// Parses the parameters of a CreateVolume (or GetCapacity) request.
-    pub(crate) fn parse(params: &HashMap<String, String>) -> Result<Self, Status> {
+    pub(crate) fn parse(params: &HashMap<String, String>) -> Result<Self, ControllerError> {
         let mut unknown: Vec<&str> = params
             .keys()
             .map(String::as_str)
@@ -184,7 +188,7 @@ impl VolumeParams {
             .collect();
         unknown.sort_unstable();
         if !unknown.is_empty() {
-            return Err(Status::invalid_argument(format!(
+            return Err(ControllerError::invalid_argument(format!(
                 "unknown StorageClass parameter(s): {}; see the tns-csi StorageClass reference",
                 unknown.join(", ")
             )));
@@ -423,7 +427,7 @@ impl VolumeParams {
     }
 
     /// The volume's dataset name from the CSI name and the naming parameters.
-    pub(crate) fn volume_name(&self, csi_name: &str) -> Result<String, Status> {
+    pub(crate) fn volume_name(&self, csi_name: &str) -> Result<String, ControllerError> {
         let base = match &self.name_template {
             Some(template) => {
                 let ns = self.pvc_namespace.as_deref().ok_or_else(|| bad("nameTemplate", "needs the external-provisioner's --extra-create-metadata (PVC namespace missing)"))?;
@@ -443,7 +447,7 @@ impl VolumeParams {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
         if !valid {
-            return Err(Status::invalid_argument(format!(
+            return Err(ControllerError::invalid_argument(format!(
                 "volume name `{name}` (from the request name and namePrefix/nameSuffix/nameTemplate) must be 1-200 letters, digits, `_`, `-` or `.`"
             )));
         }
@@ -469,7 +473,7 @@ impl VolumeParams {
 mod tests {
     use super::*;
 
-    fn parse(pairs: &[(&str, &str)]) -> Result<VolumeParams, Status> {
+    fn parse(pairs: &[(&str, &str)]) -> Result<VolumeParams, ControllerError> {
         VolumeParams::parse(
             &pairs
                 .iter()

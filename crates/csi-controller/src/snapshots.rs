@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::ControllerError;
 use csi_api::{SnapshotId, VolumeId};
-use tonic::Status;
 use truenas::Client;
 use truenas::api::{NewSnapshot, Snapshot};
 use truenas::query::{Filter, Query};
 
+use crate::error::tn;
 use crate::props;
-use crate::status::tn;
 use crate::volumes::{self, ManagedVolume};
 
 /// A snapshot the driver made.
@@ -77,9 +77,9 @@ pub(crate) async fn create(
     client: &Client,
     source: &ManagedVolume,
     name: &str,
-) -> Result<ManagedSnapshot, Status> {
+) -> Result<ManagedSnapshot, ControllerError> {
     if !valid_name(name) {
-        return Err(Status::invalid_argument(format!(
+        return Err(ControllerError::invalid_argument(format!(
             "snapshot name `{name}` must be 1-200 letters, digits, `_`, `-`, `:` or `.`"
         )));
     }
@@ -96,7 +96,7 @@ pub(crate) async fn create(
         if existing.id.volume.dataset == source.id.dataset {
             return Ok(existing);
         }
-        return Err(Status::already_exists(format!(
+        return Err(ControllerError::already_exists(format!(
             "snapshot name {name} is already used for volume {}",
             existing.id.volume
         )));
@@ -120,12 +120,12 @@ pub(crate) async fn create(
             .await
             .map_err(tn("reading the snapshot"))?
             .ok_or_else(|| {
-                Status::unavailable("the snapshot vanished right after it was made; retry")
+                ControllerError::unavailable("the snapshot vanished right after it was made; retry")
             })?,
-        Err(err) => return Err(crate::status::from_truenas("taking the snapshot", err)),
+        Err(err) => return Err(crate::error::from_truenas("taking the snapshot", err)),
     };
     ManagedSnapshot::from_snapshot(snapshot).ok_or_else(|| {
-        Status::already_exists(format!(
+        ControllerError::already_exists(format!(
             "a snapshot {name} not made by tns-csi exists on {}",
             source.id
         ))
@@ -134,7 +134,7 @@ pub(crate) async fn create(
 
 /// DeleteSnapshot after parsing: destroys it (deferred while clones use it), then the hidden
 /// volume it belonged to if it was the last.
-pub(crate) async fn delete(client: &Client, id: &SnapshotId) -> Result<(), Status> {
+pub(crate) async fn delete(client: &Client, id: &SnapshotId) -> Result<(), ControllerError> {
     let zfs_id = id.zfs_id();
     if let Some(snapshot) = client
         .snapshots()
@@ -148,7 +148,7 @@ pub(crate) async fn delete(client: &Client, id: &SnapshotId) -> Result<(), Statu
             .and_then(|p| p.source.as_deref())
             != Some("LOCAL")
         {
-            return Err(Status::failed_precondition(format!(
+            return Err(ControllerError::failed_precondition(format!(
                 "snapshot {zfs_id} was not made by tns-csi; not deleting it"
             )));
         }
@@ -168,7 +168,7 @@ pub(crate) async fn list(
     source: Option<&VolumeId>,
     offset: usize,
     limit: usize,
-) -> Result<(Vec<ManagedSnapshot>, bool), Status> {
+) -> Result<(Vec<ManagedSnapshot>, bool), ControllerError> {
     let marker = truenas::query::field(&["properties", props::CSI_SNAPSHOT_NAME, "source"]);
     let mut query = Query::all()
         .filter(Filter::eq(marker, "LOCAL"))
@@ -198,7 +198,7 @@ pub(crate) async fn list(
 pub(crate) async fn get(
     client: &Client,
     id: &SnapshotId,
-) -> Result<Option<ManagedSnapshot>, Status> {
+) -> Result<Option<ManagedSnapshot>, ControllerError> {
     let found = client
         .snapshots()
         .get(&id.zfs_id())

@@ -3,28 +3,22 @@
 //! lookup exact, so a retry after any failure or restart carries on where the last one stopped.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
+use crate::error::ControllerError;
 use csi_api::csi::volume_capability::AccessType;
 use csi_api::csi::volume_capability::access_mode::Mode;
 use csi_api::csi::{CapacityRange, VolumeCapability, VolumeContentSource, volume_content_source};
-use csi_api::{Protocol, SnapshotId, VolumeId, context};
+use csi_api::{Protocol, SnapshotId, VolumeId};
 use serde_json::json;
-use tonic::Status;
-use truenas::api::{
-    Dataset, DatasetChanges, Encryption, NewDataset, NewDatasetKind, NewExtent, NewNamespace,
-    NewNfsShare, NewPort, NewSmbShare, NewSnapshot, NewSubsystem, NewTarget, TargetGroup,
-};
+use truenas::api::{Dataset, DatasetChanges, Encryption, NewDataset, NewDatasetKind, NewSnapshot};
 use truenas::query::{Filter, Query};
 use truenas::{Client, Error};
 
+use crate::error::tn;
 use crate::params::{DeleteStrategy, VolumeParams};
 use crate::props;
-use crate::status::tn;
 
 const GIB: u64 = 1 << 30;
-/// How long to wait for a new zvol's device node before a namespace or extent can use it.
-const ZVOL_DEVICE_WAIT: Duration = Duration::from_secs(15);
 
 /// The dataset fields a volume lookup needs.
 const LOOKUP_FIELDS: &[&str] = &[
@@ -124,7 +118,7 @@ impl ManagedVolume {
 pub(crate) async fn load(
     client: &Client,
     dataset: &str,
-) -> Result<Option<Option<ManagedVolume>>, Status> {
+) -> Result<Option<Option<ManagedVolume>>, ControllerError> {
     // Exact id, no children, only the fields the driver reads (spec: no scans on the hot path).
     let query = Query::all()
         .filter(Filter::eq("id", dataset))
@@ -139,13 +133,16 @@ pub(crate) async fn load(
 }
 
 /// Loads a volume by id for an RPC that needs it to exist and be live.
-pub(crate) async fn require(client: &Client, volume_id: &str) -> Result<ManagedVolume, Status> {
-    let id: VolumeId = volume_id
-        .parse()
-        .map_err(|err| Status::not_found(format!("volume {volume_id} does not exist: {err}")))?;
+pub(crate) async fn require(
+    client: &Client,
+    volume_id: &str,
+) -> Result<ManagedVolume, ControllerError> {
+    let id: VolumeId = volume_id.parse().map_err(|err| {
+        ControllerError::not_found(format!("volume {volume_id} does not exist: {err}"))
+    })?;
     match load(client, &id.dataset).await? {
         Some(Some(volume)) if !volume.deleted && volume.id.protocol == id.protocol => Ok(volume),
-        _ => Err(Status::not_found(format!(
+        _ => Err(ControllerError::not_found(format!(
             "volume {volume_id} does not exist"
         ))),
     }
@@ -155,14 +152,14 @@ pub(crate) async fn require(client: &Client, volume_id: &str) -> Result<ManagedV
 pub(crate) fn check_capabilities(
     protocol: Protocol,
     capabilities: &[VolumeCapability],
-) -> Result<(), Status> {
+) -> Result<(), ControllerError> {
     if capabilities.is_empty() {
-        return Err(Status::invalid_argument(
+        return Err(ControllerError::invalid_argument(
             "volume_capabilities: at least one is required",
         ));
     }
     for capability in capabilities {
-        check_capability(protocol, capability).map_err(Status::invalid_argument)?;
+        check_capability(protocol, capability).map_err(ControllerError::invalid_argument)?;
     }
     Ok(())
 }
@@ -216,16 +213,16 @@ pub(crate) fn check_capability(
 pub(crate) fn capacity_for(
     params: &VolumeParams,
     range: Option<&CapacityRange>,
-) -> Result<u64, Status> {
+) -> Result<u64, ControllerError> {
     let (required, limit) = range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
     if required < 0 || limit < 0 {
-        return Err(Status::invalid_argument(
+        return Err(ControllerError::invalid_argument(
             "capacity_range: sizes must not be negative",
         ));
     }
     let (required, limit) = (required as u64, limit as u64);
     if limit > 0 && required > limit {
-        return Err(Status::invalid_argument(
+        return Err(ControllerError::invalid_argument(
             "capacity_range: required_bytes exceeds limit_bytes",
         ));
     }
@@ -240,7 +237,7 @@ pub(crate) fn capacity_for(
         wanted.max(GIB)
     };
     if limit > 0 && size > limit {
-        return Err(Status::out_of_range(format!(
+        return Err(ControllerError::out_of_range(format!(
             "capacity_range: the smallest {} volume that satisfies {required} bytes is {size} bytes, over limit_bytes {limit}{}",
             params.protocol,
             if params.protocol.is_block() {
@@ -260,7 +257,9 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    pub(crate) fn parse(source: Option<&VolumeContentSource>) -> Result<Option<Self>, Status> {
+    pub(crate) fn parse(
+        source: Option<&VolumeContentSource>,
+    ) -> Result<Option<Self>, ControllerError> {
         match source.and_then(|s| s.r#type.as_ref()) {
             None => Ok(None),
             Some(volume_content_source::Type::Snapshot(s)) => s
@@ -268,7 +267,7 @@ impl Source {
                 .parse()
                 .map(|id| Some(Self::Snapshot(id)))
                 .map_err(|err| {
-                    Status::not_found(format!(
+                    ControllerError::not_found(format!(
                         "source snapshot {} does not exist: {err}",
                         s.snapshot_id
                     ))
@@ -278,7 +277,7 @@ impl Source {
                 .parse()
                 .map(|id| Some(Self::Volume(id)))
                 .map_err(|err| {
-                    Status::not_found(format!(
+                    ControllerError::not_found(format!(
                         "source volume {} does not exist: {err}",
                         v.volume_id
                     ))
@@ -302,11 +301,14 @@ fn user_props(pairs: &[(&str, String)]) -> Vec<(String, String)> {
 }
 
 /// Makes the parent dataset of a StorageClass if it is missing.
-pub(crate) async fn ensure_parent_of(client: &Client, params: &VolumeParams) -> Result<(), Status> {
+pub(crate) async fn ensure_parent_of(
+    client: &Client,
+    params: &VolumeParams,
+) -> Result<(), ControllerError> {
     ensure_parent(client, &params.parent_dataset()).await
 }
 
-async fn ensure_parent(client: &Client, parent: &str) -> Result<(), Status> {
+async fn ensure_parent(client: &Client, parent: &str) -> Result<(), ControllerError> {
     if client
         .datasets()
         .get(parent)
@@ -320,7 +322,7 @@ async fn ensure_parent(client: &Client, parent: &str) -> Result<(), Status> {
     new.create_ancestors = true;
     match client.datasets().create(&new).await {
         Ok(_) | Err(Error::AlreadyExists { .. }) => Ok(()),
-        Err(err) => Err(crate::status::from_truenas(
+        Err(err) => Err(crate::error::from_truenas(
             &format!("creating parent dataset {parent}"),
             err,
         )),
@@ -383,7 +385,10 @@ impl Plan<'_> {
 }
 
 /// Creates the dataset or zvol (empty or cloned), already carrying its metadata.
-pub(crate) async fn create_dataset(client: &Client, plan: &Plan<'_>) -> Result<(), Status> {
+pub(crate) async fn create_dataset(
+    client: &Client,
+    plan: &Plan<'_>,
+) -> Result<(), ControllerError> {
     let params = plan.params;
     let metadata = plan.metadata();
     match &plan.source {
@@ -445,12 +450,12 @@ pub(crate) async fn create_dataset(client: &Client, plan: &Plan<'_>) -> Result<(
                     let Some(found) =
                         found.filter(|s| s.property(props::CSI_SNAPSHOT_NAME).is_some())
                     else {
-                        return Err(Status::not_found(format!(
+                        return Err(ControllerError::not_found(format!(
                             "source snapshot {id} does not exist"
                         )));
                     };
                     if id.volume.protocol.is_block() != params.protocol.is_block() {
-                        return Err(Status::invalid_argument(format!(
+                        return Err(ControllerError::invalid_argument(format!(
                             "snapshot {id} holds a {} volume; it cannot become a {} volume",
                             id.volume.protocol, params.protocol
                         )));
@@ -460,7 +465,7 @@ pub(crate) async fn create_dataset(client: &Client, plan: &Plan<'_>) -> Result<(
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0);
                     if plan.capacity < source_size {
-                        return Err(Status::out_of_range(format!(
+                        return Err(ControllerError::out_of_range(format!(
                             "the volume ({} bytes) would be smaller than snapshot {id} ({source_size} bytes)",
                             plan.capacity
                         )));
@@ -471,19 +476,19 @@ pub(crate) async fn create_dataset(client: &Client, plan: &Plan<'_>) -> Result<(
                     let source = match load(client, &id.dataset).await? {
                         Some(Some(v)) if !v.deleted => v,
                         _ => {
-                            return Err(Status::not_found(format!(
+                            return Err(ControllerError::not_found(format!(
                                 "source volume {id} does not exist"
                             )));
                         }
                     };
                     if id.protocol.is_block() != params.protocol.is_block() {
-                        return Err(Status::invalid_argument(format!(
+                        return Err(ControllerError::invalid_argument(format!(
                             "volume {id} is a {} volume; it cannot be cloned into a {} volume",
                             id.protocol, params.protocol
                         )));
                     }
                     if plan.capacity < source.capacity {
-                        return Err(Status::out_of_range(format!(
+                        return Err(ControllerError::out_of_range(format!(
                             "the clone ({} bytes) would be smaller than volume {id} ({} bytes)",
                             plan.capacity, source.capacity
                         )));
@@ -498,7 +503,7 @@ pub(crate) async fn create_dataset(client: &Client, plan: &Plan<'_>) -> Result<(
                     match client.snapshots().create(&temp).await {
                         Ok(_) | Err(Error::AlreadyExists { .. }) => {}
                         Err(err) => {
-                            return Err(crate::status::from_truenas(
+                            return Err(crate::error::from_truenas(
                                 "taking the clone's source snapshot",
                                 err,
                             ));
@@ -514,7 +519,7 @@ pub(crate) async fn create_dataset(client: &Client, plan: &Plan<'_>) -> Result<(
             {
                 Ok(()) => {}
                 Err(Error::AlreadyExists { .. }) => {}
-                Err(err) => return Err(crate::status::from_truenas("cloning the source", err)),
+                Err(err) => return Err(crate::error::from_truenas("cloning the source", err)),
             }
             if matches!(source, Source::Volume(_)) {
                 // Deferred: it disappears when its last clone does, so nothing leaks.
@@ -570,414 +575,12 @@ pub(crate) async fn create_dataset(client: &Client, plan: &Plan<'_>) -> Result<(
     Ok(())
 }
 
-/// Polls while TrueNAS says a new zvol is not a block device yet (spec §7.12).
-async fn with_zvol_wait<T, F, Fut>(mut attempt: F) -> Result<T, Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
-{
-    let deadline = tokio::time::Instant::now() + ZVOL_DEVICE_WAIT;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        match attempt().await {
-            Err(err)
-                if (err.to_string().contains("must be a block device")
-                    || err.to_string().contains("does not exist"))
-                    && tokio::time::Instant::now() + pause < deadline =>
-            {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(500));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Shares or targets the volume and returns its volume context (idempotent).
-pub(crate) async fn ensure_exports(
-    client: &Client,
-    plan: &Plan<'_>,
-) -> Result<(HashMap<String, String>, Vec<(String, String)>), Status> {
-    let params = plan.params;
-    let dataset = &plan.dataset;
-    let name = &plan.volume_name;
-    let mut ctx = HashMap::from([
-        (context::PROTOCOL.to_owned(), params.protocol.to_string()),
-        (context::SERVER.to_owned(), plan.server.clone()),
-        (context::DATASET.to_owned(), dataset.clone()),
-    ]);
-    let mut ids = Vec::new();
-    match params.protocol {
-        Protocol::Nfs => {
-            let path = format!("/mnt/{dataset}");
-            let existing = client
-                .nfs()
-                .by_path(&path)
-                .await
-                .map_err(tn("looking up the NFS share"))?;
-            let share = match existing.into_iter().next() {
-                Some(share) => share,
-                None => client
-                    .nfs()
-                    .create(&NewNfsShare {
-                        path: path.clone(),
-                        comment: params.comment(name),
-                        networks: params.nfs_networks.clone(),
-                        hosts: params.nfs_hosts.clone(),
-                        ro: false,
-                        maproot_user: Some(params.nfs_maproot_user.clone()),
-                        maproot_group: Some(params.nfs_maproot_group.clone()),
-                    })
-                    .await
-                    .map_err(tn("creating the NFS share"))?,
-            };
-            ctx.insert(context::SHARE_PATH.to_owned(), path);
-            ids.push((props::NFS_SHARE_ID.to_owned(), share.id.to_string()));
-        }
-        Protocol::Smb => {
-            let path = format!("/mnt/{dataset}");
-            let share = match client
-                .smb()
-                .by_name(name)
-                .await
-                .map_err(tn("looking up the SMB share"))?
-            {
-                Some(share) if share.path == path => share,
-                Some(share) => {
-                    return Err(Status::already_exists(format!(
-                        "an SMB share named {name} already serves {}, not this volume",
-                        share.path
-                    )));
-                }
-                None => client
-                    .smb()
-                    .create(&NewSmbShare {
-                        name: name.clone(),
-                        path,
-                        comment: params.comment(name),
-                        readonly: false,
-                        browsable: params.smb_browsable,
-                    })
-                    .await
-                    .map_err(tn("creating the SMB share"))?,
-            };
-            ctx.insert(context::SHARE_NAME.to_owned(), share.name.clone());
-            ids.push((props::SMB_SHARE_ID.to_owned(), share.id.to_string()));
-        }
-        Protocol::Nvmeof => {
-            let nvmet = client.nvmet();
-            let subsys = match nvmet
-                .subsystem_by_name(name)
-                .await
-                .map_err(tn("looking up the NVMe-oF subsystem"))?
-            {
-                Some(subsys) => subsys,
-                None => nvmet
-                    .create_subsystem(&NewSubsystem {
-                        name: name.clone(),
-                        subnqn: None,
-                        allow_any_host: params.allow_any_host,
-                    })
-                    .await
-                    .map_err(tn("creating the NVMe-oF subsystem"))?,
-            };
-            let device = format!("zvol/{dataset}");
-            let namespaces = nvmet
-                .namespaces(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
-                .await
-                .map_err(tn("looking up the NVMe-oF namespace"))?;
-            let namespace = match namespaces.into_iter().find(|n| n.device_path == device) {
-                Some(ns) => ns,
-                None => with_zvol_wait(|| {
-                    let new = NewNamespace::zvol(subsys.id, dataset);
-                    async move { nvmet.create_namespace(&new).await }
-                })
-                .await
-                .map_err(tn("creating the NVMe-oF namespace"))?,
-            };
-            let port_number = params.port.unwrap_or(4420);
-            let ports = nvmet
-                .ports(&Query::all().filter(Filter::eq("addr_trtype", "TCP")))
-                .await
-                .map_err(tn("looking up NVMe-oF ports"))?;
-            let port = match ports
-                .into_iter()
-                .find(|p| p.tcp_port() == Some(port_number))
-            {
-                Some(port) => port,
-                None => match nvmet
-                    .create_port(&NewPort {
-                        addr_trtype: "TCP",
-                        addr_traddr: "0.0.0.0".into(),
-                        addr_trsvcid: port_number,
-                    })
-                    .await
-                {
-                    Ok(port) => port,
-                    Err(Error::AlreadyExists { .. } | Error::Validation { .. }) => nvmet
-                        .ports(&Query::all().filter(Filter::eq("addr_trtype", "TCP")))
-                        .await
-                        .map_err(tn("looking up NVMe-oF ports"))?
-                        .into_iter()
-                        .find(|p| p.tcp_port() == Some(port_number))
-                        .ok_or_else(|| {
-                            Status::internal(format!(
-                                "no NVMe-oF TCP port {port_number} and none could be made"
-                            ))
-                        })?,
-                    Err(err) => {
-                        return Err(crate::status::from_truenas(
-                            "creating the NVMe-oF port",
-                            err,
-                        ));
-                    }
-                },
-            };
-            let links = nvmet
-                .port_subsystems(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
-                .await
-                .map_err(tn("looking up NVMe-oF port links"))?;
-            if !links.iter().any(|l| l.port.id == port.id) {
-                nvmet
-                    .link_port(port.id, subsys.id)
-                    .await
-                    .map_err(tn("linking the subsystem to its port"))?;
-            }
-            ctx.insert(context::PORT.to_owned(), port_number.to_string());
-            ctx.insert(context::NQN.to_owned(), subsys.subnqn.clone());
-            ctx.insert(context::NSID.to_owned(), namespace.nsid.to_string());
-            ctx.insert(context::FS_TYPE.to_owned(), params.fs_type.clone());
-            ids.push((props::NVMEOF_SUBSYSTEM_NQN.to_owned(), subsys.subnqn));
-            ids.push((props::NVMEOF_SUBSYSTEM_ID.to_owned(), subsys.id.to_string()));
-            ids.push((
-                props::NVMEOF_NAMESPACE_ID.to_owned(),
-                namespace.id.to_string(),
-            ));
-        }
-        Protocol::Iscsi => {
-            let iscsi = client.iscsi();
-            let basename = iscsi
-                .global()
-                .await
-                .map_err(tn("reading the iSCSI base name"))?
-                .basename;
-            let comment = format!("tns-csi:{name}");
-            let groups = iscsi
-                .initiators(&Query::all().filter(Filter::eq("comment", comment.as_str())))
-                .await
-                .map_err(tn("looking up the initiator group"))?;
-            let group = match groups.into_iter().next() {
-                Some(group) => group,
-                None => {
-                    let initial = if params.allow_any_host {
-                        vec![]
-                    } else {
-                        vec![props::NO_INITIATOR.to_owned()]
-                    };
-                    iscsi
-                        .create_initiator(&initial, &comment)
-                        .await
-                        .map_err(tn("creating the initiator group"))?
-                }
-            };
-            let port_number = params.port.unwrap_or(3260);
-            let portals = iscsi.portals().await.map_err(tn("reading iSCSI portals"))?;
-            let portal = portals
-                .iter()
-                .find(|p| {
-                    p.listen
-                        .iter()
-                        .any(|l| l.port.unwrap_or(3260) == port_number)
-                })
-                .or(portals.first())
-                .ok_or_else(|| {
-                    Status::failed_precondition(
-                        "TrueNAS has no iSCSI portal; create one (Shares → iSCSI → Portals)",
-                    )
-                })?;
-            let target_name = name.to_lowercase();
-            let target = match iscsi
-                .target_by_name(&target_name)
-                .await
-                .map_err(tn("looking up the iSCSI target"))?
-            {
-                Some(target) => target,
-                None => iscsi
-                    .create_target(&NewTarget {
-                        name: target_name.clone(),
-                        mode: "ISCSI",
-                        groups: vec![TargetGroup {
-                            portal: portal.id,
-                            initiator: Some(group.id),
-                            authmethod: "NONE".into(),
-                            auth: None,
-                        }],
-                    })
-                    .await
-                    .map_err(tn("creating the iSCSI target"))?,
-            };
-            let disk = format!("zvol/{dataset}");
-            let extents = iscsi
-                .extents(&Query::all().filter(Filter::eq("disk", disk.as_str())))
-                .await
-                .map_err(tn("looking up the iSCSI extent"))?;
-            let extent = match extents.into_iter().next() {
-                Some(extent) => extent,
-                None => {
-                    let extent_name: String = name.chars().take(64).collect();
-                    with_zvol_wait(|| {
-                        let new = NewExtent::zvol(extent_name.clone(), dataset);
-                        async move { iscsi.create_extent(&new).await }
-                    })
-                    .await
-                    .map_err(tn("creating the iSCSI extent"))?
-                }
-            };
-            let luns = iscsi
-                .target_extents(&Query::all().filter(Filter::eq("target", target.id)))
-                .await
-                .map_err(tn("looking up the LUN"))?;
-            let lun = match luns.into_iter().find(|l| l.extent == extent.id) {
-                Some(lun) => lun,
-                None => iscsi
-                    .map_extent(target.id, extent.id, Some(0))
-                    .await
-                    .map_err(tn("mapping the LUN"))?,
-            };
-            let iqn = format!("{basename}:{target_name}");
-            ctx.insert(context::PORT.to_owned(), port_number.to_string());
-            ctx.insert(context::IQN.to_owned(), iqn.clone());
-            ctx.insert(context::LUN.to_owned(), lun.lunid.to_string());
-            ctx.insert(context::FS_TYPE.to_owned(), params.fs_type.clone());
-            ids.push((props::ISCSI_IQN.to_owned(), iqn));
-            ids.push((props::ISCSI_TARGET_ID.to_owned(), target.id.to_string()));
-            ids.push((props::ISCSI_EXTENT_ID.to_owned(), extent.id.to_string()));
-        }
-    }
-    Ok((ctx, ids))
-}
-
-/// Removes the share or target of a volume (idempotent; found by exact name and path).
-pub(crate) async fn remove_exports(client: &Client, id: &VolumeId) -> Result<(), Status> {
-    let name = id
-        .dataset
-        .rsplit('/')
-        .next()
-        .unwrap_or(&id.dataset)
-        .to_owned();
-    let path = format!("/mnt/{}", id.dataset);
-    match id.protocol {
-        Protocol::Nfs => {
-            for share in client
-                .nfs()
-                .by_path(&path)
-                .await
-                .map_err(tn("looking up the NFS share"))?
-            {
-                client
-                    .nfs()
-                    .delete(share.id)
-                    .await
-                    .map_err(tn("removing the NFS share"))?;
-            }
-        }
-        Protocol::Smb => {
-            if let Some(share) = client
-                .smb()
-                .by_name(&name)
-                .await
-                .map_err(tn("looking up the SMB share"))?
-                && share.path == path
-            {
-                client
-                    .smb()
-                    .delete(share.id)
-                    .await
-                    .map_err(tn("removing the SMB share"))?;
-            }
-        }
-        Protocol::Nvmeof => {
-            let nvmet = client.nvmet();
-            if let Some(subsys) = nvmet
-                .subsystem_by_name(&name)
-                .await
-                .map_err(tn("looking up the NVMe-oF subsystem"))?
-            {
-                let namespaces = nvmet
-                    .namespaces(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
-                    .await
-                    .map_err(tn("looking up the NVMe-oF namespace"))?;
-                let device = format!("zvol/{}", id.dataset);
-                if namespaces.iter().all(|n| n.device_path == device) {
-                    // force: its namespace and port links go with it, in dependency order.
-                    nvmet
-                        .delete_subsystem(subsys.id, true)
-                        .await
-                        .map_err(tn("removing the NVMe-oF subsystem"))?;
-                } else {
-                    return Err(Status::failed_precondition(format!(
-                        "NVMe-oF subsystem {name} also exposes other zvols; not removing it"
-                    )));
-                }
-            }
-        }
-        Protocol::Iscsi => {
-            let iscsi = client.iscsi();
-            let disk = format!("zvol/{}", id.dataset);
-            let target = iscsi
-                .target_by_name(&name.to_lowercase())
-                .await
-                .map_err(tn("looking up the iSCSI target"))?;
-            let extents = iscsi
-                .extents(&Query::all().filter(Filter::eq("disk", disk.as_str())))
-                .await
-                .map_err(tn("looking up the iSCSI extent"))?;
-            if let Some(target) = &target {
-                for lun in iscsi
-                    .target_extents(&Query::all().filter(Filter::eq("target", target.id)))
-                    .await
-                    .map_err(tn("looking up LUNs"))?
-                {
-                    iscsi
-                        .unmap_extent(lun.id, true)
-                        .await
-                        .map_err(tn("unmapping the LUN"))?;
-                }
-            }
-            for extent in extents {
-                iscsi
-                    .delete_extent(extent.id, true)
-                    .await
-                    .map_err(tn("removing the iSCSI extent"))?;
-            }
-            if let Some(target) = target {
-                iscsi
-                    .delete_target(target.id, true, false)
-                    .await
-                    .map_err(tn("removing the iSCSI target"))?;
-            }
-            let comment = format!("tns-csi:{name}");
-            for group in iscsi
-                .initiators(&Query::all().filter(Filter::eq("comment", comment.as_str())))
-                .await
-                .map_err(tn("looking up the initiator group"))?
-            {
-                iscsi
-                    .delete_initiator(group.id)
-                    .await
-                    .map_err(tn("removing the initiator group"))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Records user properties on a volume's dataset.
 pub(crate) async fn set_props(
     client: &Client,
     dataset: &str,
     pairs: Vec<(String, String)>,
-) -> Result<(), Status> {
+) -> Result<(), ControllerError> {
     let changes = DatasetChanges {
         set_user_properties: pairs,
         ..Default::default()
@@ -992,7 +595,7 @@ pub(crate) async fn set_props(
 
 /// Destroys a volume whose DeleteVolume already ran, once nothing depends on it any more:
 /// no snapshots (deferred ones included). Then does the same for the volume it was cloned from.
-pub(crate) async fn reap(client: &Client, dataset: &str) -> Result<(), Status> {
+pub(crate) async fn reap(client: &Client, dataset: &str) -> Result<(), ControllerError> {
     let mut next = Some(dataset.to_owned());
     let mut guard = 0;
     while let Some(dataset) = next.take() {
@@ -1025,8 +628,8 @@ pub(crate) async fn reap(client: &Client, dataset: &str) -> Result<(), Status> {
 }
 
 /// Removes exports and the dataset itself.
-pub(crate) async fn destroy(client: &Client, id: &VolumeId) -> Result<(), Status> {
-    remove_exports(client, id).await?;
+pub(crate) async fn destroy(client: &Client, id: &VolumeId) -> Result<(), ControllerError> {
+    crate::exports::remove(client, id).await?;
     client
         .datasets()
         .delete(&id.dataset, false, false)
@@ -1036,12 +639,12 @@ pub(crate) async fn destroy(client: &Client, id: &VolumeId) -> Result<(), Status
 }
 
 /// DeleteVolume after the lookup: retain, hide while snapshots exist, or destroy.
-pub(crate) async fn delete(client: &Client, volume: ManagedVolume) -> Result<(), Status> {
+pub(crate) async fn delete(client: &Client, volume: ManagedVolume) -> Result<(), ControllerError> {
     let strategy = match volume.dataset.user_property(props::DELETE_STRATEGY) {
         Some("retain") => DeleteStrategy::Retain,
         _ => DeleteStrategy::Delete,
     };
-    remove_exports(client, &volume.id).await?;
+    crate::exports::remove(client, &volume.id).await?;
     if strategy == DeleteStrategy::Retain {
         let marks = user_props(&[
             (props::DELETED, "true".into()),
@@ -1085,7 +688,7 @@ pub(crate) async fn expand(
     volume: &ManagedVolume,
     params_block: u64,
     wanted: u64,
-) -> Result<u64, Status> {
+) -> Result<u64, ControllerError> {
     let block = volume.id.protocol.is_block();
     let size = if block {
         wanted.div_ceil(params_block) * params_block
@@ -1120,257 +723,12 @@ pub(crate) async fn expand(
     Ok(size)
 }
 
-/// Why a volume is not healthy, or `None`.
-pub(crate) async fn condition(
-    client: &Client,
-    volume: &ManagedVolume,
-) -> Result<Option<String>, Status> {
-    let name = volume.name().to_owned();
-    let path = format!("/mnt/{}", volume.id.dataset);
-    let problem = match volume.id.protocol {
-        Protocol::Nfs => match client
-            .nfs()
-            .by_path(&path)
-            .await
-            .map_err(tn("checking the NFS share"))?
-            .first()
-        {
-            None => Some(format!("NFS share of {path} is missing")),
-            Some(share) if !share.enabled => Some(format!("NFS share of {path} is disabled")),
-            Some(_) => None,
-        },
-        Protocol::Smb => match client
-            .smb()
-            .by_name(&name)
-            .await
-            .map_err(tn("checking the SMB share"))?
-        {
-            None => Some(format!("SMB share {name} is missing")),
-            Some(share) if !share.enabled => Some(format!("SMB share {name} is disabled")),
-            Some(_) => None,
-        },
-        Protocol::Nvmeof => match client
-            .nvmet()
-            .subsystem_by_name(&name)
-            .await
-            .map_err(tn("checking the subsystem"))?
-        {
-            None => Some(format!("NVMe-oF subsystem {name} is missing")),
-            Some(subsys) => {
-                let namespaces = client
-                    .nvmet()
-                    .namespaces(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
-                    .await
-                    .map_err(tn("checking the namespace"))?;
-                let links = client
-                    .nvmet()
-                    .port_subsystems(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
-                    .await
-                    .map_err(tn("checking the port link"))?;
-                match namespaces.first() {
-                    None => Some(format!("NVMe-oF namespace of {name} is missing")),
-                    Some(ns) if !ns.enabled => {
-                        Some(format!("NVMe-oF namespace of {name} is disabled"))
-                    }
-                    Some(_) if links.is_empty() => {
-                        Some(format!("NVMe-oF subsystem {name} is on no port"))
-                    }
-                    Some(_) => None,
-                }
-            }
-        },
-        Protocol::Iscsi => match client
-            .iscsi()
-            .target_by_name(&name.to_lowercase())
-            .await
-            .map_err(tn("checking the target"))?
-        {
-            None => Some(format!("iSCSI target {name} is missing")),
-            Some(target) => {
-                let luns = client
-                    .iscsi()
-                    .target_extents(&Query::all().filter(Filter::eq("target", target.id)))
-                    .await
-                    .map_err(tn("checking the LUN"))?;
-                if luns.is_empty() {
-                    Some(format!("iSCSI target {name} has no LUN"))
-                } else {
-                    None
-                }
-            }
-        },
-    };
-    let problem = match problem {
-        None if volume.id.protocol.is_block() && volume.dataset.volsize_bytes().is_none() => {
-            Some(format!("zvol {} reports no size", volume.id.dataset))
-        }
-        other => other,
-    };
-    Ok(problem)
-}
-
-/// ControllerPublishVolume for block volumes: puts the node on the allow-list.
-pub(crate) async fn publish(
-    client: &Client,
-    volume: &ManagedVolume,
-    node_id: &str,
-) -> Result<HashMap<String, String>, Status> {
-    let name = volume.name().to_owned();
-    let mut ctx = HashMap::new();
-    match volume.id.protocol {
-        Protocol::Nfs | Protocol::Smb => {}
-        Protocol::Nvmeof => {
-            let hostnqn = csi_api::node_host_nqn(node_id);
-            ctx.insert(csi_api::publish::HOST_NQN.to_owned(), hostnqn.clone());
-            if volume.allow_any_host {
-                return Ok(ctx);
-            }
-            let nvmet = client.nvmet();
-            let subsys = nvmet
-                .subsystem_by_name(&name)
-                .await
-                .map_err(tn("looking up the subsystem"))?
-                .ok_or_else(|| {
-                    Status::not_found(format!("volume {} has no NVMe-oF subsystem", volume.id))
-                })?;
-            let host = match nvmet
-                .hosts(&Query::all().filter(Filter::eq("hostnqn", hostnqn.as_str())))
-                .await
-                .map_err(tn("looking up the host"))?
-                .into_iter()
-                .next()
-            {
-                Some(host) => host,
-                None => match nvmet.create_host(&hostnqn).await {
-                    Ok(host) => host,
-                    Err(Error::AlreadyExists { .. } | Error::Validation { .. }) => nvmet
-                        .hosts(&Query::all().filter(Filter::eq("hostnqn", hostnqn.as_str())))
-                        .await
-                        .map_err(tn("looking up the host"))?
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| {
-                            Status::internal(format!("host {hostnqn} could not be registered"))
-                        })?,
-                    Err(err) => {
-                        return Err(crate::status::from_truenas(
-                            "registering the node's host NQN",
-                            err,
-                        ));
-                    }
-                },
-            };
-            let links = nvmet
-                .host_subsystems(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
-                .await
-                .map_err(tn("looking up allowed hosts"))?;
-            if !links.iter().any(|l| l.host.id == host.id) {
-                nvmet
-                    .allow_host(host.id, subsys.id)
-                    .await
-                    .map_err(tn("allowing the node's host NQN"))?;
-            }
-        }
-        Protocol::Iscsi => {
-            let iqn = csi_api::node_initiator_iqn(node_id);
-            ctx.insert(csi_api::publish::INITIATOR_IQN.to_owned(), iqn.clone());
-            if volume.allow_any_host {
-                return Ok(ctx);
-            }
-            edit_initiators(client, &name, |list| {
-                list.retain(|i| i != props::NO_INITIATOR);
-                if !list.contains(&iqn) {
-                    list.push(iqn.clone());
-                }
-            })
-            .await?;
-        }
-    }
-    Ok(ctx)
-}
-
-/// ControllerUnpublishVolume: takes the node off the allow-list.
-pub(crate) async fn unpublish(
-    client: &Client,
-    volume: &ManagedVolume,
-    node_id: &str,
-) -> Result<(), Status> {
-    if volume.allow_any_host {
-        return Ok(());
-    }
-    let name = volume.name().to_owned();
-    match volume.id.protocol {
-        Protocol::Nfs | Protocol::Smb => {}
-        Protocol::Nvmeof => {
-            let hostnqn = csi_api::node_host_nqn(node_id);
-            let nvmet = client.nvmet();
-            if let Some(subsys) = nvmet
-                .subsystem_by_name(&name)
-                .await
-                .map_err(tn("looking up the subsystem"))?
-            {
-                for link in nvmet
-                    .host_subsystems(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
-                    .await
-                    .map_err(tn("looking up allowed hosts"))?
-                {
-                    if link.host.hostnqn == hostnqn {
-                        nvmet
-                            .disallow_host(link.id)
-                            .await
-                            .map_err(tn("removing the node's host NQN"))?;
-                    }
-                }
-            }
-        }
-        Protocol::Iscsi => {
-            let iqn = csi_api::node_initiator_iqn(node_id);
-            edit_initiators(client, &name, |list| {
-                list.retain(|i| *i != iqn);
-                if list.is_empty() {
-                    list.push(props::NO_INITIATOR.to_owned());
-                }
-            })
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-async fn edit_initiators(
-    client: &Client,
-    name: &str,
-    edit: impl FnOnce(&mut Vec<String>),
-) -> Result<(), Status> {
-    let comment = format!("tns-csi:{name}");
-    let Some(group) = client
-        .iscsi()
-        .initiators(&Query::all().filter(Filter::eq("comment", comment.as_str())))
-        .await
-        .map_err(tn("looking up the initiator group"))?
-        .into_iter()
-        .next()
-    else {
-        return Ok(());
-    };
-    let mut list = group.initiators.clone();
-    edit(&mut list);
-    if list != group.initiators {
-        client
-            .iscsi()
-            .set_initiators(group.id, &list)
-            .await
-            .map_err(tn("updating the initiator group"))?;
-    }
-    Ok(())
-}
-
 /// Managed, live volumes in id order, one page.
 pub(crate) async fn list(
     client: &Client,
     offset: u32,
     limit: u32,
-) -> Result<Vec<ManagedVolume>, Status> {
+) -> Result<Vec<ManagedVolume>, ControllerError> {
     let managed = truenas::query::field(&["user_properties", props::MANAGED_BY, "value"]);
     let deleted = truenas::query::field(&["user_properties", props::DELETED, "value"]);
     let mut query = Query::all()

@@ -15,18 +15,20 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod ctx;
 mod data;
 mod datasets;
 mod faults;
+mod iscsi;
 mod methods;
 mod model;
+mod nvmet;
 mod query;
 mod rpc;
 mod schema;
 mod server;
 mod sharing;
 mod snapshots;
-mod targets;
 
 pub use faults::Faults;
 
@@ -222,7 +224,7 @@ fn seed(
     pools: &[(String, u64)],
 ) -> anyhow::Result<()> {
     if model.basenqn.is_empty() {
-        model.basenqn = format!("nqn.2011-06.com.truenas:uuid:{}", targets::uuid4());
+        model.basenqn = format!("nqn.2011-06.com.truenas:uuid:{}", ctx::uuid4());
     }
     for (name, size) in pools {
         if name.is_empty() || name.contains('/') || name.contains('@') {

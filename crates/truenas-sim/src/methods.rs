@@ -2,36 +2,14 @@
 
 use serde_json::Value;
 
-use crate::data::DataDir;
-use crate::faults::Faults;
-use crate::model::Model;
+use crate::ctx::{Ctx, not_found};
 use crate::query::QueryArgs;
 use crate::rpc::{Failure, Outcome};
 use crate::schema::{self, Ty, opt, req};
-use crate::{datasets, sharing, snapshots, targets};
-
-/// What a handler works on.
-pub(crate) struct Ctx<'a> {
-    /// The state.
-    pub(crate) m: &'a mut Model,
-    /// The data directory.
-    pub(crate) data: &'a DataDir,
-    /// Fault knobs.
-    pub(crate) faults: &'a Faults,
-}
+use crate::{datasets, iscsi, nvmet, sharing, snapshots};
 
 /// A model method.
 pub(crate) type Handler = fn(&mut Ctx<'_>, &[Value]) -> Outcome;
-
-/// InstanceNotFound for an integer-keyed service.
-pub(crate) fn not_found(verbose: &str, id: i64) -> Failure {
-    Failure::instance_not_found(format!("{verbose} {id} does not exist"))
-}
-
-/// A stored row as the service returns it.
-pub(crate) fn get_row(ctx: &Ctx<'_>, table: &str, id: i64) -> Value {
-    ctx.m.row(table, id).cloned().unwrap_or(Value::Null)
-}
 
 fn simple_query(ctx: &mut Ctx<'_>, params: &[Value], table: &str) -> Outcome {
     QueryArgs::parse(params)?.apply(ctx.m.rows(table))
@@ -83,49 +61,49 @@ pub(crate) fn lookup(method: &str) -> Option<(Handler, bool)> {
             |c, p| simple_delete(c, p, "sharing.smb", "SharingSMB", vec![]),
             true,
         ),
-        "nvmet.global.config" => (targets::nvmet_global, false),
-        "nvmet.subsys.query" => (targets::subsys_query, false),
-        "nvmet.subsys.create" => (targets::subsys_create, true),
-        "nvmet.subsys.update" => (targets::subsys_update, true),
-        "nvmet.subsys.delete" => (targets::subsys_delete, true),
-        "nvmet.namespace.query" => (targets::namespace_query, false),
-        "nvmet.namespace.create" => (targets::namespace_create, true),
-        "nvmet.namespace.delete" => (targets::namespace_delete, true),
-        "nvmet.port.query" => (targets::port_query, false),
-        "nvmet.port.create" => (targets::port_create, true),
-        "nvmet.port.delete" => (targets::port_delete, true),
-        "nvmet.port_subsys.query" => (|c, p| targets::link_query(c, p, false), false),
-        "nvmet.port_subsys.create" => (|c, p| targets::link_create(c, p, false), true),
+        "nvmet.global.config" => (nvmet::nvmet_global, false),
+        "nvmet.subsys.query" => (nvmet::subsys_query, false),
+        "nvmet.subsys.create" => (nvmet::subsys_create, true),
+        "nvmet.subsys.update" => (nvmet::subsys_update, true),
+        "nvmet.subsys.delete" => (nvmet::subsys_delete, true),
+        "nvmet.namespace.query" => (nvmet::namespace_query, false),
+        "nvmet.namespace.create" => (nvmet::namespace_create, true),
+        "nvmet.namespace.delete" => (nvmet::namespace_delete, true),
+        "nvmet.port.query" => (nvmet::port_query, false),
+        "nvmet.port.create" => (nvmet::port_create, true),
+        "nvmet.port.delete" => (nvmet::port_delete, true),
+        "nvmet.port_subsys.query" => (|c, p| nvmet::link_query(c, p, false), false),
+        "nvmet.port_subsys.create" => (|c, p| nvmet::link_create(c, p, false), true),
         "nvmet.port_subsys.delete" => (
             |c, p| simple_delete(c, p, "nvmet.port_subsys", "NVMetPortSubsys", vec![]),
             true,
         ),
         "nvmet.host.query" => (|c, p| simple_query(c, p, "nvmet.host"), false),
-        "nvmet.host.create" => (targets::host_create, true),
-        "nvmet.host.delete" => (targets::host_delete, true),
-        "nvmet.host_subsys.query" => (|c, p| targets::link_query(c, p, true), false),
-        "nvmet.host_subsys.create" => (|c, p| targets::link_create(c, p, true), true),
+        "nvmet.host.create" => (nvmet::host_create, true),
+        "nvmet.host.delete" => (nvmet::host_delete, true),
+        "nvmet.host_subsys.query" => (|c, p| nvmet::link_query(c, p, true), false),
+        "nvmet.host_subsys.create" => (|c, p| nvmet::link_create(c, p, true), true),
         "nvmet.host_subsys.delete" => (
             |c, p| simple_delete(c, p, "nvmet.host_subsys", "NVMetHostSubsys", vec![]),
             true,
         ),
-        "iscsi.global.config" => (targets::iscsi_global, false),
+        "iscsi.global.config" => (iscsi::iscsi_global, false),
         "iscsi.portal.query" => (|c, p| simple_query(c, p, "iscsi.portal"), false),
         "iscsi.initiator.query" => (|c, p| simple_query(c, p, "iscsi.initiator"), false),
-        "iscsi.initiator.create" => (|c, p| targets::initiator_upsert(c, p, false), true),
-        "iscsi.initiator.update" => (|c, p| targets::initiator_upsert(c, p, true), true),
+        "iscsi.initiator.create" => (|c, p| iscsi::initiator_upsert(c, p, false), true),
+        "iscsi.initiator.update" => (|c, p| iscsi::initiator_upsert(c, p, true), true),
         "iscsi.initiator.delete" => (
             |c, p| simple_delete(c, p, "iscsi.initiator", "iSCSIHostAuthInitiator", vec![]),
             true,
         ),
         "iscsi.target.query" => (|c, p| simple_query(c, p, "iscsi.target"), false),
-        "iscsi.target.create" => (targets::target_create, true),
-        "iscsi.target.delete" => (targets::target_delete, true),
+        "iscsi.target.create" => (iscsi::target_create, true),
+        "iscsi.target.delete" => (iscsi::target_delete, true),
         "iscsi.extent.query" => (|c, p| simple_query(c, p, "iscsi.extent"), false),
-        "iscsi.extent.create" => (targets::extent_create, true),
-        "iscsi.extent.delete" => (targets::extent_delete, true),
+        "iscsi.extent.create" => (iscsi::extent_create, true),
+        "iscsi.extent.delete" => (iscsi::extent_delete, true),
         "iscsi.targetextent.query" => (|c, p| simple_query(c, p, "iscsi.targetextent"), false),
-        "iscsi.targetextent.create" => (targets::targetextent_create, true),
+        "iscsi.targetextent.create" => (iscsi::targetextent_create, true),
         "iscsi.targetextent.delete" => (
             |c, p| {
                 simple_delete(

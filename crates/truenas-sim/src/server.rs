@@ -20,9 +20,10 @@ use tokio_tungstenite::tungstenite::http;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
+use crate::ctx::Ctx;
 use crate::data::DataDir;
 use crate::faults::Faults;
-use crate::methods::{self, Ctx};
+use crate::methods;
 use crate::model::Model;
 use crate::rpc::{Failure, Outcome};
 use crate::schema::{self, Ty, opt, req};

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
-use crate::methods::{Ctx, get_row, not_found};
+use crate::ctx::{Ctx, get_row, not_found};
 use crate::query::QueryArgs;
 use crate::rpc::{Failure, Outcome};
 use crate::schema::{self, Ty, list, null, opt, req};

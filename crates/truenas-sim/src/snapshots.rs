@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::ctx::Ctx;
 use crate::data;
 use crate::datasets::{self, creation_prop};
-use crate::methods::Ctx;
 use crate::model::{Model, SnapRec};
 use crate::query::QueryArgs;
 use crate::rpc::{Failure, Outcome};

@@ -106,6 +106,14 @@ pub enum Error {
         /// The server's per-attribute complaints.
         entries: Vec<ValidationEntry>,
     },
+    /// The pool or quota has no room for it (ENOSPC, or TrueNAS's space warnings).
+    #[error("{method}: not enough space: {reason}")]
+    NoSpace {
+        /// The method called.
+        method: String,
+        /// The server's reason.
+        reason: String,
+    },
     /// The object is in use (EBUSY); retry later.
     #[error("{method}: busy: {reason}")]
     Busy {
@@ -188,6 +196,7 @@ fn errname_of(errno: i64) -> Option<&'static str> {
         16 => "EBUSY",
         17 => "EEXIST",
         22 => "EINVAL",
+        28 => "ENOSPC",
         39 => "ENOTEMPTY",
         74 => "EBADMSG",
         95 => "EOPNOTSUPP",
@@ -231,7 +240,13 @@ impl Error {
             -32000 => return Self::TooManyCalls { method },
             _ => {}
         }
-        if not_found {
+        let no_space = errname == "ENOSPC"
+            || lower.contains("out of space")
+            || lower.contains("no space left")
+            || lower.contains("not recommended to use more than 80%");
+        if no_space {
+            Self::NoSpace { method, reason }
+        } else if not_found {
             Self::NotFound { method, reason }
         } else if errname == "EEXIST" || lower.contains("already exists") {
             Self::AlreadyExists { method, reason }
@@ -271,6 +286,7 @@ impl Error {
             Self::AlreadyExists { .. } => "already_exists",
             Self::Validation { .. } => "validation",
             Self::Busy { .. } => "busy",
+            Self::NoSpace { .. } => "no_space",
             Self::NotAuthenticated { .. } | Self::Auth { .. } => "auth",
             Self::TooManyCalls { .. } => "too_many_calls",
             Self::NoSuchMethod { .. } => "no_such_method",
@@ -367,6 +383,18 @@ mod tests {
 
         let no_match = json!({"code":-32001,"message":"Method call error","data":{"error":22,"errname":"EINVAL","reason":"MatchNotFound()","trace":null,"extra":null}});
         assert!(matches!(classify(no_match), Error::NotFound { .. }));
+    }
+
+    #[test]
+    fn space_errors_are_their_own_kind() {
+        let full = classify(
+            json!({"code":-32001,"message":"Method call error","data":{"error":28,"errname":"ENOSPC","reason":"[ENOSPC] cannot create 'tank/v': out of space","extra":null}}),
+        );
+        assert!(matches!(full, Error::NoSpace { .. }) && !full.is_retryable());
+        let quota = classify(
+            json!({"code":-32602,"message":"Invalid params","data":{"error":22,"errname":"EINVAL","reason":"[EINVAL] pool_dataset_create.volsize: It is not recommended to use more than 80% of your available space for VOLUME","extra":[["pool_dataset_create.volsize","It is not recommended to use more than 80% of your available space for VOLUME",22]]}}),
+        );
+        assert_eq!(quota.kind(), "no_space");
     }
 
     #[test]

@@ -1,0 +1,80 @@
+//! NFS: one share per dataset, found by its exact path.
+
+use csi_api::Export;
+use truenas::Client;
+use truenas::api::NewNfsShare;
+
+use crate::error::{ControllerError, tn};
+use crate::exports::{Exported, Exporter, Names};
+use crate::props;
+use crate::volumes::{ManagedVolume, Plan};
+
+/// NFS shares.
+pub(crate) struct Nfs;
+
+impl Exporter for Nfs {
+    async fn ensure(&self, client: &Client, plan: &Plan<'_>) -> Result<Exported, ControllerError> {
+        let (params, dataset, name) = (plan.params, &plan.dataset, &plan.volume_name);
+        let path = format!("/mnt/{dataset}");
+        let existing = client
+            .nfs()
+            .by_path(&path)
+            .await
+            .map_err(tn("looking up the NFS share"))?;
+        let share = match existing.into_iter().next() {
+            Some(share) => share,
+            None => client
+                .nfs()
+                .create(&NewNfsShare {
+                    path: path.clone(),
+                    comment: params.comment(name),
+                    networks: params.nfs_networks.clone(),
+                    hosts: params.nfs_hosts.clone(),
+                    ro: false,
+                    maproot_user: Some(params.nfs_maproot_user.clone()),
+                    maproot_group: Some(params.nfs_maproot_group.clone()),
+                })
+                .await
+                .map_err(tn("creating the NFS share"))?,
+        };
+        let ids = vec![(props::NFS_SHARE_ID.to_owned(), share.id.to_string())];
+        Ok((Export::Nfs { share_path: path }, ids))
+    }
+
+    async fn remove(&self, client: &Client, names: &Names) -> Result<(), ControllerError> {
+        let path = &names.path;
+        for share in client
+            .nfs()
+            .by_path(path)
+            .await
+            .map_err(tn("looking up the NFS share"))?
+        {
+            client
+                .nfs()
+                .delete(share.id)
+                .await
+                .map_err(tn("removing the NFS share"))?;
+        }
+        Ok(())
+    }
+
+    async fn condition(
+        &self,
+        client: &Client,
+        volume: &ManagedVolume,
+    ) -> Result<Option<String>, ControllerError> {
+        let path = format!("/mnt/{}", volume.id.dataset);
+        let problem = match client
+            .nfs()
+            .by_path(&path)
+            .await
+            .map_err(tn("checking the NFS share"))?
+            .first()
+        {
+            None => Some(format!("NFS share of {path} is missing")),
+            Some(share) if !share.enabled => Some(format!("NFS share of {path} is disabled")),
+            Some(_) => None,
+        };
+        Ok(problem)
+    }
+}

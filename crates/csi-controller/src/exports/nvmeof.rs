@@ -1,0 +1,250 @@
+//! NVMe-oF/TCP: a subsystem per volume (named after it), the zvol as its namespace, a shared
+//! TCP port linked to it, and per-node hosts on its allow-list.
+
+use std::collections::HashMap;
+
+use csi_api::Export;
+use truenas::Client;
+use truenas::api::{NewNamespace, NewPort, NewSubsystem};
+use truenas::query::{Filter, Query};
+
+use crate::error::{ControllerError, tn};
+use crate::exports::{Exported, Exporter, Names, Steps, find_or_create, with_zvol_wait};
+use crate::props;
+use crate::volumes::{ManagedVolume, Plan};
+
+/// NVMe-oF subsystems.
+pub(crate) struct Nvmeof;
+
+impl Exporter for Nvmeof {
+    async fn ensure(&self, client: &Client, plan: &Plan<'_>) -> Result<Exported, ControllerError> {
+        let (params, dataset, name) = (plan.params, &plan.dataset, &plan.volume_name);
+        let nvmet = client.nvmet();
+        let subsys = match nvmet
+            .subsystem_by_name(name)
+            .await
+            .map_err(tn("looking up the NVMe-oF subsystem"))?
+        {
+            Some(subsys) => subsys,
+            None => nvmet
+                .create_subsystem(&NewSubsystem {
+                    name: name.clone(),
+                    subnqn: None,
+                    allow_any_host: params.allow_any_host,
+                })
+                .await
+                .map_err(tn("creating the NVMe-oF subsystem"))?,
+        };
+        let device = format!("zvol/{dataset}");
+        let namespaces = nvmet
+            .namespaces(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
+            .await
+            .map_err(tn("looking up the NVMe-oF namespace"))?;
+        let namespace = match namespaces.into_iter().find(|n| n.device_path == device) {
+            Some(ns) => ns,
+            None => with_zvol_wait(|| {
+                let new = NewNamespace::zvol(subsys.id, dataset);
+                async move { nvmet.create_namespace(&new).await }
+            })
+            .await
+            .map_err(tn("creating the NVMe-oF namespace"))?,
+        };
+        let port_number = params.port.unwrap_or(4420);
+        let tcp_port = || async {
+            let ports = nvmet
+                .ports(&Query::all().filter(Filter::eq("addr_trtype", "TCP")))
+                .await?;
+            Ok(ports
+                .into_iter()
+                .find(|p| p.tcp_port() == Some(port_number)))
+        };
+        let port = find_or_create(
+            Steps {
+                lookup: "looking up NVMe-oF ports",
+                create: "creating the NVMe-oF port",
+                missing: || format!("no NVMe-oF TCP port {port_number} and none could be made"),
+            },
+            tcp_port,
+            || async {
+                let port = NewPort {
+                    addr_trtype: "TCP",
+                    addr_traddr: "0.0.0.0".into(),
+                    addr_trsvcid: port_number,
+                };
+                nvmet.create_port(&port).await
+            },
+        )
+        .await?;
+        let links = nvmet
+            .port_subsystems(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
+            .await
+            .map_err(tn("looking up NVMe-oF port links"))?;
+        if !links.iter().any(|l| l.port.id == port.id) {
+            nvmet
+                .link_port(port.id, subsys.id)
+                .await
+                .map_err(tn("linking the subsystem to its port"))?;
+        }
+        let export = Export::Nvmeof {
+            port: port_number.to_string(),
+            nqn: subsys.subnqn.clone(),
+            nsid: namespace.nsid.to_string(),
+            fs_type: params.fs_type.clone(),
+        };
+        let ids = vec![
+            (props::NVMEOF_SUBSYSTEM_NQN.to_owned(), subsys.subnqn),
+            (props::NVMEOF_SUBSYSTEM_ID.to_owned(), subsys.id.to_string()),
+            (
+                props::NVMEOF_NAMESPACE_ID.to_owned(),
+                namespace.id.to_string(),
+            ),
+        ];
+        Ok((export, ids))
+    }
+
+    async fn remove(&self, client: &Client, names: &Names) -> Result<(), ControllerError> {
+        let name = &names.name;
+        let nvmet = client.nvmet();
+        if let Some(subsys) = nvmet
+            .subsystem_by_name(name)
+            .await
+            .map_err(tn("looking up the NVMe-oF subsystem"))?
+        {
+            let namespaces = nvmet
+                .namespaces(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
+                .await
+                .map_err(tn("looking up the NVMe-oF namespace"))?;
+            let device = format!("zvol/{}", names.dataset);
+            if namespaces.iter().all(|n| n.device_path == device) {
+                // force: its namespace and port links go with it, in dependency order.
+                nvmet
+                    .delete_subsystem(subsys.id, true)
+                    .await
+                    .map_err(tn("removing the NVMe-oF subsystem"))?;
+            } else {
+                return Err(ControllerError::failed_precondition(format!(
+                    "NVMe-oF subsystem {name} also exposes other zvols; not removing it"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        client: &Client,
+        volume: &ManagedVolume,
+        node_id: &str,
+    ) -> Result<HashMap<String, String>, ControllerError> {
+        let name = volume.name();
+        let hostnqn = csi_api::node_host_nqn(node_id);
+        let ctx = HashMap::from([(csi_api::publish::HOST_NQN.to_owned(), hostnqn.clone())]);
+        if volume.allow_any_host {
+            return Ok(ctx);
+        }
+        let nvmet = client.nvmet();
+        let subsys = nvmet
+            .subsystem_by_name(name)
+            .await
+            .map_err(tn("looking up the subsystem"))?
+            .ok_or_else(|| {
+                ControllerError::not_found(format!("volume {} has no NVMe-oF subsystem", volume.id))
+            })?;
+        let registered = || async {
+            let hosts = nvmet
+                .hosts(&Query::all().filter(Filter::eq("hostnqn", hostnqn.as_str())))
+                .await?;
+            Ok(hosts.into_iter().next())
+        };
+        let host = find_or_create(
+            Steps {
+                lookup: "looking up the host",
+                create: "registering the node's host NQN",
+                missing: || format!("host {hostnqn} could not be registered"),
+            },
+            registered,
+            || nvmet.create_host(&hostnqn),
+        )
+        .await?;
+        let links = nvmet
+            .host_subsystems(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
+            .await
+            .map_err(tn("looking up allowed hosts"))?;
+        if !links.iter().any(|l| l.host.id == host.id) {
+            nvmet
+                .allow_host(host.id, subsys.id)
+                .await
+                .map_err(tn("allowing the node's host NQN"))?;
+        }
+        Ok(ctx)
+    }
+
+    async fn unpublish(
+        &self,
+        client: &Client,
+        volume: &ManagedVolume,
+        node_id: &str,
+    ) -> Result<(), ControllerError> {
+        let name = volume.name();
+        let hostnqn = csi_api::node_host_nqn(node_id);
+        let nvmet = client.nvmet();
+        if let Some(subsys) = nvmet
+            .subsystem_by_name(name)
+            .await
+            .map_err(tn("looking up the subsystem"))?
+        {
+            for link in nvmet
+                .host_subsystems(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
+                .await
+                .map_err(tn("looking up allowed hosts"))?
+            {
+                if link.host.hostnqn == hostnqn {
+                    nvmet
+                        .disallow_host(link.id)
+                        .await
+                        .map_err(tn("removing the node's host NQN"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn condition(
+        &self,
+        client: &Client,
+        volume: &ManagedVolume,
+    ) -> Result<Option<String>, ControllerError> {
+        let name = volume.name().to_owned();
+        let problem = match client
+            .nvmet()
+            .subsystem_by_name(&name)
+            .await
+            .map_err(tn("checking the subsystem"))?
+        {
+            None => Some(format!("NVMe-oF subsystem {name} is missing")),
+            Some(subsys) => {
+                let namespaces = client
+                    .nvmet()
+                    .namespaces(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
+                    .await
+                    .map_err(tn("checking the namespace"))?;
+                let links = client
+                    .nvmet()
+                    .port_subsystems(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
+                    .await
+                    .map_err(tn("checking the port link"))?;
+                match namespaces.first() {
+                    None => Some(format!("NVMe-oF namespace of {name} is missing")),
+                    Some(ns) if !ns.enabled => {
+                        Some(format!("NVMe-oF namespace of {name} is disabled"))
+                    }
+                    Some(_) if links.is_empty() => {
+                        Some(format!("NVMe-oF subsystem {name} is on no port"))
+                    }
+                    Some(_) => None,
+                }
+            }
+        };
+        Ok(problem)
+    }
+}
