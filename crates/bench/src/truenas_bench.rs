@@ -45,7 +45,9 @@ async fn through_client(
             let mut latencies = Vec::new();
             while Instant::now() < until {
                 let call = Instant::now();
-                client.call("core.ping", vec![]).await?;
+                client
+                    .call(truenas::Method::read("core.ping"), vec![])
+                    .await?;
                 latencies.push(call.elapsed());
             }
             Ok::<_, truenas::Error>(latencies)

@@ -54,7 +54,11 @@ async fn identity_reports_the_driver_and_probes_truenas() {
     for _ in 0..6 {
         let _ = h
             .truenas
-            .call_within("core.ping", vec![], std::time::Duration::from_millis(200))
+            .call_within(
+                truenas::Method::read("core.ping"),
+                vec![],
+                std::time::Duration::from_millis(200),
+            )
             .await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -49,7 +49,11 @@ pub(crate) async fn serve(
                         return Err(problem);
                     }
                     client
-                        .call_within("system.version", vec![], Duration::from_secs(3))
+                        .call_within(
+                            truenas::Method::read("system.version"),
+                            vec![],
+                            Duration::from_secs(3),
+                        )
                         .await
                         .map(drop)
                         .map_err(|err| err.to_string())

@@ -201,7 +201,11 @@ fn connect_truenas(
                 return Err(problem);
             }
             let pong = client
-                .call_within("system.version", vec![], Duration::from_secs(3))
+                .call_within(
+                    truenas::Method::read("system.version"),
+                    vec![],
+                    Duration::from_secs(3),
+                )
                 .await;
             pong.map(drop).map_err(|err| err.to_string())
         }

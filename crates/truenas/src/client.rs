@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::connection::{self, Outcome, Outgoing, Socket};
 use crate::error::Error;
+use crate::method::{Method, Resend};
 use crate::metrics::ClientMetrics;
 use crate::query::{Filter, Query};
 use crate::wire::Request;
@@ -270,7 +271,7 @@ impl Client {
     /// Read-only methods are retried transparently across reconnects. Any other call whose
     /// socket dropped after it was sent fails with a retryable [`Error::Transport`]: its outcome
     /// is unknown, so the caller re-queries before trying again.
-    pub async fn call(&self, method: &str, params: Vec<Value>) -> Result<Value, Error> {
+    pub async fn call(&self, method: Method, params: Vec<Value>) -> Result<Value, Error> {
         self.call_within(method, params, self.inner.settings.call_timeout)
             .await
     }
@@ -278,7 +279,7 @@ impl Client {
     /// [`Client::call`] with its own time limit.
     pub async fn call_within(
         &self,
-        method: &str,
+        method: Method,
         params: Vec<Value>,
         timeout: Duration,
     ) -> Result<Value, Error> {
@@ -286,6 +287,7 @@ impl Client {
         let result = self
             .call_until(method, &params, started + timeout, timeout)
             .await;
+        let method = method.name();
         self.inner
             .metrics
             .call(method, outcome_label(&result), started.elapsed());
@@ -297,10 +299,11 @@ impl Client {
     }
 
     /// Calls a job method and waits for the job to end, returning its result or its error.
-    pub async fn call_job(&self, method: &str, params: Vec<Value>) -> Result<Value, Error> {
+    pub async fn call_job(&self, method: Method, params: Vec<Value>) -> Result<Value, Error> {
         let timeout = self.inner.settings.job_timeout;
         let deadline = Instant::now() + timeout;
         let job = self.call(method, params).await?;
+        let method = method.name();
         let Some(job_id) = job.as_u64() else {
             return Err(Error::Protocol {
                 reason: format!("{method} returned {job} where a job id was expected"),
@@ -309,7 +312,9 @@ impl Client {
         let mut delay = Duration::from_millis(50);
         loop {
             let query = Query::all().filter(Filter::eq("id", job_id));
-            let jobs = self.call("core.get_jobs", query.params()).await?;
+            let jobs = self
+                .call(Method::read("core.get_jobs"), query.params())
+                .await?;
             let job = jobs
                 .as_array()
                 .and_then(|jobs| jobs.first())
@@ -353,12 +358,13 @@ impl Client {
 
     async fn call_until(
         &self,
-        method: &str,
+        method: Method,
         params: &[Value],
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Value, Error> {
-        let read_only = is_read_only(method);
+        let read_only = method.resend() == Resend::Safe;
+        let method = method.name();
         let timed_out = || Error::Timeout {
             method: method.to_owned(),
             after: timeout,
@@ -679,23 +685,6 @@ fn jitter(base: Duration) -> Duration {
     half + half.mul_f64(fastrand::f64())
 }
 
-/// Methods that change nothing and so may be sent again after a dropped socket.
-pub(crate) fn is_read_only(method: &str) -> bool {
-    method.ends_with(".query")
-        || method.ends_with(".get_instance")
-        || method.ends_with(".config")
-        || method.starts_with("system.")
-        || matches!(
-            method,
-            "core.ping"
-                | "core.get_jobs"
-                | "auth.me"
-                | "filesystem.stat"
-                | "filesystem.statfs"
-                | "filesystem.getacl"
-        )
-}
-
 fn outcome_label(result: &Result<Value, Error>) -> &'static str {
     match result {
         Ok(_) => "ok",
@@ -739,15 +728,6 @@ mod tests {
         s.allow_insecure_transport = true;
         s.max_in_flight = 21;
         assert!(s.check().unwrap_err().to_string().contains("1 to 20"));
-    }
-
-    #[test]
-    fn read_only_methods() {
-        assert!(is_read_only("pool.dataset.query"));
-        assert!(is_read_only("nvmet.global.config"));
-        assert!(is_read_only("system.version"));
-        assert!(!is_read_only("pool.dataset.create"));
-        assert!(!is_read_only("pool.snapshot.delete"));
     }
 
     #[test]

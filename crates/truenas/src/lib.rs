@@ -10,10 +10,12 @@ pub mod api;
 mod client;
 mod connection;
 mod error;
+mod method;
 pub mod metrics;
 pub mod query;
 pub mod wire;
 
 pub use client::{ApiKey, Client, ClientSettings};
 pub use error::{Error, RpcError, ValidationEntry};
+pub use method::{Method, Resend};
 pub use metrics::ClientMetrics;

@@ -282,7 +282,7 @@ async fn datasets_create_query_update_delete_with_spec_errors() {
     // Strict input: a string where an int belongs is refused and named.
     let err = client
         .call(
-            "pool.dataset.create",
+            truenas::Method::change("pool.dataset.create"),
             vec![json!({"name": "tank/s", "type": "VOLUME", "volsize": "10"})],
         )
         .await
@@ -1028,16 +1028,22 @@ async fn state_and_data_survive_a_restart() {
 async fn protocol_errors_are_typed() {
     let env = common::sim().await;
     let client = common::client(&env).await;
-    let err = client.call("pool.nothing", vec![]).await.unwrap_err();
+    let err = client
+        .call(truenas::Method::change("pool.nothing"), vec![])
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::NoSuchMethod { .. }), "{err}");
     let err = client
-        .call("pool.query", vec![json!([["name", "==", "x"]])])
+        .call(
+            truenas::Method::read("pool.query"),
+            vec![json!([["name", "==", "x"]])],
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("Invalid operation"), "{err}");
     let err = client
         .call(
-            "pool.query",
+            truenas::Method::read("pool.query"),
             vec![json!([]), json!({"get": true, "limit": 2})],
         )
         .await
@@ -1045,7 +1051,7 @@ async fn protocol_errors_are_typed() {
     assert!(matches!(err, Error::Validation { .. }), "{err}");
     let err = client
         .call(
-            "pool.dataset.query",
+            truenas::Method::read("pool.dataset.query"),
             vec![json!([["id", "=", "tank/x"]]), json!({"get": true})],
         )
         .await
@@ -1054,7 +1060,10 @@ async fn protocol_errors_are_typed() {
         matches!(err, Error::NotFound { .. }),
         "MatchNotFound: {err}"
     );
-    let err = client.call("core.ping", vec![json!(1)]).await.unwrap_err();
+    let err = client
+        .call(truenas::Method::read("core.ping"), vec![json!(1)])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("Too many arguments"), "{err}");
     env.sim
         .faults()

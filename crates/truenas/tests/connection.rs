@@ -21,11 +21,13 @@ async fn thousand_concurrent_callers_all_answered_within_the_limit() {
             // Echo a distinct value through a query so a mixed-up reply would show.
             let rows = client
                 .call(
-                    "pool.query",
+                    truenas::Method::read("pool.query"),
                     vec![json!([["name", "=", "tank"]]), json!({"select": ["name"]})],
                 )
                 .await?;
-            let ping = client.call("core.ping", vec![]).await?;
+            let ping = client
+                .call(truenas::Method::read("core.ping"), vec![])
+                .await?;
             Ok::<_, Error>((i, rows, ping))
         }));
     }
@@ -111,7 +113,10 @@ async fn lost_session_on_a_live_socket_logs_in_once_and_retries() {
     settings.connections = 1;
     let client = Client::new(settings, ClientMetrics::default()).unwrap();
     client.ready().await.unwrap();
-    client.call("auth.logout", vec![]).await.unwrap();
+    client
+        .call(truenas::Method::change("auth.logout"), vec![])
+        .await
+        .unwrap();
     let logins = env.sim.faults().logins();
     let calls: Vec<_> = (0..8)
         .map(|_| {
@@ -248,12 +253,18 @@ async fn jobs_are_awaited_and_their_errors_surface() {
     let env = common::sim().await;
     let client = common::client(&env).await;
     let result = client
-        .call_job("service.control", vec![json!("RELOAD"), json!("nfs")])
+        .call_job(
+            truenas::Method::change("service.control"),
+            vec![json!("RELOAD"), json!("nfs")],
+        )
         .await
         .unwrap();
     assert_eq!(result, json!(true));
     let err = client
-        .call_job("service.control", vec![json!("RELOAD"), json!("nope")])
+        .call_job(
+            truenas::Method::change("service.control"),
+            vec![json!("RELOAD"), json!("nope")],
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
@@ -261,7 +272,10 @@ async fn jobs_are_awaited_and_their_errors_surface() {
         .faults()
         .fail_method("service.control", "EFAULT", "nfsd failed to start");
     let err = client
-        .call_job("service.control", vec![json!("START"), json!("nfs")])
+        .call_job(
+            truenas::Method::change("service.control"),
+            vec![json!("START"), json!("nfs")],
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("nfsd failed to start"), "{err}");
@@ -272,12 +286,18 @@ async fn jobs_are_awaited_and_their_errors_surface() {
     let raw = Client::new(settings, ClientMetrics::default()).unwrap();
     raw.ready().await.unwrap();
     let options = raw
-        .call("core.set_options", vec![json!({"legacy_jobs": false})])
+        .call(
+            truenas::Method::change("core.set_options"),
+            vec![json!({"legacy_jobs": false})],
+        )
         .await
         .unwrap();
     assert_eq!(options["legacy_jobs"], json!(false));
     let result = raw
-        .call("service.control", vec![json!("RELOAD"), json!("nfs")])
+        .call(
+            truenas::Method::change("service.control"),
+            vec![json!("RELOAD"), json!("nfs")],
+        )
         .await
         .unwrap();
     assert_eq!(result, json!(true));
@@ -292,7 +312,10 @@ async fn slow_server_times_out_and_oversized_requests_are_refused_locally() {
     client.ready().await.unwrap();
     env.sim.faults().set_latency(Duration::from_secs(1));
     let err = client
-        .call("pool.dataset.create", vec![json!({"name": "tank/slow"})])
+        .call(
+            truenas::Method::change("pool.dataset.create"),
+            vec![json!({"name": "tank/slow"})],
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
@@ -300,7 +323,10 @@ async fn slow_server_times_out_and_oversized_requests_are_refused_locally() {
 
     let huge = "x".repeat(70 * 1024);
     let err = client
-        .call("core.ping", vec![Value::String(huge)])
+        .call(
+            truenas::Method::read("core.ping"),
+            vec![Value::String(huge)],
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("64 KiB"), "{err}");

@@ -1,5 +1,6 @@
 //! Datasets (FILESYSTEM) and zvols (VOLUME): spec §4.2–4.6 and §6.
 
+use crate::Method;
 use std::fmt;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -500,7 +501,12 @@ impl Datasets<'_> {
     /// Changes properties; returns the updated entry.
     pub async fn update(&self, id: &str, changes: &DatasetChanges) -> Result<Dataset, Error> {
         let method = "pool.dataset.update";
-        decode(method, self.0.call(method, changes.to_params(id)).await?)
+        decode(
+            method,
+            self.0
+                .call(Method::change(method), changes.to_params(id))
+                .await?,
+        )
     }
 
     /// Deletes a dataset (its shares and namespaces go with it); `Ok(false)` if it was gone.
@@ -515,7 +521,9 @@ impl Datasets<'_> {
 
     /// Makes a clone independent of its origin snapshot (the origin becomes the clone).
     pub async fn promote(&self, id: &str) -> Result<(), Error> {
-        self.0.call("pool.dataset.promote", vec![json!(id)]).await?;
+        self.0
+            .call(Method::change("pool.dataset.promote"), vec![json!(id)])
+            .await?;
         Ok(())
     }
 }

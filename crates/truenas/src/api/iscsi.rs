@@ -1,5 +1,6 @@
 //! The iSCSI target (spec §4.11): portals, initiator groups, targets, extents and LUN links.
 
+use crate::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -170,7 +171,7 @@ impl Iscsi<'_> {
     /// Target-wide settings (base IQN).
     pub async fn global(&self) -> Result<IscsiGlobal, Error> {
         let method = "iscsi.global.config";
-        decode(method, self.0.call(method, vec![]).await?)
+        decode(method, self.0.call(Method::read(method), vec![]).await?)
     }
     /// All portals.
     pub async fn portals(&self) -> Result<Vec<Portal>, Error> {
@@ -194,7 +195,7 @@ impl Iscsi<'_> {
     pub async fn set_initiators(&self, id: i64, initiators: &[String]) -> Result<Initiator, Error> {
         let method = "iscsi.initiator.update";
         let params = vec![json!(id), json!({"initiators": initiators})];
-        decode(method, self.0.call(method, params).await?)
+        decode(method, self.0.call(Method::change(method), params).await?)
     }
     /// Deletes an initiator group.
     pub async fn delete_initiator(&self, id: i64) -> Result<bool, Error> {

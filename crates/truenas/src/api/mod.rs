@@ -1,6 +1,7 @@
 //! The typed TrueNAS API, one handle per namespace, so call sites never spell method names,
 //! positional params or filter JSON by hand. Deletes treat "already gone" as success and say so.
 
+use crate::Method;
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
@@ -108,16 +109,19 @@ pub(crate) fn body<T: Serialize>(value: &T) -> Value {
 
 pub(crate) async fn query<T: DeserializeOwned>(
     client: &Client,
-    method: &str,
+    method: &'static str,
     query: &Query,
 ) -> Result<Vec<T>, Error> {
-    decode(method, client.call(method, query.params()).await?)
+    decode(
+        method,
+        client.call(Method::read(method), query.params()).await?,
+    )
 }
 
 /// The first match, or `None`: a plain query, never `get:true` (which errors on no match).
 pub(crate) async fn find<T: DeserializeOwned>(
     client: &Client,
-    method: &str,
+    method: &'static str,
     filter: Filter,
 ) -> Result<Option<T>, Error> {
     let rows: Vec<T> = query(client, method, &Query::all().filter(filter)).await?;
@@ -127,19 +131,19 @@ pub(crate) async fn find<T: DeserializeOwned>(
 /// A create: the created entry.
 pub(crate) async fn create<T: DeserializeOwned>(
     client: &Client,
-    method: &str,
+    method: &'static str,
     params: Vec<Value>,
 ) -> Result<T, Error> {
-    decode(method, client.call(method, params).await?)
+    decode(method, client.call(Method::change(method), params).await?)
 }
 
 /// A delete that succeeds when the object is already gone: `Ok(false)` says it was.
 pub(crate) async fn delete(
     client: &Client,
-    method: &str,
+    method: &'static str,
     params: Vec<Value>,
 ) -> Result<bool, Error> {
-    match client.call(method, params).await {
+    match client.call(Method::change(method), params).await {
         Ok(_) => Ok(true),
         Err(Error::NotFound { .. }) => Ok(false),
         Err(err) => Err(err),

@@ -1,5 +1,6 @@
 //! The NVMe-oF target (spec §4.10): subsystems, namespaces, ports, hosts and their links.
 
+use crate::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -199,7 +200,7 @@ impl Nvmet<'_> {
     /// Target-wide settings (base NQN).
     pub async fn global(&self) -> Result<NvmetGlobal, Error> {
         let method = "nvmet.global.config";
-        decode(method, self.0.call(method, vec![]).await?)
+        decode(method, self.0.call(Method::read(method), vec![]).await?)
     }
 
     /// Subsystems matching a query.
@@ -218,7 +219,7 @@ impl Nvmet<'_> {
     pub async fn set_allow_any_host(&self, id: i64, allow: bool) -> Result<Subsystem, Error> {
         let method = "nvmet.subsys.update";
         let params = vec![json!(id), json!({"allow_any_host": allow})];
-        decode(method, self.0.call(method, params).await?)
+        decode(method, self.0.call(Method::change(method), params).await?)
     }
     /// Deletes a subsystem; `force` also drops its namespaces and port links.
     pub async fn delete_subsystem(&self, id: i64, force: bool) -> Result<bool, Error> {

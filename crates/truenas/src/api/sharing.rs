@@ -1,5 +1,6 @@
 //! NFS exports and SMB shares (spec §4.8–4.9).
 
+use crate::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -80,7 +81,7 @@ impl NfsShares<'_> {
     ) -> Result<NfsShare, Error> {
         let method = "sharing.nfs.update";
         let params = vec![json!(id), json!({"networks": networks, "hosts": hosts})];
-        decode(method, self.0.call(method, params).await?)
+        decode(method, self.0.call(Method::change(method), params).await?)
     }
     /// Removes an export; `Ok(false)` if it was gone.
     pub async fn delete(&self, id: i64) -> Result<bool, Error> {
@@ -145,7 +146,7 @@ impl SmbShares<'_> {
     pub async fn set_readonly(&self, id: i64, readonly: bool) -> Result<SmbShare, Error> {
         let method = "sharing.smb.update";
         let params = vec![json!(id), json!({"readonly": readonly})];
-        decode(method, self.0.call(method, params).await?)
+        decode(method, self.0.call(Method::change(method), params).await?)
     }
     /// Removes a share; `Ok(false)` if it was gone.
     pub async fn delete(&self, id: i64) -> Result<bool, Error> {

@@ -1,5 +1,6 @@
 //! Snapshots, clones and rollback: `pool.snapshot.*` (spec §4.7).
 
+use crate::Method;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -125,7 +126,9 @@ impl Snapshots<'_> {
         if !properties.is_empty() {
             data["dataset_properties"] = json!(properties);
         }
-        self.0.call("pool.snapshot.clone", vec![data]).await?;
+        self.0
+            .call(Method::change("pool.snapshot.clone"), vec![data])
+            .await?;
         Ok(())
     }
 
@@ -137,7 +140,10 @@ impl Snapshots<'_> {
             "force": options.force,
         });
         self.0
-            .call("pool.snapshot.rollback", vec![json!(id), options])
+            .call(
+                Method::change("pool.snapshot.rollback"),
+                vec![json!(id), options],
+            )
             .await?;
         Ok(())
     }
@@ -157,7 +163,7 @@ impl Snapshots<'_> {
         let value = self
             .0
             .call(
-                method,
+                Method::change(method),
                 vec![
                     json!(id),
                     json!({"user_properties_update": set, "user_properties_remove": remove}),

@@ -1,5 +1,6 @@
 //! Version, liveness and host facts (spec §4.13).
 
+use crate::Method;
 use serde::Deserialize;
 
 use crate::{Client, Error};
@@ -37,19 +38,22 @@ impl System<'_> {
     pub async fn version(&self) -> Result<String, Error> {
         super::decode(
             "system.version",
-            self.0.call("system.version", vec![]).await?,
+            self.0.call(Method::read("system.version"), vec![]).await?,
         )
     }
 
     /// `25.10.0`: use it to gate features (NVMe-oF and `pool.snapshot` need 25.10).
     pub async fn version_short(&self) -> Result<String, Error> {
         let method = "system.version_short";
-        super::decode(method, self.0.call(method, vec![]).await?)
+        super::decode(method, self.0.call(Method::read(method), vec![]).await?)
     }
 
     /// Host facts.
     pub async fn info(&self) -> Result<SystemInfo, Error> {
-        super::decode("system.info", self.0.call("system.info", vec![]).await?)
+        super::decode(
+            "system.info",
+            self.0.call(Method::read("system.info"), vec![]).await?,
+        )
     }
 
     /// Starts, stops, restarts or reloads a service (`nfs`, `cifs`, `iscsitarget`, `nvmet`);
@@ -65,7 +69,7 @@ impl System<'_> {
         let result = self
             .0
             .call_job(
-                method,
+                Method::change(method),
                 vec![serde_json::json!(verb), serde_json::json!(service)],
             )
             .await?;
@@ -74,7 +78,7 @@ impl System<'_> {
 
     /// A round trip through the API (`core.ping` → `pong`).
     pub async fn ping(&self) -> Result<(), Error> {
-        match self.0.call("core.ping", vec![]).await? {
+        match self.0.call(Method::read("core.ping"), vec![]).await? {
             serde_json::Value::String(pong) if pong == "pong" => Ok(()),
             other => Err(Error::Protocol {
                 reason: format!("core.ping returned {other}"),
