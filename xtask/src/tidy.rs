@@ -9,8 +9,17 @@ use crate::root;
 
 type Arrows = BTreeMap<String, BTreeSet<String>>;
 
-/// Parses the arrows block of docs/ARCHITECTURE.md into (normal, dev-only) edges.
-fn arrows() -> (Arrows, Arrows) {
+/// The arrows block of docs/ARCHITECTURE.md: normal edges, and the extra edges allowed for
+/// tests (`dev`) and build scripts (`build`).
+#[derive(Default)]
+struct Allowed {
+    normal: Arrows,
+    dev: Arrows,
+    build: Arrows,
+}
+
+/// Parses the arrows block of docs/ARCHITECTURE.md.
+fn arrows() -> Allowed {
     let doc = std::fs::read_to_string(root().join("docs/ARCHITECTURE.md"))
         .expect("docs/ARCHITECTURE.md exists");
     let start = doc
@@ -19,7 +28,7 @@ fn arrows() -> (Arrows, Arrows) {
     let end = doc
         .find("<!-- arrows:end -->")
         .expect("ARCHITECTURE.md has an arrows:end marker");
-    let (mut normal, mut dev) = (Arrows::new(), Arrows::new());
+    let mut allowed = Allowed::default();
     let block = &doc[start + "<!-- arrows:start -->".len()..end];
     for line in block.lines().map(str::trim) {
         let Some((lhs, rhs)) = line.split_once("->") else {
@@ -32,17 +41,19 @@ fn arrows() -> (Arrows, Arrows) {
             .map(str::to_owned)
             .collect();
         let lhs: Vec<&str> = lhs.split_whitespace().collect();
-        match lhs.as_slice() {
-            ["dev", name] => dev.entry((*name).to_owned()).or_default().extend(targets),
-            [name] => normal
-                .entry((*name).to_owned())
-                .or_default()
-                .extend(targets),
+        let (table, name) = match lhs.as_slice() {
+            ["dev", name] => (&mut allowed.dev, *name),
+            ["build", name] => (&mut allowed.build, *name),
+            [name] => (&mut allowed.normal, *name),
             other => panic!("cannot read arrow line {other:?} in ARCHITECTURE.md"),
-        }
+        };
+        table.entry(name.to_owned()).or_default().extend(targets);
     }
-    assert!(!normal.is_empty(), "no arrows found between the markers");
-    (normal, dev)
+    assert!(
+        !allowed.normal.is_empty(),
+        "no arrows found between the markers"
+    );
+    allowed
 }
 
 fn cargo_metadata() -> Value {
@@ -78,46 +89,172 @@ fn workspace_packages(meta: &Value) -> Vec<&Value> {
         .collect()
 }
 
-#[test]
-fn dependency_edges_follow_architecture() {
-    let (normal, dev) = arrows();
-    let meta = cargo_metadata();
-    let packages = workspace_packages(&meta);
+/// The workspace's dependency edges between its own packages, by kind (`normal`, `dev`,
+/// `build`).
+fn workspace_edges(packages: &[&Value]) -> BTreeSet<(String, String, String)> {
     let names: BTreeSet<&str> = packages
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    let mut violations = Vec::new();
-    for package in &packages {
+    let mut edges = BTreeSet::new();
+    for package in packages {
         let name = package["name"].as_str().unwrap();
-        if !normal.contains_key(name) {
-            violations.push(format!(
-                "crate `{name}` is not in the arrows table of docs/ARCHITECTURE.md"
-            ));
-            continue;
-        }
         for dep in package["dependencies"].as_array().unwrap() {
             let target = dep["name"].as_str().unwrap();
-            if !names.contains(target) {
-                continue;
-            }
-            let allowed_normal = normal.get(name).is_some_and(|t| t.contains(target));
-            let allowed = match dep["kind"].as_str() {
-                Some("dev") => allowed_normal || dev.get(name).is_some_and(|t| t.contains(target)),
-                _ => allowed_normal,
-            };
-            if !allowed {
-                let kind = dep["kind"].as_str().unwrap_or("normal");
-                violations.push(format!(
-                    "`{name}` -> `{target}` ({kind} dependency) is not an allowed arrow"
-                ));
+            if names.contains(target) {
+                let kind = dep["kind"].as_str().unwrap_or("normal").to_owned();
+                edges.insert((name.to_owned(), target.to_owned(), kind));
             }
         }
     }
+    edges
+}
+
+/// Checks the edges against the arrows both ways: every edge allowed, every arrow real, every
+/// name a package. Returns the violations.
+fn check_arrows(
+    allowed: &Allowed,
+    packages: &BTreeSet<String>,
+    edges: &BTreeSet<(String, String, String)>,
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    let has =
+        |table: &Arrows, from: &str, to: &str| table.get(from).is_some_and(|t| t.contains(to));
+    for package in packages {
+        if !allowed.normal.contains_key(package) {
+            violations.push(format!(
+                "crate `{package}` is not in the arrows table of docs/ARCHITECTURE.md"
+            ));
+        }
+    }
+    for (from, to, kind) in edges {
+        let ok = match kind.as_str() {
+            "dev" => has(&allowed.normal, from, to) || has(&allowed.dev, from, to),
+            "build" => has(&allowed.build, from, to),
+            _ => has(&allowed.normal, from, to),
+        };
+        if !ok {
+            violations.push(format!(
+                "`{from}` -> `{to}` ({kind} dependency) is not an allowed arrow"
+            ));
+        }
+    }
+    for (kind, table) in [
+        ("normal", &allowed.normal),
+        ("dev", &allowed.dev),
+        ("build", &allowed.build),
+    ] {
+        for (from, targets) in table {
+            for name in std::iter::once(from).chain(targets) {
+                if !packages.contains(name) {
+                    violations.push(format!(
+                        "the arrows name `{name}`, which is no package of the workspace"
+                    ));
+                }
+            }
+            for to in targets {
+                // A normal dependency also serves tests, so a normal arrow is real if either is.
+                let real = edges.iter().any(|(f, t, k)| {
+                    f == from
+                        && t == to
+                        && match kind {
+                            "normal" => k == "normal",
+                            other => k == other,
+                        }
+                });
+                if !real {
+                    violations.push(format!(
+                        "the {kind} arrow `{from}` -> `{to}` has no such dependency; remove it"
+                    ));
+                }
+            }
+        }
+    }
+    violations.sort();
+    violations.dedup();
+    violations
+}
+
+#[test]
+fn dependency_edges_follow_architecture() {
+    let allowed = arrows();
+    let meta = cargo_metadata();
+    let packages = workspace_packages(&meta);
+    let names: BTreeSet<String> = packages
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    let violations = check_arrows(&allowed, &names, &workspace_edges(&packages));
     assert!(
         violations.is_empty(),
         "dependency edges break docs/ARCHITECTURE.md:\n{}",
         violations.join("\n")
+    );
+}
+
+#[test]
+fn the_arrow_check_fails_both_ways() {
+    let table = |pairs: &[(&str, &[&str])]| -> Arrows {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.iter().map(|s| (*s).to_owned()).collect()))
+            .collect()
+    };
+    let allowed = Allowed {
+        normal: table(&[("a", &["b", "c"]), ("b", &[]), ("c", &[])]),
+        dev: table(&[("b", &["ghost"])]),
+        build: Arrows::new(),
+    };
+    let packages: BTreeSet<String> = ["a", "b", "c"].map(str::to_owned).into();
+    let edge = |f: &str, t: &str, k: &str| (f.to_owned(), t.to_owned(), k.to_owned());
+    let edges: BTreeSet<_> = [edge("a", "b", "normal"), edge("c", "a", "build")].into();
+    let found = check_arrows(&allowed, &packages, &edges).join("\n");
+    assert!(
+        found.contains("`c` -> `a` (build dependency) is not an allowed arrow"),
+        "{found}"
+    );
+    assert!(
+        found.contains("normal arrow `a` -> `c` has no such dependency"),
+        "{found}"
+    );
+    assert!(found.contains("`ghost`, which is no package"), "{found}");
+}
+
+#[test]
+fn csi_node_cannot_reach_truenas() {
+    // Node pods hold no TrueNAS key: not even a transitive path may lead there.
+    let out = crate::cargo()
+        .args([
+            "tree",
+            "--offline",
+            "--package",
+            "csi-node",
+            "--edges",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8(out.stdout).unwrap();
+    let names: BTreeSet<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        names.contains("csi-api"),
+        "cargo tree printed too little:\n{tree}"
+    );
+    assert!(
+        !names.contains("truenas"),
+        "csi-node reaches the TrueNAS client:\n{tree}"
     );
 }
 
