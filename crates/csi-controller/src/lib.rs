@@ -1,4 +1,4 @@
-//! The CSI Controller service of tns-csi (../shared/specs/tns-csi.md): CreateVolume and the
+//! The CSI Controller service of tns-csi: CreateVolume and the
 //! rest turned into TrueNAS operations through the `truenas` client. It keeps no local state:
 //! names, ZFS user properties and exact lookups on TrueNAS are the whole truth, so a
 //! controller restarted at any moment carries on. Operations are serialised per volume or

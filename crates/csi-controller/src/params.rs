@@ -1,4 +1,4 @@
-//! StorageClass parameters (../shared/specs/tns-csi.md): parsed, validated, and every mistake
+//! StorageClass parameters (listed in docs/tns-csi.md): parsed, validated, and every mistake
 //! reported as `InvalidArgument` naming the parameter and what it accepts.
 
 use std::collections::{BTreeMap, HashMap};

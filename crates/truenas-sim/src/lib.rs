@@ -1,4 +1,4 @@
-//! A TrueNAS SCALE 25.10 simulator written from ../shared/specs/truenas-api.md: the same
+//! A TrueNAS SCALE 25.10 simulator written from the TrueNAS API as documented: the same
 //! WebSocket JSON-RPC 2.0 protocol, limits and error shapes, over an in-memory model of pools,
 //! datasets, snapshots, shares and block targets whose data lives in real directories and
 //! sparse files. Tests start it in-process with [`Simulator::start`]; the `truenas-sim` binary

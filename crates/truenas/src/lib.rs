@@ -1,4 +1,4 @@
-//! The TrueNAS SCALE 25.10 API as our client sees it (../shared/specs/truenas-api.md).
+//! The TrueNAS SCALE 25.10 API as our client sees it (the subset is described in docs/tns-csi.md).
 //!
 //! [`Client`] keeps a small pool of logged-in WebSocket connections and multiplexes JSON-RPC
 //! calls over them within TrueNAS's per-socket limit; it logs in again, reconnects with

@@ -1,4 +1,4 @@
-//! The config schema of `warpdrive-mount` (../shared/specs/warpdrive.md) and its rules.
+//! The config schema of `warpdrive-mount` (every key is listed in docs/warpdrive.md) and its rules.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
