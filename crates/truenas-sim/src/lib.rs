@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, bail};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -72,16 +71,47 @@ pub fn generate_api_key(id: u64) -> String {
     format!("{id}-{secret}")
 }
 
-fn parse_key(key: &str) -> anyhow::Result<(u64, String)> {
-    let (id, secret) = key
-        .trim()
-        .split_once('-')
-        .context("the API key must look like <id>-<64 alphanumerics>")?;
+/// Why a simulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// The API key is not `<id>-<64 alphanumerics>`.
+    #[error("{0}")]
+    ApiKey(&'static str),
+    /// A pool name from the command line.
+    #[error("pool name `{0}` is not valid")]
+    PoolName(String),
+    /// A file or socket could not be used.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The self-signed certificate could not be made.
+    #[error("cannot make the TLS certificate: {0}")]
+    Tls(String),
+}
+
+/// An `io::Error` while doing `what`.
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SimError {
+    let what = what.into();
+    move |source| SimError::Io { what, source }
+}
+
+fn parse_key(key: &str) -> Result<(u64, String), SimError> {
+    let (id, secret) = key.trim().split_once('-').ok_or(SimError::ApiKey(
+        "the API key must look like <id>-<64 alphanumerics>",
+    ))?;
     let id: u64 = id
         .parse()
-        .context("the API key id (before the `-`) must be a number")?;
+        .map_err(|_| SimError::ApiKey("the API key id (before the `-`) must be a number"))?;
     if secret.len() != 64 || !secret.chars().all(|c| c.is_ascii_alphanumeric()) {
-        bail!("the API key secret (after the `-`) must be 64 letters and digits");
+        return Err(SimError::ApiKey(
+            "the API key secret (after the `-`) must be 64 letters and digits",
+        ));
     }
     Ok((id, secret.to_owned()))
 }
@@ -107,30 +137,38 @@ impl std::fmt::Debug for Simulator {
 
 impl Simulator {
     /// Loads or creates the state, binds, and serves in the background.
-    pub async fn start(config: SimConfig) -> anyhow::Result<Self> {
+    pub async fn start(config: SimConfig) -> Result<Self, SimError> {
         let (key_id, key_secret) = parse_key(&config.api_key)?;
-        let data = data::DataDir::new(&config.data_dir)
-            .with_context(|| format!("cannot use data directory {}", config.data_dir.display()))?;
+        let data = data::DataDir::new(&config.data_dir).map_err(io(format!(
+            "cannot use data directory {}",
+            config.data_dir.display()
+        )))?;
         let state_file = match &config.state_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                    .map_err(io(format!("cannot create {}", dir.display())))?;
                 Some(dir.join("state.json"))
             }
             None => None,
         };
         let mut model = match &state_file {
-            Some(path) => model::Model::load(path)?.unwrap_or_default(),
+            Some(path) => model::Model::load(path)
+                .map_err(io(format!("cannot read the state in {}", path.display())))?
+                .unwrap_or_default(),
             None => model::Model::default(),
         };
         seed(&mut model, &data, &config.pools)?;
         if let Some(path) = &state_file {
-            model.save(path)?;
+            model
+                .save(path)
+                .map_err(io(format!("cannot save the state to {}", path.display())))?;
         }
         let listener = TcpListener::bind(config.listen)
             .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
+            .map_err(io(format!("cannot listen on {}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io("cannot read the listening address"))?;
         let (acceptor, ca_pem) = if config.tls {
             let (acceptor, pem) = self_signed()?;
             (Some(acceptor), Some(pem))
@@ -222,13 +260,13 @@ fn seed(
     model: &mut model::Model,
     data: &data::DataDir,
     pools: &[(String, u64)],
-) -> anyhow::Result<()> {
+) -> Result<(), SimError> {
     if model.basenqn.is_empty() {
         model.basenqn = format!("nqn.2011-06.com.truenas:uuid:{}", ctx::uuid4());
     }
     for (name, size) in pools {
         if name.is_empty() || name.contains('/') || name.contains('@') {
-            bail!("pool name `{name}` is not valid");
+            return Err(SimError::PoolName(name.clone()));
         }
         let next_id = model.pools.values().map(|p| p.id).max().unwrap_or(0) + 1;
         let pool = model
@@ -257,7 +295,8 @@ fn seed(
                 },
             );
         }
-        std::fs::create_dir_all(data.dataset_dir(name))?;
+        std::fs::create_dir_all(data.dataset_dir(name))
+            .map_err(io(format!("cannot create the directory of pool {name}")))?;
     }
     if model.rows("iscsi.portal").is_empty() {
         model
@@ -272,21 +311,23 @@ fn seed(
     Ok(())
 }
 
-fn self_signed() -> anyhow::Result<(tokio_rustls::TlsAcceptor, String)> {
+fn self_signed() -> Result<(tokio_rustls::TlsAcceptor, String), SimError> {
     let names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
     let certified =
-        rcgen::generate_simple_self_signed(names).context("cannot make a certificate")?;
+        rcgen::generate_simple_self_signed(names).map_err(|e| SimError::Tls(e.to_string()))?;
     let pem = certified.cert.pem();
     let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
-        .map_err(|err| anyhow::anyhow!("bad key: {err}"))?;
+        .map_err(|err| SimError::Tls(format!("bad key: {err}")))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SimError::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)?;
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .map_err(|e| SimError::Tls(e.to_string()))?;
     Ok((tokio_rustls::TlsAcceptor::from(Arc::new(config)), pem))
 }
