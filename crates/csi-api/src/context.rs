@@ -162,6 +162,7 @@ impl VolumeContext {
         let protocol: Protocol = need(keys::PROTOCOL)?
             .parse()
             .map_err(ContextError::Protocol)?;
+        let server = need(keys::SERVER)?;
         let export = match protocol {
             Protocol::Nfs => Export::Nfs {
                 share_path: need(keys::SHARE_PATH)?,
@@ -183,7 +184,7 @@ impl VolumeContext {
             },
         };
         Ok(Self {
-            server: need(keys::SERVER)?,
+            server,
             dataset: map.get(keys::DATASET).cloned().unwrap_or_default(),
             export,
         })
