@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -74,6 +76,29 @@ impl CsiMetrics {
 
     /// Runs `work` as CSI call `method`, recording its outcome and logging failures.
     pub async fn observe<T>(
+        &self,
+        method: &'static str,
+        work: impl Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<tonic::Response<T>, tonic::Status> {
+        self.observe_volume(method, "", work).await
+    }
+
+    /// [`CsiMetrics::observe`] for a call about one volume (or snapshot): everything it logs
+    /// carries the method and `volume`, so one grep of a JSON log follows one volume.
+    pub async fn observe_volume<T>(
+        &self,
+        method: &'static str,
+        volume: &str,
+        work: impl Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<tonic::Response<T>, tonic::Status> {
+        let span = tracing::info_span!("csi", method, volume = tracing::field::Empty);
+        if !volume.is_empty() {
+            span.record("volume", volume);
+        }
+        self.run(method, work).instrument(span).await
+    }
+
+    async fn run<T>(
         &self,
         method: &'static str,
         work: impl Future<Output = Result<T, tonic::Status>>,

@@ -227,11 +227,11 @@ impl Controller for ControllerService {
         &self,
         request: Request<CreateVolumeRequest>,
     ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let name = req.name.clone();
         self.metrics
-            .observe("CreateVolume", async {
-                self.create_volume_inner(request.into_inner())
-                    .await
-                    .map_err(Status::from)
+            .observe_volume("CreateVolume", &name, async {
+                self.create_volume_inner(req).await.map_err(Status::from)
             })
             .await
     }
@@ -242,7 +242,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let req = request.into_inner();
         self.metrics
-            .observe("DeleteVolume", async {
+            .observe_volume("DeleteVolume", &req.volume_id, async {
                 if req.volume_id.is_empty() {
                     return Err(Status::invalid_argument("volume_id: required"));
                 }
@@ -272,7 +272,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
         let req = request.into_inner();
         self.metrics
-            .observe("ControllerPublishVolume", async {
+            .observe_volume("ControllerPublishVolume", &req.volume_id, async {
                 if req.volume_id.is_empty() {
                     return Err(Status::invalid_argument("volume_id: required"));
                 }
@@ -299,7 +299,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
         let req = request.into_inner();
         self.metrics
-            .observe("ControllerUnpublishVolume", async {
+            .observe_volume("ControllerUnpublishVolume", &req.volume_id, async {
                 if req.volume_id.is_empty() {
                     return Err(Status::invalid_argument("volume_id: required"));
                 }
@@ -321,7 +321,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
         let req = request.into_inner();
         self.metrics
-            .observe("ValidateVolumeCapabilities", async {
+            .observe_volume("ValidateVolumeCapabilities", &req.volume_id, async {
                 if req.volume_id.is_empty() {
                     return Err(Status::invalid_argument("volume_id: required"));
                 }
@@ -478,7 +478,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<CreateSnapshotResponse>, Status> {
         let req = request.into_inner();
         self.metrics
-            .observe("CreateSnapshot", async {
+            .observe_volume("CreateSnapshot", &req.source_volume_id, async {
                 if req.name.is_empty() {
                     return Err(Status::invalid_argument("name: required"));
                 }
@@ -504,7 +504,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         let req = request.into_inner();
         self.metrics
-            .observe("DeleteSnapshot", async {
+            .observe_volume("DeleteSnapshot", &req.snapshot_id, async {
                 if req.snapshot_id.is_empty() {
                     return Err(Status::invalid_argument("snapshot_id: required"));
                 }
@@ -599,7 +599,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
         let req = request.into_inner();
         self.metrics
-            .observe("ControllerExpandVolume", async {
+            .observe_volume("ControllerExpandVolume", &req.volume_id, async {
                 if req.volume_id.is_empty() {
                     return Err(Status::invalid_argument("volume_id: required"));
                 }
@@ -640,7 +640,7 @@ impl Controller for ControllerService {
     ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
         let req = request.into_inner();
         self.metrics
-            .observe("ControllerGetVolume", async {
+            .observe_volume("ControllerGetVolume", &req.volume_id, async {
                 if req.volume_id.is_empty() {
                     return Err(Status::invalid_argument("volume_id: required"));
                 }

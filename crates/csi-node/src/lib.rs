@@ -182,8 +182,10 @@ impl Node for NodeService {
         &self,
         request: Request<NodeStageVolumeRequest>,
     ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let volume = req.volume_id.clone();
         self.metrics
-            .observe("NodeStageVolume", self.stage(request.into_inner()))
+            .observe_volume("NodeStageVolume", &volume, self.stage(req))
             .await
     }
 
@@ -191,8 +193,10 @@ impl Node for NodeService {
         &self,
         request: Request<NodeUnstageVolumeRequest>,
     ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let volume = req.volume_id.clone();
         self.metrics
-            .observe("NodeUnstageVolume", self.unstage(request.into_inner()))
+            .observe_volume("NodeUnstageVolume", &volume, self.unstage(req))
             .await
     }
 
@@ -200,8 +204,10 @@ impl Node for NodeService {
         &self,
         request: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let volume = req.volume_id.clone();
         self.metrics
-            .observe("NodePublishVolume", self.publish(request.into_inner()))
+            .observe_volume("NodePublishVolume", &volume, self.publish(req))
             .await
     }
 
@@ -209,8 +215,10 @@ impl Node for NodeService {
         &self,
         request: Request<NodeUnpublishVolumeRequest>,
     ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let volume = req.volume_id.clone();
         self.metrics
-            .observe("NodeUnpublishVolume", self.unpublish(request.into_inner()))
+            .observe_volume("NodeUnpublishVolume", &volume, self.unpublish(req))
             .await
     }
 
@@ -218,8 +226,10 @@ impl Node for NodeService {
         &self,
         request: Request<NodeGetVolumeStatsRequest>,
     ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        let req = request.into_inner();
+        let volume = req.volume_id.clone();
         self.metrics
-            .observe("NodeGetVolumeStats", self.stats(request.into_inner()))
+            .observe_volume("NodeGetVolumeStats", &volume, self.stats(req))
             .await
     }
 
@@ -227,8 +237,10 @@ impl Node for NodeService {
         &self,
         request: Request<NodeExpandVolumeRequest>,
     ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        let req = request.into_inner();
+        let volume = req.volume_id.clone();
         self.metrics
-            .observe("NodeExpandVolume", self.expand(request.into_inner()))
+            .observe_volume("NodeExpandVolume", &volume, self.expand(req))
             .await
     }
 

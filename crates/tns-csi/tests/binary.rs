@@ -441,6 +441,17 @@ fn serves_csi_on_a_unix_socket_against_the_simulator() {
         !logs.contains(&std::fs::read_to_string(&key).unwrap()[2..]),
         "key in logs"
     );
+    // Every line a CSI call logs, its TrueNAS calls included, names the method and volume.
+    let traced: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(r#""volume":"nfs:tank/csi/pvc-bin""#))
+        .collect();
+    assert!(
+        traced
+            .iter()
+            .any(|l| l.contains("DeleteVolume") && l.contains("TrueNAS call")),
+        "no DeleteVolume TrueNAS call line carries the volume:\n{logs}"
+    );
 }
 
 #[test]
