@@ -173,6 +173,7 @@ fn serves_metrics_until_sigterm() {
         .collect();
     top.sort();
     assert_eq!(top, ["local", "training"]);
+    assert!(std::fs::metadata(mnt.join("local/missing.txt")).is_err());
 
     Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
@@ -190,6 +191,13 @@ fn serves_metrics_until_sigterm() {
     assert!(
         !logs.contains(SECRET) && !metrics.contains(SECRET),
         "secret leaked"
+    );
+    // What a FUSE request logs carries its op and what it was about.
+    assert!(
+        logs.lines().any(|l| l.contains("request failed")
+            && l.contains(r#""op":"lookup""#)
+            && l.contains(r#""name":"missing.txt""#)),
+        "no lookup line names the file:\n{logs}"
     );
 }
 
