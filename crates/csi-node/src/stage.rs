@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use csi_api::csi::volume_capability::AccessType;
 use csi_api::csi::*;
-use csi_api::{Protocol, VolumeContext, context};
+use csi_api::{Protocol, context};
 use tonic::Status;
 
 use crate::connectors::{AttachRequest, Attached};
@@ -84,11 +84,9 @@ impl NodeService {
             AccessType::Mount(mount) => mount.mount_flags.clone(),
             AccessType::Block(_) => Vec::new(),
         };
-        let context = VolumeContext::from_map(&context_map)
-            .map_err(|err| NodeError::Invalid(err.to_string()))?;
         let attach = AttachRequest {
             volume_id: &volume_id,
-            context: &context,
+            context: &context_map,
             publish: &req.publish_context,
             secrets: &req.secrets,
             staging: &staging,
@@ -110,10 +108,10 @@ impl NodeService {
             }
             (Attached::Device(device), AccessType::Mount(mount)) => {
                 let wanted = if mount.fs_type.is_empty() {
-                    context
-                        .fs_type()
-                        .filter(|fs| !fs.is_empty())
-                        .map_or_else(|| "ext4".into(), str::to_owned)
+                    context_map
+                        .get(context::keys::FS_TYPE)
+                        .cloned()
+                        .unwrap_or_else(|| "ext4".into())
                 } else {
                     mount.fs_type.clone()
                 };

@@ -28,10 +28,11 @@ const ISCSI_IFACE: &str = "tns-csi";
 #[tonic::async_trait]
 impl Connector for IscsiConnector {
     async fn attach(&self, r: &AttachRequest<'_>) -> Result<(Attached, Detach), NodeError> {
-        let Export::Iscsi { port, iqn, lun, .. } = &r.context.export else {
-            return Err(wrong_export(r, Protocol::Iscsi));
+        let context = r.volume_context()?;
+        let Export::Iscsi { port, iqn, lun, .. } = &context.export else {
+            return Err(wrong_export(r, &context, Protocol::Iscsi));
         };
-        let (server, iqn) = (&r.context.server, iqn.as_str());
+        let (server, iqn) = (&context.server, iqn.as_str());
         let portal = format!("{server}:{port}");
         let runner = self.runner.as_ref();
         let mut iface = Vec::new();

@@ -29,8 +29,9 @@ pub use smb::SmbConnector;
 pub struct AttachRequest<'a> {
     /// The CSI volume id.
     pub volume_id: &'a str,
-    /// Volume context from CreateVolume.
-    pub context: &'a VolumeContext,
+    /// Volume context from CreateVolume (as the CO carries it; read it with
+    /// [`AttachRequest::volume_context`]).
+    pub context: &'a HashMap<String, String>,
     /// Publish context from ControllerPublishVolume.
     pub publish: &'a HashMap<String, String>,
     /// Node-stage secrets (SMB user/password).
@@ -144,12 +145,19 @@ pub trait Connector: Send + Sync {
     }
 }
 
+impl AttachRequest<'_> {
+    /// The typed volume context; the error names the key that is missing.
+    pub fn volume_context(&self) -> Result<VolumeContext, NodeError> {
+        VolumeContext::from_map(self.context).map_err(|err| NodeError::Invalid(err.to_string()))
+    }
+}
+
 /// The error for a volume context of another protocol than the connector's.
-fn wrong_export(r: &AttachRequest<'_>, wanted: Protocol) -> NodeError {
+fn wrong_export(r: &AttachRequest<'_>, context: &VolumeContext, wanted: Protocol) -> NodeError {
     NodeError::Invalid(format!(
         "volume {} has a {} volume context; the {wanted} connector cannot attach it",
         r.volume_id,
-        r.context.protocol()
+        context.protocol()
     ))
 }
 

@@ -21,10 +21,11 @@ pub struct NfsConnector {
 #[tonic::async_trait]
 impl Connector for NfsConnector {
     async fn attach(&self, r: &AttachRequest<'_>) -> Result<(Attached, Detach), NodeError> {
-        let Export::Nfs { share_path: path } = &r.context.export else {
-            return Err(wrong_export(r, Protocol::Nfs));
+        let context = r.volume_context()?;
+        let Export::Nfs { share_path: path } = &context.export else {
+            return Err(wrong_export(r, &context, Protocol::Nfs));
         };
-        let server = &r.context.server;
+        let server = &context.server;
         let options = with_default(r.mount_flags, "vers=4.2");
         mounts::mount(
             self.runner.as_ref(),

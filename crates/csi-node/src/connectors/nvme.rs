@@ -66,13 +66,14 @@ impl NvmeConnector {
 #[tonic::async_trait]
 impl Connector for NvmeConnector {
     async fn attach(&self, r: &AttachRequest<'_>) -> Result<(Attached, Detach), NodeError> {
+        let context = r.volume_context()?;
         let Export::Nvmeof {
             port, nqn, nsid, ..
-        } = &r.context.export
+        } = &context.export
         else {
-            return Err(wrong_export(r, Protocol::Nvmeof));
+            return Err(wrong_export(r, &context, Protocol::Nvmeof));
         };
-        let (server, nqn, nsid) = (r.context.server.as_str(), nqn.as_str(), nsid.as_str());
+        let (server, nqn, nsid) = (context.server.as_str(), nqn.as_str(), nsid.as_str());
         if self.subsystems(nqn).is_empty() {
             let mut argv = strings([
                 "connect",

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AttachRequest, Attached, Connector, Detach, strings};
+use super::{AttachRequest, Attached, Connector, Detach, need, strings};
 use crate::NodeError;
 use crate::mounts;
 use crate::runner::{Runner, check};
+use csi_api::{Protocol, context};
 
 /// The simulated host: a "mount" of a share is a bind mount of the simulator's dataset
 /// directory; a "connect" of a zvol attaches its backing file as a loop device.
@@ -23,13 +24,11 @@ pub struct SimulatedConnector {
 #[tonic::async_trait]
 impl Connector for SimulatedConnector {
     async fn attach(&self, r: &AttachRequest<'_>) -> Result<(Attached, Detach), NodeError> {
-        let protocol = r.context.protocol();
-        let dataset = r.context.dataset.as_str();
-        if dataset.is_empty() {
-            return Err(NodeError::Invalid(
-                "volume context `dataset` is missing; was the volume created by tns-csi?".into(),
-            ));
-        }
+        // The simulator's files need only the protocol and the dataset.
+        let protocol: Protocol = need(r.context, context::keys::PROTOCOL, "volume context")?
+            .parse()
+            .map_err(|err| NodeError::Invalid(format!("volume context: {err}")))?;
+        let dataset = need(r.context, context::keys::DATASET, "volume context")?;
         if dataset
             .split('/')
             .any(|c| c == ".." || c == "." || c.is_empty())

@@ -25,12 +25,13 @@ pub struct SmbConnector {
 #[tonic::async_trait]
 impl Connector for SmbConnector {
     async fn attach(&self, r: &AttachRequest<'_>) -> Result<(Attached, Detach), NodeError> {
+        let context = r.volume_context()?;
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let Export::Smb { share_name: share } = &r.context.export else {
-            return Err(wrong_export(r, Protocol::Smb));
+        let Export::Smb { share_name: share } = &context.export else {
+            return Err(wrong_export(r, &context, Protocol::Smb));
         };
-        let server = &r.context.server;
+        let server = &context.server;
         let username = need(r.secrets, "username", "node-stage secret")?;
         let password = need(r.secrets, "password", "node-stage secret")?;
         std::fs::DirBuilder::new()
