@@ -6,6 +6,7 @@
 mod connectors;
 mod error;
 pub mod mounts;
+mod paths;
 mod publish;
 mod record;
 mod runner;
@@ -64,6 +65,8 @@ pub struct NodeSettings {
     pub device_wait: Duration,
     /// Limit for each host command (connect, login, mount).
     pub command_timeout: Duration,
+    /// The kubelet's directory: every staging and target path must be inside it.
+    pub kubelet_dir: PathBuf,
 }
 
 impl NodeSettings {
@@ -78,6 +81,7 @@ impl NodeSettings {
             dev: PathBuf::from("/dev"),
             device_wait: Duration::from_secs(30),
             command_timeout: Duration::from_secs(120),
+            kubelet_dir: PathBuf::from("/var/lib/kubelet"),
         }
     }
 }
@@ -90,6 +94,13 @@ pub struct NodeService {
     connectors: Arc<HashMap<Protocol, Arc<dyn Connector>>>,
     locks: NameLocks,
     metrics: CsiMetrics,
+}
+
+impl NodeService {
+    /// A path from request field `field`, checked to be the node's to act on.
+    pub(crate) fn own_path(&self, field: &str, value: &str) -> Result<PathBuf, NodeError> {
+        paths::checked(&self.settings.kubelet_dir, field, value)
+    }
 }
 
 /// The value of a required request field.

@@ -1,12 +1,14 @@
 //! NodePublishVolume and NodeUnpublishVolume: bind mounts from the staging path to the pod's
 //! target path (read-only when asked; raw block binds the device node onto a file).
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use csi_api::csi::volume_capability::AccessType;
+use csi_api::csi::volume_capability::access_mode::Mode;
 use csi_api::csi::*;
 use tonic::Status;
 
+use crate::record::{Published, Staged};
 use crate::{NodeError, NodeService, mounts, required};
 
 impl NodeService {
@@ -15,8 +17,8 @@ impl NodeService {
         req: NodePublishVolumeRequest,
     ) -> Result<NodePublishVolumeResponse, Status> {
         let volume_id = required(&req.volume_id, "volume_id")?.to_owned();
-        let target = PathBuf::from(required(&req.target_path, "target_path")?);
-        let staging = PathBuf::from(required(&req.staging_target_path, "staging_target_path")?);
+        let target = self.own_path("target_path", &req.target_path)?;
+        let staging = self.own_path("staging_target_path", &req.staging_target_path)?;
         let capability = req
             .volume_capability
             .as_ref()
@@ -30,8 +32,12 @@ impl NodeService {
                 ));
             }
         };
+        let single_writer = capability
+            .access_mode
+            .as_ref()
+            .is_some_and(|m| m.mode == Mode::SingleNodeSingleWriter as i32);
         let _held = self.locks.try_lock(&volume_id)?;
-        let staged = self
+        let mut staged = self
             .read_state(&volume_id)?
             .filter(|s| s.staging == staging)
             .ok_or_else(|| {
@@ -58,6 +64,7 @@ impl NodeService {
         })?;
         if let Some(existing) = mounts::at(&target)? {
             if existing.same_source(&source_mount) {
+                self.record_published(&mut staged, &target, single_writer)?;
                 return Ok(NodePublishVolumeResponse {});
             }
             return Err(NodeError::Conflict(format!(
@@ -66,6 +73,17 @@ impl NodeService {
                 existing.source
             ))
             .into());
+        }
+        // SINGLE_NODE_SINGLE_WRITER: one target path on the node, whichever side asks.
+        if let Some(other) = staged
+            .published
+            .iter()
+            .find(|p| p.target != target && (single_writer || p.single_writer))
+        {
+            return Err(Status::failed_precondition(format!(
+                "volume {volume_id} is single-writer (SINGLE_NODE_SINGLE_WRITER) and already published at {}",
+                other.target.display()
+            )));
         }
         if raw_block {
             if let Some(parent) = target.parent() {
@@ -88,7 +106,25 @@ impl NodeService {
             req.readonly,
         )
         .await?;
+        self.record_published(&mut staged, &target, single_writer)?;
         Ok(NodePublishVolumeResponse {})
+    }
+
+    /// Adds `target` to the volume's record of where it is published.
+    fn record_published(
+        &self,
+        staged: &mut Staged,
+        target: &Path,
+        single_writer: bool,
+    ) -> Result<(), NodeError> {
+        if !staged.published.iter().any(|p| p.target == target) {
+            staged.published.push(Published {
+                target: target.to_owned(),
+                single_writer,
+            });
+            self.write_state(staged)?;
+        }
+        Ok(())
     }
 
     pub(crate) async fn unpublish(
@@ -96,17 +132,44 @@ impl NodeService {
         req: NodeUnpublishVolumeRequest,
     ) -> Result<NodeUnpublishVolumeResponse, Status> {
         let volume_id = required(&req.volume_id, "volume_id")?.to_owned();
-        let target = PathBuf::from(required(&req.target_path, "target_path")?);
+        let target = self.own_path("target_path", &req.target_path)?;
         let _held = self.locks.try_lock(&volume_id)?;
-        while mounts::at(&target)?.is_some() {
+        let mut staged = self.read_state(&volume_id)?;
+        let recorded = staged.as_ref().is_some_and(|s| s.has_path(&target));
+        let mut unmounted = false;
+        while let Some(top) = mounts::at(&target)? {
+            // Only a bind of this volume's own staging mount is unmounted; anything else at
+            // the path (another volume, a mount tns-csi never made) is left alone.
+            let ours = match &staged {
+                Some(s) if s.staging != target => s.owns(&top)?,
+                _ => false,
+            };
+            if !ours {
+                return Err(NodeError::NotFound(format!(
+                    "volume {volume_id} is not published at {}: the {} mounted there is not this volume's, so it is left alone",
+                    target.display(),
+                    top.source
+                ))
+                .into());
+            }
             mounts::unmount(self.runner.as_ref(), self.settings.command_timeout, &target).await?;
+            unmounted = true;
         }
-        match std::fs::symlink_metadata(&target) {
-            Ok(meta) if meta.is_dir() => std::fs::remove_dir(&target)
-                .map_err(NodeError::io(format!("removing {}", target.display())))?,
-            Ok(_) => std::fs::remove_file(&target)
-                .map_err(NodeError::io(format!("removing {}", target.display())))?,
-            Err(_) => {}
+        // The file or directory publish made goes too; a path never ours is not touched.
+        if unmounted || recorded {
+            match std::fs::symlink_metadata(&target) {
+                Ok(meta) if meta.is_dir() => std::fs::remove_dir(&target)
+                    .map_err(NodeError::io(format!("removing {}", target.display())))?,
+                Ok(_) => std::fs::remove_file(&target)
+                    .map_err(NodeError::io(format!("removing {}", target.display())))?,
+                Err(_) => {}
+            }
+        }
+        if let Some(staged) = staged.as_mut()
+            && staged.published.iter().any(|p| p.target == target)
+        {
+            staged.published.retain(|p| p.target != target);
+            self.write_state(staged)?;
         }
         Ok(NodeUnpublishVolumeResponse {})
     }

@@ -1,15 +1,15 @@
 //! NodeStageVolume and NodeUnstageVolume: attach through the protocol's connector, format only
 //! a blank device, mount at the staging path; undo exactly what the record says.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use csi_api::csi::volume_capability::AccessType;
 use csi_api::csi::*;
 use csi_api::{Protocol, context};
 use tonic::Status;
 
-use crate::connectors::{AttachRequest, Attached};
-use crate::record::Staged;
+use crate::connectors::{AttachRequest, Attached, Detach};
+use crate::record::{MountId, Staged};
 use crate::runner::check;
 use crate::{FS_TIMEOUT, NodeError, NodeService, mounts, required};
 
@@ -19,7 +19,7 @@ impl NodeService {
         req: NodeStageVolumeRequest,
     ) -> Result<NodeStageVolumeResponse, Status> {
         let volume_id = required(&req.volume_id, "volume_id")?.to_owned();
-        let staging = PathBuf::from(required(&req.staging_target_path, "staging_target_path")?);
+        let staging = self.own_path("staging_target_path", &req.staging_target_path)?;
         let capability = req
             .volume_capability
             .as_ref()
@@ -92,14 +92,27 @@ impl NodeService {
             staging: &staging,
             mount_flags: &mount_flags,
         };
-        let (attached, detach) = connector.attach(&attach).await?;
+        // Recorded before anything is attached, so a crash in between leaves a record that
+        // unstage (or the next stage) can act on, and no mount that is nobody's.
         let mut staged = Staged {
             volume_id: volume_id.clone(),
             staging: staging.clone(),
-            detach,
+            detach: Detach::planned(protocol, &context_map),
             raw_block,
             fs_type: None,
+            mount: None,
+            published: Vec::new(),
         };
+        self.write_state(&staged)?;
+        let (attached, detach) = match connector.attach(&attach).await {
+            Ok(done) => done,
+            Err(err) => {
+                // The connector leaves no half-made connection; nothing is staged.
+                self.remove_state(&volume_id)?;
+                return Err(err.into());
+            }
+        };
+        staged.detach = detach;
         self.write_state(&staged)?;
         let finished = match (&attached, access) {
             (Attached::Mounted, _) => Ok(()),
@@ -134,6 +147,9 @@ impl NodeService {
             }
             return Err(err.into());
         }
+        // What is mounted at the staging path now is this volume's, and only that is undone.
+        staged.mount = mounts::at(&staged.staged_at())?.map(|m| MountId::of(&m));
+        self.write_state(&staged)?;
         Ok(NodeStageVolumeResponse {})
     }
 
@@ -266,12 +282,17 @@ impl NodeService {
 
     /// Unmounts the staging path (only it) and detaches; removes the record.
     pub(crate) async fn undo(&self, staged: &Staged) -> Result<(), NodeError> {
-        let target = if staged.raw_block {
-            staged.staging.join("block")
-        } else {
-            staged.staging.clone()
-        };
-        while mounts::at(&target)?.is_some() {
+        let target = staged.staged_at();
+        while let Some(top) = mounts::at(&target)? {
+            // Only this volume's own mount: something mounted over it is left alone.
+            if staged.mount.as_ref().is_some_and(|id| !id.matches(&top)) {
+                return Err(NodeError::Conflict(format!(
+                    "{} has {} mounted over volume {}'s staging mount; not unmounting what tns-csi did not mount",
+                    target.display(),
+                    top.source,
+                    staged.volume_id
+                )));
+            }
             mounts::unmount(self.runner.as_ref(), self.settings.command_timeout, &target).await?;
         }
         if staged.raw_block {
@@ -283,11 +304,7 @@ impl NodeService {
         if let Some(connector) = self.connectors.get(&staged.detach.protocol()) {
             connector.detach(&staged.detach, shared).await?;
         }
-        match std::fs::remove_file(self.state_file(&staged.volume_id)) {
-            Ok(()) => Ok(()),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(err) => Err(NodeError::io("removing the node state")(err)),
-        }
+        self.remove_state(&staged.volume_id)
     }
 
     pub(crate) async fn unstage(
@@ -295,7 +312,7 @@ impl NodeService {
         req: NodeUnstageVolumeRequest,
     ) -> Result<NodeUnstageVolumeResponse, Status> {
         let volume_id = required(&req.volume_id, "volume_id")?.to_owned();
-        let staging = PathBuf::from(required(&req.staging_target_path, "staging_target_path")?);
+        let staging = self.own_path("staging_target_path", &req.staging_target_path)?;
         let _held = self.locks.try_lock(&volume_id)?;
         match self.read_state(&volume_id)? {
             Some(staged) => {
@@ -310,14 +327,15 @@ impl NodeService {
                 self.undo(&staged).await?;
             }
             None => {
-                // Nothing recorded: at most a leftover mount at exactly the staging path.
-                while mounts::at(&staging)?.is_some() {
-                    mounts::unmount(
-                        self.runner.as_ref(),
-                        self.settings.command_timeout,
-                        &staging,
-                    )
-                    .await?;
+                // Nothing recorded: not staged here (idempotent), unless something is mounted
+                // there, which tns-csi did not mount and so leaves alone.
+                if let Some(other) = mounts::at(&staging)? {
+                    return Err(NodeError::NotFound(format!(
+                        "volume {volume_id} is not staged at {}; the {} mounted there is not tns-csi's, so it is left alone",
+                        staging.display(),
+                        other.source
+                    ))
+                    .into());
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! NodeGetVolumeStats and NodeExpandVolume: usage from statvfs or the device size; a grown
 //! device rescanned through its connector, then the filesystem grown.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use csi_api::csi::*;
 use tonic::Status;
@@ -32,7 +32,7 @@ impl NodeService {
         req: NodeGetVolumeStatsRequest,
     ) -> Result<NodeGetVolumeStatsResponse, Status> {
         let volume_id = required(&req.volume_id, "volume_id")?.to_owned();
-        let path = PathBuf::from(required(&req.volume_path, "volume_path")?);
+        let path = self.own_path("volume_path", &req.volume_path)?;
         if !path.exists() {
             return Err(Status::not_found(format!(
                 "{} does not exist",
@@ -48,6 +48,18 @@ impl NodeService {
                 volume_condition: condition(true, format!("{} is not mounted", path.display())),
             });
         };
+        // A mount that is not this volume's says nothing about it.
+        let ours = match &staged {
+            Some(s) => s.owns(&mount)?,
+            None => false,
+        };
+        if !ours {
+            return Err(Status::not_found(format!(
+                "volume {volume_id} is not mounted at {}: what is mounted there ({}) is not this volume",
+                path.display(),
+                mount.source
+            )));
+        }
         if staged.as_ref().is_some_and(|s| s.raw_block) {
             let device = staged.and_then(|s| s.detach.device().cloned());
             let size = device.as_deref().and_then(|d| self.device_size(d));
@@ -105,7 +117,7 @@ impl NodeService {
         req: NodeExpandVolumeRequest,
     ) -> Result<NodeExpandVolumeResponse, Status> {
         let volume_id = required(&req.volume_id, "volume_id")?.to_owned();
-        let path = PathBuf::from(required(&req.volume_path, "volume_path")?);
+        let path = self.own_path("volume_path", &req.volume_path)?;
         let _held = self.locks.try_lock(&volume_id)?;
         let staged = self.read_state(&volume_id)?.ok_or_else(|| {
             Status::not_found(format!("volume {volume_id} is not staged on this node"))
@@ -113,6 +125,16 @@ impl NodeService {
         if !path.exists() {
             return Err(Status::not_found(format!(
                 "{} does not exist",
+                path.display()
+            )));
+        }
+        let ours = match mounts::at(&path)? {
+            Some(mount) => staged.owns(&mount)?,
+            None => staged.has_path(&path),
+        };
+        if !ours {
+            return Err(Status::not_found(format!(
+                "{} is not where volume {volume_id} is staged or published",
                 path.display()
             )));
         }

@@ -106,6 +106,7 @@ fn setup(no_devices: bool) -> Setup {
     settings.dev = dir.path().join("dev");
     settings.device_wait = Duration::from_millis(300);
     settings.command_timeout = Duration::from_millis(500);
+    settings.kubelet_dir = dir.path().to_owned();
     let node = NodeService::new(settings, Arc::new(kernel.clone()), CsiMetrics::default());
     Setup { dir, kernel, node }
 }

@@ -99,13 +99,14 @@ fn setup() -> Node_ {
     let data = dir.path().join("sim");
     std::fs::create_dir_all(data.join("zvol/tank/csi")).unwrap();
     std::fs::create_dir_all(data.join("mnt/tank/csi")).unwrap();
-    let settings = NodeSettings::new(
+    let mut settings = NodeSettings::new(
         "node-1",
         dir.path().join("state"),
         HostMode::Simulated {
             data_dir: data.clone(),
         },
     );
+    settings.kubelet_dir = dir.path().to_owned();
     let service = NodeService::new(settings, Arc::new(SystemRunner), CsiMetrics::default());
     Node_ {
         guard: Guard { dir },

@@ -60,6 +60,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
 
+    /// The kubelet's directory; the node acts only on staging and target paths inside it
+    /// (csi.kubelet_dir, default /var/lib/kubelet).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) kubelet_dir: Option<PathBuf>,
+
     #[command(flatten)]
     pub(crate) observability: settings::ObservabilityFlags,
 

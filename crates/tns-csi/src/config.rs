@@ -84,6 +84,13 @@ pub(crate) struct CsiSettings {
     /// Volumes the CO may place on this node (0: no limit).
     #[serde(default)]
     pub(crate) max_volumes: i64,
+    /// The kubelet's directory: the node acts only on staging and target paths inside it.
+    #[serde(default = "default_kubelet_dir")]
+    pub(crate) kubelet_dir: PathBuf,
+}
+
+fn default_kubelet_dir() -> PathBuf {
+    PathBuf::from("/var/lib/kubelet")
 }
 
 fn default_state_dir() -> PathBuf {
@@ -111,6 +118,7 @@ impl Default for CsiSettings {
             sim_data_dir: None,
             state_dir: default_state_dir(),
             max_volumes: 0,
+            kubelet_dir: default_kubelet_dir(),
         }
     }
 }
@@ -123,6 +131,24 @@ impl CsiSettings {
     }
 
     fn validate(&self, has_truenas: bool, invalid: &mut Vec<Invalid>) {
+        let dir = &self.kubelet_dir;
+        let normal: PathBuf = dir.components().collect();
+        let dotted = dir.components().any(|c| {
+            matches!(
+                c,
+                std::path::Component::CurDir | std::path::Component::ParentDir
+            )
+        });
+        if !dir.is_absolute()
+            || dotted
+            || normal.as_os_str() != dir.as_os_str()
+            || dir.parent().is_none()
+        {
+            invalid.push(Invalid::new(
+                "csi.kubelet_dir",
+                "expected an absolute, normalised directory other than / (e.g. /var/lib/kubelet)",
+            ));
+        }
         let Some(endpoint) = &self.endpoint else {
             return;
         };

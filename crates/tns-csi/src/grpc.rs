@@ -97,6 +97,7 @@ pub(crate) async fn serve(
             host,
         );
         settings.max_volumes = csi.max_volumes;
+        settings.kubelet_dir = csi.kubelet_dir.clone();
         let node =
             csi_node::NodeService::new(settings, Arc::new(csi_node::SystemRunner), metrics.clone());
         router = router.add_service(csi_api::csi::node_server::NodeServer::new(node));

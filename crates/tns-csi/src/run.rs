@@ -91,6 +91,13 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(dir) = &cli.state_dir {
         loader = loader.flag("csi.state_dir", "--state-dir", dir.display().to_string());
     }
+    if let Some(dir) = &cli.kubelet_dir {
+        loader = loader.flag(
+            "csi.kubelet_dir",
+            "--kubelet-dir",
+            dir.display().to_string(),
+        );
+    }
     loader = cli.observability.apply(loader);
     loader.load().context("invalid configuration")
 }

@@ -367,6 +367,8 @@ async fn start_all() -> (
         .arg(&data)
         .arg("--state-dir")
         .arg(dir.path().join("node-state"))
+        .arg("--kubelet-dir")
+        .arg(dir.path())
         .arg("--endpoint")
         .arg(format!("unix://{}", socket.display()))
         .stdout(Stdio::null())

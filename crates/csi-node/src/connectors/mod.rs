@@ -102,6 +102,30 @@ impl Detach {
         }
     }
 
+    /// What attaching a volume of `protocol` with `context` will leave to undo, known before
+    /// it is attached (the device comes later), so a record can be written first.
+    pub fn planned(protocol: Protocol, context: &HashMap<String, String>) -> Self {
+        let get = |key: &str| context.get(key).filter(|v| !v.is_empty()).cloned();
+        match protocol {
+            Protocol::Nfs | Protocol::Smb => Self::mounted(protocol),
+            Protocol::Nvmeof => Self::Nvmeof {
+                device: None,
+                nqn: get(csi_api::context::keys::NQN),
+            },
+            Protocol::Iscsi => Self::Iscsi {
+                device: None,
+                iqn: get(csi_api::context::keys::IQN),
+                portal: match (
+                    get(csi_api::context::keys::SERVER),
+                    get(csi_api::context::keys::PORT),
+                ) {
+                    (Some(server), Some(port)) => Some(format!("{server}:{port}")),
+                    _ => None,
+                },
+            },
+        }
+    }
+
     /// The protocol whose connector undoes this.
     pub fn protocol(&self) -> Protocol {
         match self {

@@ -39,6 +39,12 @@ impl Connector for SimulatedConnector {
         }
         if protocol.is_block() {
             let file = self.data_dir.join("zvol").join(dataset);
+            if !file.is_file() {
+                return Err(NodeError::NotFound(format!(
+                    "volume {}: the simulator has no zvol {dataset}",
+                    r.volume_id
+                )));
+            }
             let out = check(
                 self.runner.as_ref(),
                 "losetup",
@@ -55,6 +61,12 @@ impl Connector for SimulatedConnector {
             Ok((Attached::Device(device), detach))
         } else {
             let dir = self.data_dir.join("mnt").join(dataset);
+            if !dir.is_dir() {
+                return Err(NodeError::NotFound(format!(
+                    "volume {}: the simulator has no dataset {dataset}",
+                    r.volume_id
+                )));
+            }
             mounts::bind(self.runner.as_ref(), self.timeout, &dir, r.staging, false).await?;
             Ok((Attached::Mounted, Detach::mounted(protocol)))
         }
