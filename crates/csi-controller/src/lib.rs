@@ -184,6 +184,36 @@ impl ControllerService {
         })
     }
 
+    /// GetCapacity with no parameters: the free space of every pool together, and the largest
+    /// volume any one of them can hold.
+    async fn capacity_of_all_pools(&self) -> Result<GetCapacityResponse, ControllerError> {
+        let pools = self
+            .client
+            .pools()
+            .list()
+            .await
+            .map_err(error::tn("listing the pools"))?;
+        let (mut total, mut largest) = (0u64, 0u64);
+        for pool in pools {
+            if let Some(root) = self
+                .client
+                .datasets()
+                .get(&pool.name)
+                .await
+                .map_err(error::tn("reading a pool's root dataset"))?
+            {
+                let available = root.available_bytes().unwrap_or(0);
+                total = total.saturating_add(available);
+                largest = largest.max(available);
+            }
+        }
+        Ok(GetCapacityResponse {
+            available_capacity: total as i64,
+            maximum_volume_size: Some(largest as i64),
+            minimum_volume_size: None,
+        })
+    }
+
     /// Undoes a half-made create so nothing is left behind (best effort; a retry also completes).
     async fn roll_back(&self, plan: &Plan<'_>) {
         let id = VolumeId {
@@ -279,6 +309,8 @@ impl Controller for ControllerService {
                 if req.node_id.is_empty() {
                     return Err(Status::invalid_argument("node_id: required"));
                 }
+                csi_api::node_identity(&req.node_id)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 let capability = req
                     .volume_capability
                     .as_ref()
@@ -400,6 +432,10 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         self.metrics
             .observe("GetCapacity", async {
+                if req.parameters.is_empty() {
+                    // Parameters are optional: then the answer is about all the storage.
+                    return self.capacity_of_all_pools().await.map_err(Status::from);
+                }
                 let params = VolumeParams::parse(&req.parameters)?;
                 if !req.volume_capabilities.is_empty()
                     && volumes::check_capabilities(params.protocol, &req.volume_capabilities)

@@ -171,6 +171,11 @@ impl CsiSettings {
                 "host: simulated needs the simulator's data directory (--sim-data-dir DIR)",
             ));
         }
+        if let Some(id) = self.node_id.as_deref().filter(|id| !id.is_empty())
+            && let Err(err) = csi_api::node_identity(id)
+        {
+            invalid.push(Invalid::new("csi.node_id", err.to_string()));
+        }
         if self.mode.node() && self.node_id.as_deref().is_none_or(str::is_empty) {
             invalid.push(Invalid::new(
                 "csi.node_id",

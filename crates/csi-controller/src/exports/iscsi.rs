@@ -180,7 +180,8 @@ impl Exporter for Iscsi {
         node_id: &str,
     ) -> Result<HashMap<String, String>, ControllerError> {
         let name = volume.name();
-        let iqn = csi_api::node_initiator_iqn(node_id);
+        let iqn = csi_api::node_initiator_iqn(node_id)
+            .map_err(|e| ControllerError::invalid_argument(e.to_string()))?;
         let ctx = HashMap::from([(csi_api::publish::INITIATOR_IQN.to_owned(), iqn.clone())]);
         if volume.allow_any_host {
             return Ok(ctx);
@@ -202,7 +203,8 @@ impl Exporter for Iscsi {
         node_id: &str,
     ) -> Result<(), ControllerError> {
         let name = volume.name();
-        let iqn = csi_api::node_initiator_iqn(node_id);
+        let iqn = csi_api::node_initiator_iqn(node_id)
+            .map_err(|e| ControllerError::invalid_argument(e.to_string()))?;
         edit_initiators(client, name, |list| {
             list.retain(|i| *i != iqn);
             if list.is_empty() {

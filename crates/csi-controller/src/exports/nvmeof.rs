@@ -137,7 +137,8 @@ impl Exporter for Nvmeof {
         node_id: &str,
     ) -> Result<HashMap<String, String>, ControllerError> {
         let name = volume.name();
-        let hostnqn = csi_api::node_host_nqn(node_id);
+        let hostnqn = csi_api::node_host_nqn(node_id)
+            .map_err(|e| ControllerError::invalid_argument(e.to_string()))?;
         let ctx = HashMap::from([(csi_api::publish::HOST_NQN.to_owned(), hostnqn.clone())]);
         if volume.allow_any_host {
             return Ok(ctx);
@@ -186,7 +187,8 @@ impl Exporter for Nvmeof {
         node_id: &str,
     ) -> Result<(), ControllerError> {
         let name = volume.name();
-        let hostnqn = csi_api::node_host_nqn(node_id);
+        let hostnqn = csi_api::node_host_nqn(node_id)
+            .map_err(|e| ControllerError::invalid_argument(e.to_string()))?;
         let nvmet = client.nvmet();
         if let Some(subsys) = nvmet
             .subsystem_by_name(name)
