@@ -28,6 +28,9 @@ pub enum ControllerError {
     /// A paging token this driver did not issue.
     #[error("{0}")]
     Aborted(String),
+    /// The pool cannot hold the volume.
+    #[error("{0}")]
+    NoSpace(String),
     /// Another operation on the same name is running.
     #[error(transparent)]
     Busy(#[from] NameBusy),
@@ -85,6 +88,7 @@ impl ControllerError {
             Self::NotFound(_) => Code::NotFound,
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::OutOfRange(_) => Code::OutOfRange,
+            Self::NoSpace(_) => Code::ResourceExhausted,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::Aborted(_) | Self::Busy(_) => Code::Aborted,
             Self::Unavailable(_) => Code::Unavailable,

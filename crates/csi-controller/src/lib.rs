@@ -6,6 +6,7 @@
 
 mod error;
 mod exports;
+mod names;
 mod params;
 mod props;
 mod snapshots;
@@ -67,6 +68,7 @@ impl ControllerService {
             ));
         }
         let volume_name = params.volume_name(&req.name)?;
+        params.check_comment(&volume_name)?;
         let dataset = format!("{}/{volume_name}", params.parent_dataset());
         let _held = self.locks.try_lock(&dataset)?;
         let capacity = volumes::capacity_for(&params, req.capacity_range.as_ref())?;

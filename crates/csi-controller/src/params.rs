@@ -106,6 +106,10 @@ const KNOWN: &[&str] = &[
 /// Parameters Kubernetes sidecars add (`csi.storage.k8s.io/pvc/name`, …).
 const SIDECAR_PREFIX: &str = "csi.storage.k8s.io/";
 
+/// The longest comment put on a dataset or share (TrueNAS keeps share comments short, and
+/// every request must fit its 64 KiB message limit).
+const MAX_COMMENT: usize = 1024;
+
 fn bad(parameter: &str, message: impl std::fmt::Display) -> ControllerError {
     ControllerError::invalid_argument(format!("StorageClass parameter `{parameter}`: {message}"))
 }
@@ -439,19 +443,32 @@ impl VolumeParams {
             }
             None => csi_name.to_owned(),
         };
-        let name = format!("{}{base}{}", self.name_prefix, self.name_suffix);
-        let valid = !name.is_empty()
-            && !name.starts_with('.')
-            && name.len() <= 200
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-        if !valid {
-            return Err(ControllerError::invalid_argument(format!(
-                "volume name `{name}` (from the request name and namePrefix/nameSuffix/nameTemplate) must be 1-200 letters, digits, `_`, `-` or `.`"
-            )));
+        let raw = format!("{}{base}{}", self.name_prefix, self.name_suffix);
+        let parent = self.parent_dataset();
+        crate::names::dataset_component(&raw, &parent).ok_or_else(|| {
+            bad(
+                "parentDataset",
+                format!("{parent} is too long to hold volumes under libzfs's 255-byte limit"),
+            )
+        })
+    }
+
+    /// Refuses a `commentTemplate` whose comment for `volume` TrueNAS would not take.
+    pub(crate) fn check_comment(&self, volume: &str) -> Result<(), ControllerError> {
+        if let Some(template) = &self.comment_template {
+            let comment = self.comment(volume);
+            if comment.len() > MAX_COMMENT {
+                return Err(bad(
+                    "commentTemplate",
+                    format!(
+                        "renders to {} bytes for this volume (template {} bytes); TrueNAS comments hold at most {MAX_COMMENT}",
+                        comment.len(),
+                        template.len()
+                    ),
+                ));
+            }
         }
-        Ok(name)
+        Ok(())
     }
 
     /// The comment stored on shares and datasets.
@@ -613,9 +630,15 @@ mod tests {
             p.digest, same.digest,
             "sidecar keys do not change the digest"
         );
-        assert!(p.volume_name("bad name").is_err());
+        // Any CSI name maps to a valid dataset component (names::dataset_component).
+        assert!(
+            p.volume_name("bad name")
+                .unwrap()
+                .starts_with("k8s-bad-name-")
+        );
         let plain = parse(&[("protocol", "nfs"), ("pool", "tank")]).unwrap();
-        assert!(plain.volume_name("..").is_err() && plain.volume_name(".hidden").is_err());
+        assert!(plain.volume_name("..").unwrap().starts_with("vol-"));
+        assert!(plain.volume_name(".hidden").unwrap().starts_with("hidden-"));
         assert!(
             parse(&[
                 ("protocol", "nfs"),

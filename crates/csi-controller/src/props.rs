@@ -38,3 +38,6 @@ pub(crate) const MANAGER: &str = "tns-csi";
 /// Placeholder IQN that keeps an initiator group closed until a node is published (an empty
 /// group means "any initiator" on TrueNAS).
 pub(crate) const NO_INITIATOR: &str = "iqn.2014-08.io.tns-csi:no-node-published";
+/// The name of the volume's share, target or subsystem on TrueNAS (derived from the volume
+/// name; recorded for people and for the orphan reconciler).
+pub(crate) const EXPORT_NAME: &str = "tns-csi:export_name";

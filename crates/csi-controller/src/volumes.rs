@@ -384,6 +384,23 @@ impl Plan<'_> {
     }
 }
 
+/// Refuses a filesystem quota the parent dataset has no room for: ZFS would accept the quota
+/// and fail writes later, so the CO hears it now (RESOURCE_EXHAUSTED).
+async fn check_room(client: &Client, parent: &str, capacity: u64) -> Result<(), ControllerError> {
+    let available = client
+        .datasets()
+        .get(parent)
+        .await
+        .map_err(tn("reading the parent dataset's free space"))?
+        .and_then(|d| d.available_bytes());
+    match available {
+        Some(available) if capacity > available => Err(ControllerError::NoSpace(format!(
+            "a {capacity}-byte volume does not fit: {parent} has {available} bytes available"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Creates the dataset or zvol (empty or cloned), already carrying its metadata.
 pub(crate) async fn create_dataset(
     client: &Client,
@@ -403,6 +420,7 @@ pub(crate) async fn create_dataset(
                 };
                 new
             } else {
+                check_room(client, &params.parent_dataset(), plan.capacity).await?;
                 let mut new = NewDataset::filesystem(&plan.dataset);
                 new.kind = NewDatasetKind::Filesystem {
                     refquota: Some(plan.capacity),

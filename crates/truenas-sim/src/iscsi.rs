@@ -53,7 +53,6 @@ pub(crate) fn initiator_upsert(ctx: &mut Ctx<'_>, params: &[Value], update: bool
 
 fn valid_target_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 120
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-:".contains(c))
@@ -79,6 +78,13 @@ pub(crate) fn target_create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let data = &args[0];
     let p = "iscsi_target_create";
     let name = data["name"].as_str().unwrap_or_default().to_owned();
+    // The 25.10 model: a length constraint (pydantic's wording), then the character rule.
+    if name.chars().count() > 120 {
+        return Err(Failure::invalid(
+            format!("{p}.name"),
+            "String should have at most 120 characters",
+        ));
+    }
     if !valid_target_name(&name) {
         return Err(Failure::invalid(
             format!("{p}.name"),

@@ -10,8 +10,8 @@ use truenas::query::{Filter, Query};
 
 use crate::error::{ControllerError, tn};
 use crate::exports::{Exported, Exporter, Names, with_zvol_wait};
-use crate::props;
 use crate::volumes::{ManagedVolume, Plan};
+use crate::{names, props};
 
 /// iSCSI targets.
 pub(crate) struct Iscsi;
@@ -59,7 +59,7 @@ impl Exporter for Iscsi {
                     "TrueNAS has no iSCSI portal; create one (Shares → iSCSI → Portals)",
                 )
             })?;
-        let target_name = name.to_lowercase();
+        let target_name = names::iscsi_target(name);
         let target = match iscsi
             .target_by_name(&target_name)
             .await
@@ -88,7 +88,7 @@ impl Exporter for Iscsi {
         let extent = match extents.into_iter().next() {
             Some(extent) => extent,
             None => {
-                let extent_name: String = name.chars().take(64).collect();
+                let extent_name = names::iscsi_extent(name);
                 with_zvol_wait(|| {
                     let new = NewExtent::zvol(extent_name.clone(), dataset);
                     async move { iscsi.create_extent(&new).await }
@@ -119,6 +119,7 @@ impl Exporter for Iscsi {
             (props::ISCSI_IQN.to_owned(), iqn),
             (props::ISCSI_TARGET_ID.to_owned(), target.id.to_string()),
             (props::ISCSI_EXTENT_ID.to_owned(), extent.id.to_string()),
+            (props::EXPORT_NAME.to_owned(), target_name),
         ];
         Ok((export, ids))
     }
@@ -127,10 +128,19 @@ impl Exporter for Iscsi {
         let name = &names.name;
         let iscsi = client.iscsi();
         let disk = format!("zvol/{}", names.dataset);
-        let target = iscsi
-            .target_by_name(&name.to_lowercase())
+        let target = match iscsi
+            .target_by_name(&names::iscsi_target(name))
             .await
-            .map_err(tn("looking up the iSCSI target"))?;
+            .map_err(tn("looking up the iSCSI target"))?
+        {
+            Some(target) => Some(target),
+            // Volumes made before target names were derived used the plain lowercase name.
+            None if names::legacy_iscsi_target(name) != names::iscsi_target(name) => iscsi
+                .target_by_name(&names::legacy_iscsi_target(name))
+                .await
+                .map_err(tn("looking up the iSCSI target"))?,
+            None => None,
+        };
         let extents = iscsi
             .extents(&Query::all().filter(Filter::eq("disk", disk.as_str())))
             .await
@@ -223,7 +233,7 @@ impl Exporter for Iscsi {
         let name = volume.name().to_owned();
         let problem = match client
             .iscsi()
-            .target_by_name(&name.to_lowercase())
+            .target_by_name(&names::iscsi_target(&name))
             .await
             .map_err(tn("checking the target"))?
         {

@@ -10,15 +10,16 @@ use truenas::query::{Filter, Query};
 
 use crate::error::{ControllerError, tn};
 use crate::exports::{Exported, Exporter, Names, Steps, find_or_create, with_zvol_wait};
-use crate::props;
 use crate::volumes::{ManagedVolume, Plan};
+use crate::{names, props};
 
 /// NVMe-oF subsystems.
 pub(crate) struct Nvmeof;
 
 impl Exporter for Nvmeof {
     async fn ensure(&self, client: &Client, plan: &Plan<'_>) -> Result<Exported, ControllerError> {
-        let (params, dataset, name) = (plan.params, &plan.dataset, &plan.volume_name);
+        let (params, dataset) = (plan.params, &plan.dataset);
+        let name = &names::nvme_subsystem(&plan.volume_name);
         let nvmet = client.nvmet();
         let subsys = match nvmet
             .subsystem_by_name(name)
@@ -103,7 +104,7 @@ impl Exporter for Nvmeof {
     }
 
     async fn remove(&self, client: &Client, names: &Names) -> Result<(), ControllerError> {
-        let name = &names.name;
+        let name = &names::nvme_subsystem(&names.name);
         let nvmet = client.nvmet();
         if let Some(subsys) = nvmet
             .subsystem_by_name(name)
@@ -136,7 +137,7 @@ impl Exporter for Nvmeof {
         volume: &ManagedVolume,
         node_id: &str,
     ) -> Result<HashMap<String, String>, ControllerError> {
-        let name = volume.name();
+        let name = &names::nvme_subsystem(volume.name());
         let hostnqn = csi_api::node_host_nqn(node_id)
             .map_err(|e| ControllerError::invalid_argument(e.to_string()))?;
         let ctx = HashMap::from([(csi_api::publish::HOST_NQN.to_owned(), hostnqn.clone())]);
@@ -186,7 +187,7 @@ impl Exporter for Nvmeof {
         volume: &ManagedVolume,
         node_id: &str,
     ) -> Result<(), ControllerError> {
-        let name = volume.name();
+        let name = &names::nvme_subsystem(volume.name());
         let hostnqn = csi_api::node_host_nqn(node_id)
             .map_err(|e| ControllerError::invalid_argument(e.to_string()))?;
         let nvmet = client.nvmet();
@@ -216,7 +217,7 @@ impl Exporter for Nvmeof {
         client: &Client,
         volume: &ManagedVolume,
     ) -> Result<Option<String>, ControllerError> {
-        let name = volume.name().to_owned();
+        let name = names::nvme_subsystem(volume.name());
         let problem = match client
             .nvmet()
             .subsystem_by_name(&name)

@@ -6,15 +6,16 @@ use truenas::api::NewSmbShare;
 
 use crate::error::{ControllerError, tn};
 use crate::exports::{Exported, Exporter, Names};
-use crate::props;
 use crate::volumes::{ManagedVolume, Plan};
+use crate::{names, props};
 
 /// SMB shares.
 pub(crate) struct Smb;
 
 impl Exporter for Smb {
     async fn ensure(&self, client: &Client, plan: &Plan<'_>) -> Result<Exported, ControllerError> {
-        let (params, dataset, name) = (plan.params, &plan.dataset, &plan.volume_name);
+        let (params, dataset) = (plan.params, &plan.dataset);
+        let name = &names::smb_share(&plan.volume_name);
         let path = format!("/mnt/{dataset}");
         let share = match client
             .smb()
@@ -34,14 +35,17 @@ impl Exporter for Smb {
                 .create(&NewSmbShare {
                     name: name.clone(),
                     path,
-                    comment: params.comment(name),
+                    comment: params.comment(&plan.volume_name),
                     readonly: false,
                     browsable: params.smb_browsable,
                 })
                 .await
                 .map_err(tn("creating the SMB share"))?,
         };
-        let ids = vec![(props::SMB_SHARE_ID.to_owned(), share.id.to_string())];
+        let ids = vec![
+            (props::SMB_SHARE_ID.to_owned(), share.id.to_string()),
+            (props::EXPORT_NAME.to_owned(), share.name.clone()),
+        ];
         Ok((
             Export::Smb {
                 share_name: share.name,
@@ -51,7 +55,7 @@ impl Exporter for Smb {
     }
 
     async fn remove(&self, client: &Client, names: &Names) -> Result<(), ControllerError> {
-        let (name, path) = (&names.name, &names.path);
+        let (name, path) = (&names::smb_share(&names.name), &names.path);
         if let Some(share) = client
             .smb()
             .by_name(name)
@@ -73,7 +77,7 @@ impl Exporter for Smb {
         client: &Client,
         volume: &ManagedVolume,
     ) -> Result<Option<String>, ControllerError> {
-        let name = volume.name().to_owned();
+        let name = names::smb_share(volume.name());
         let problem = match client
             .smb()
             .by_name(&name)
