@@ -38,11 +38,11 @@ pub mod publish {
 /// without asking the node (the node passes it to `nvme connect --hostnqn`). Distinct node ids
 /// always get distinct NQNs (access lists are per NQN); see [`node_identity`].
 pub fn node_host_nqn(node_id: &str) -> Result<String, IdError> {
-    Ok(format!(
-        "nqn.2014-08.io.tns-csi:node:{}",
-        node_identity(node_id)?
-    ))
+    Ok(format!("{HOST_NQN_PREFIX}{}", node_identity(node_id)?))
 }
+
+/// What every host NQN of ours starts with (so the controller only ever removes its own).
+pub const HOST_NQN_PREFIX: &str = "nqn.2014-08.io.tns-csi:node:";
 
 /// The iSCSI initiator IQN a node uses, derived from its node id the same way.
 pub fn node_initiator_iqn(node_id: &str) -> Result<String, IdError> {

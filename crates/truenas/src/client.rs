@@ -148,8 +148,15 @@ impl ClientSettings {
 
 #[derive(Clone)]
 enum SlotState {
-    Connecting { last_error: Option<String> },
-    Up { calls: mpsc::Sender<Outgoing> },
+    /// Not logged in. `unreachable` says the last attempt to connect failed (refused, TLS,
+    /// DNS) rather than a live socket dropping, so callers need not wait out their deadline.
+    Connecting {
+        last_error: Option<String>,
+        unreachable: bool,
+    },
+    Up {
+        calls: mpsc::Sender<Outgoing>,
+    },
     AuthFailed(Error),
     Closed,
 }
@@ -203,7 +210,11 @@ impl Client {
             .map(|_| {
                 Arc::new(Slot {
                     permits: Arc::new(Semaphore::new(settings.max_in_flight)),
-                    state: watch::channel(SlotState::Connecting { last_error: None }).0,
+                    state: watch::channel(SlotState::Connecting {
+                        last_error: None,
+                        unreachable: false,
+                    })
+                    .0,
                     session: AtomicU64::new(0),
                     relogin: tokio::sync::Mutex::new(()),
                 })
@@ -259,8 +270,11 @@ impl Client {
             SlotState::AuthFailed(err) => err.to_string(),
             SlotState::Connecting {
                 last_error: Some(err),
+                ..
             } => format!("not connected to {url}: {err}"),
-            SlotState::Connecting { last_error: None } => format!("connecting to {url}"),
+            SlotState::Connecting {
+                last_error: None, ..
+            } => format!("connecting to {url}"),
             SlotState::Closed => "the client is shutting down".into(),
             SlotState::Up { .. } => return None,
         })
@@ -501,12 +515,16 @@ impl Client {
 }
 
 /// Waits until `slot` is logged in, or fails with why it is not.
+/// How long a call waits for a TrueNAS that refused the last connection attempt.
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(2);
+
 async fn wait_up(
     slot: &Slot,
     deadline: Instant,
     url: &Url,
 ) -> Result<mpsc::Sender<Outgoing>, Error> {
     let mut state = slot.state.subscribe();
+    let mut give_up_at: Option<Instant> = None;
     loop {
         let current = state.borrow_and_update().clone();
         match current {
@@ -517,8 +535,17 @@ async fn wait_up(
                     reason: "the client is shutting down".into(),
                 });
             }
-            SlotState::Connecting { last_error } => {
-                match tokio::time::timeout_at(deadline, state.changed()).await {
+            SlotState::Connecting {
+                last_error,
+                unreachable,
+            } => {
+                // TrueNAS refused or could not be reached: give the next attempt a moment,
+                // then say why at once instead of holding the caller until its deadline.
+                if unreachable && give_up_at.is_none() {
+                    give_up_at = Some(Instant::now() + UNREACHABLE_GRACE);
+                }
+                let until = give_up_at.map_or(deadline, |at| at.min(deadline));
+                match tokio::time::timeout_at(until, state.changed()).await {
                     Ok(Ok(())) => {}
                     _ => {
                         return Err(Error::Transport {
@@ -644,6 +671,7 @@ async fn supervise(
                 tracing::warn!(connection = index, %reason, "lost the connection to TrueNAS; reconnecting");
                 slot.state.send_replace(SlotState::Connecting {
                     last_error: Some(reason),
+                    unreachable: false,
                 });
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = settings.backoff_initial;
@@ -666,6 +694,7 @@ async fn supervise(
                 if !keep_auth_failure {
                     slot.state.send_replace(SlotState::Connecting {
                         last_error: Some(err.to_string()),
+                        unreachable: true,
                     });
                 }
             }

@@ -400,3 +400,34 @@ async fn pings_keep_an_idle_socket_open_past_the_proxy_timeout() {
         "the idle socket was dropped and reopened"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_truenas_fails_calls_fast_with_the_reason() {
+    // A port nothing listens on: every connection attempt is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut settings = truenas::ClientSettings::new(
+        format!("ws://127.0.0.1:{port}/api/current").parse().unwrap(),
+        truenas::ApiKey::fixed(secrecy::SecretString::from(format!("1-{}", "k".repeat(64)))),
+    );
+    settings.allow_insecure_transport = true;
+    settings.call_timeout = Duration::from_secs(30);
+    settings.backoff_initial = Duration::from_millis(50);
+    settings.backoff_max = Duration::from_millis(200);
+    let client = Client::new(settings, ClientMetrics::default()).unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let err = client.system().version().await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "waited {:?} of a 30 s call timeout",
+            started.elapsed()
+        );
+        assert!(matches!(err, Error::Transport { .. }), "{err}");
+        assert!(err.to_string().contains("not connected"), "{err}");
+        assert!(err.is_retryable());
+    }
+}

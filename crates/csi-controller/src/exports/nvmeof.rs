@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use csi_api::Export;
 use truenas::Client;
-use truenas::api::{NewNamespace, NewPort, NewSubsystem};
+use truenas::api::{Host, NewNamespace, NewPort, NewSubsystem};
 use truenas::query::{Filter, Query};
 
 use crate::error::{ControllerError, tn};
@@ -117,11 +117,19 @@ impl Exporter for Nvmeof {
                 .map_err(tn("looking up the NVMe-oF namespace"))?;
             let device = format!("zvol/{}", names.dataset);
             if namespaces.iter().all(|n| n.device_path == device) {
+                let allowed: Vec<Host> = nvmet
+                    .host_subsystems(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
+                    .await
+                    .map_err(tn("looking up allowed hosts"))?
+                    .into_iter()
+                    .map(|link| link.host)
+                    .collect();
                 // force: its namespace and port links go with it, in dependency order.
                 nvmet
                     .delete_subsystem(subsys.id, true)
                     .await
                     .map_err(tn("removing the NVMe-oF subsystem"))?;
+                reap_hosts(client, &allowed).await?;
             } else {
                 return Err(ControllerError::failed_precondition(format!(
                     "NVMe-oF subsystem {name} also exposes other zvols; not removing it"
@@ -206,6 +214,7 @@ impl Exporter for Nvmeof {
                         .disallow_host(link.id)
                         .await
                         .map_err(tn("removing the node's host NQN"))?;
+                    reap_hosts(client, std::slice::from_ref(&link.host)).await?;
                 }
             }
         }
@@ -250,4 +259,26 @@ impl Exporter for Nvmeof {
         };
         Ok(problem)
     }
+}
+
+/// Removes host records of ours that no subsystem allows any more, so a node's NQN does not
+/// outlive its last volume on TrueNAS.
+async fn reap_hosts(client: &Client, hosts: &[Host]) -> Result<(), ControllerError> {
+    let nvmet = client.nvmet();
+    for host in hosts
+        .iter()
+        .filter(|h| h.hostnqn.starts_with(csi_api::HOST_NQN_PREFIX))
+    {
+        let links = nvmet
+            .host_subsystems(&Query::all().filter(Filter::eq("host.id", host.id)))
+            .await
+            .map_err(tn("looking up what a host is allowed into"))?;
+        if links.is_empty() {
+            nvmet
+                .delete_host(host.id, false)
+                .await
+                .map_err(tn("removing a host no volume uses"))?;
+        }
+    }
+    Ok(())
 }
