@@ -410,7 +410,9 @@ async fn an_unreachable_truenas_fails_calls_fast_with_the_reason() {
         .unwrap()
         .port();
     let mut settings = truenas::ClientSettings::new(
-        format!("ws://127.0.0.1:{port}/api/current").parse().unwrap(),
+        format!("ws://127.0.0.1:{port}/api/current")
+            .parse()
+            .unwrap(),
         truenas::ApiKey::fixed(secrecy::SecretString::from(format!("1-{}", "k".repeat(64)))),
     );
     settings.allow_insecure_transport = true;

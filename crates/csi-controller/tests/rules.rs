@@ -1,0 +1,258 @@
+//! CSI rules for what the controller advertises, each test named after the rule, against the
+//! controller on its unix socket and the simulator on the real wire protocol.
+
+mod common;
+
+use common::*;
+use csi_api::csi::volume_capability::access_mode::Mode;
+use csi_api::csi::*;
+use tonic::Code;
+use truenas::query::Query;
+
+fn publish(id: &str, node: &str, cap: VolumeCapability) -> ControllerPublishVolumeRequest {
+    ControllerPublishVolumeRequest {
+        volume_id: id.to_owned(),
+        node_id: node.to_owned(),
+        volume_capability: Some(cap),
+        ..Default::default()
+    }
+}
+
+fn unpublish(id: &str, node: &str) -> ControllerUnpublishVolumeRequest {
+    ControllerUnpublishVolumeRequest {
+        volume_id: id.to_owned(),
+        node_id: node.to_owned(),
+        ..Default::default()
+    }
+}
+
+async fn delete(h: &mut Harness, id: &str) {
+    h.controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: id.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+async fn create(h: &mut Harness, request: CreateVolumeRequest) -> Volume {
+    h.controller
+        .create_volume(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_node_ids_get_distinct_host_identities_and_impossible_ones_are_refused() {
+    let mut h = harness().await;
+    let nv = create(&mut h, create_request("pvc-nodes", "nvmeof", GIB)).await;
+    let is = create(&mut h, create_request("pvc-nodes-i", "iscsi", GIB)).await;
+    let mut nqns = std::collections::BTreeSet::new();
+    let mut iqns = std::collections::BTreeSet::new();
+    for node in ["evil node", "evil-node-", "evil_node-"] {
+        let ctx = h
+            .controller
+            .controller_publish_volume(publish(&nv.volume_id, node, mount(Mode::SingleNodeWriter)))
+            .await
+            .unwrap()
+            .into_inner()
+            .publish_context;
+        nqns.insert(ctx["hostNqn"].clone());
+        let ctx = h
+            .controller
+            .controller_publish_volume(publish(&is.volume_id, node, mount(Mode::SingleNodeWriter)))
+            .await
+            .unwrap()
+            .into_inner()
+            .publish_context;
+        iqns.insert(ctx["initiatorIqn"].clone());
+    }
+    assert_eq!(nqns.len(), 3, "{nqns:?}");
+    assert_eq!(iqns.len(), 3, "{iqns:?}");
+    for bad in ["evil node\n", &"n".repeat(257)] {
+        let err = h
+            .controller
+            .controller_publish_volume(publish(&nv.volume_id, bad, mount(Mode::SingleNodeWriter)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("node_id"), "{}", err.message());
+    }
+    for node in ["evil node", "evil-node-", "evil_node-"] {
+        h.controller
+            .controller_unpublish_volume(unpublish(&nv.volume_id, node))
+            .await
+            .unwrap();
+        h.controller
+            .controller_unpublish_volume(unpublish(&is.volume_id, node))
+            .await
+            .unwrap();
+    }
+    delete(&mut h, &nv.volume_id).await;
+    delete(&mut h, &is.volume_id).await;
+    assert_eq!(leftovers(&h.truenas).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_capacity_answers_without_parameters() {
+    let mut h = harness().await;
+    let all = h
+        .controller
+        .get_capacity(GetCapacityRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let tank = h
+        .controller
+        .get_capacity(GetCapacityRequest {
+            parameters: params("nfs", &[]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.available_capacity > 90 * GIB, "{all:?}");
+    assert!(all.available_capacity >= tank.available_capacity);
+    assert_eq!(
+        all.maximum_volume_size,
+        Some(all.available_capacity),
+        "one pool"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filesystem_volume_larger_than_its_pool_is_resource_exhausted() {
+    let mut h = harness().await;
+    for protocol in ["nfs", "smb"] {
+        let err = h
+            .controller
+            .create_volume(create_request("pvc-huge", protocol, 1 << 60))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::ResourceExhausted, "{protocol}: {err:?}");
+        assert!(err.message().contains("does not fit"), "{}", err.message());
+    }
+    assert_eq!(leftovers(&h.truenas).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_template_over_the_limit_is_invalid_argument_naming_it() {
+    let mut h = harness().await;
+    let mut request = create_request("pvc-comment", "nfs", GIB);
+    request
+        .parameters
+        .insert("commentTemplate".into(), "x".repeat(70_000));
+    let err = h.controller.create_volume(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("commentTemplate"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(leftovers(&h.truenas).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_name_the_csi_spec_allows_maps_to_valid_truenas_names_for_every_protocol() {
+    let mut h = harness().await;
+    // 128 characters with ones TrueNAS refuses in names (`+`, space, `é`, `/`).
+    let odd = format!("pvc+Odd é/{}", "x".repeat(128 - 10));
+    assert_eq!(odd.chars().count(), 128);
+    for protocol in PROTOCOLS {
+        let mut ids = Vec::new();
+        for name in [odd.clone(), format!("{protocol}-{}", "l".repeat(120))] {
+            let mut request = create_request(&name, protocol, GIB);
+            if protocol == "nfs" || protocol == "smb" {
+                request.volume_capabilities = vec![mount(Mode::MultiNodeMultiWriter)];
+            }
+            let volume = create(&mut h, request.clone()).await;
+            // Deterministic: the same request finds the same volume.
+            assert_eq!(create(&mut h, request).await.volume_id, volume.volume_id);
+            let dataset = volume.volume_id.split_once(':').unwrap().1.to_owned();
+            assert!(dataset.len() <= 255, "{dataset}");
+            let got = h
+                .controller
+                .controller_get_volume(ControllerGetVolumeRequest {
+                    volume_id: volume.volume_id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let status = got.status.unwrap();
+            let condition = status.volume_condition.unwrap();
+            assert!(
+                !condition.abnormal,
+                "{protocol} {name}: {}",
+                condition.message
+            );
+            ids.push(volume.volume_id);
+        }
+        assert_ne!(ids[0], ids[1]);
+        for id in ids {
+            delete(&mut h, &id).await;
+        }
+    }
+    assert_eq!(leftovers(&h.truenas).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_record_goes_with_its_last_volume() {
+    let mut h = harness().await;
+    let a = create(&mut h, create_request("pvc-host-a", "nvmeof", GIB)).await;
+    let b = create(&mut h, create_request("pvc-host-b", "nvmeof", GIB)).await;
+    for volume in [&a, &b] {
+        h.controller
+            .controller_publish_volume(publish(
+                &volume.volume_id,
+                "node-1",
+                mount(Mode::SingleNodeWriter),
+            ))
+            .await
+            .unwrap();
+    }
+    let hosts = |h: &Harness| {
+        let client = h.truenas.clone();
+        async move {
+            client
+                .nvmet()
+                .hosts(&Query::all())
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|host| host.hostnqn)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(hosts(&h).await, ["nqn.2014-08.io.tns-csi:node:node-1"]);
+    h.controller
+        .controller_unpublish_volume(unpublish(&a.volume_id, "node-1"))
+        .await
+        .unwrap();
+    assert_eq!(hosts(&h).await.len(), 1, "volume b still allows node-1");
+    h.controller
+        .controller_unpublish_volume(unpublish(&b.volume_id, "node-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        hosts(&h).await,
+        Vec::<String>::new(),
+        "the last one took it"
+    );
+    // Deleting a volume that is still published takes the host as well.
+    h.controller
+        .controller_publish_volume(publish(
+            &a.volume_id,
+            "node-2",
+            mount(Mode::SingleNodeWriter),
+        ))
+        .await
+        .unwrap();
+    delete(&mut h, &a.volume_id).await;
+    delete(&mut h, &b.volume_id).await;
+    assert_eq!(hosts(&h).await, Vec::<String>::new());
+    assert_eq!(leftovers(&h.truenas).await, Vec::<String>::new());
+}
