@@ -7,6 +7,7 @@ use tracing::Instrument;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -14,6 +15,8 @@ use prometheus_client::registry::Registry;
 pub const CSI_OPERATIONS: &str = "operations";
 /// Histogram name: CSI call latency by method.
 pub const CSI_OPERATION_DURATION: &str = "operation_duration_seconds";
+/// Gauge name: volumes the controller manages, by protocol.
+pub const CSI_VOLUMES: &str = "volumes";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -26,11 +29,17 @@ struct MethodLabel {
     method: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabel {
+    protocol: &'static str,
+}
+
 /// Handles to the CSI metrics; cloning shares them.
 #[derive(Clone, Debug)]
 pub struct CsiMetrics {
     calls: Family<CallLabels, Counter>,
     duration: Family<MethodLabel, Histogram>,
+    volumes: Family<ProtocolLabel, Gauge>,
 }
 
 impl Default for CsiMetrics {
@@ -40,6 +49,7 @@ impl Default for CsiMetrics {
             duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.001, 2.0, 16))
             }),
+            volumes: Family::default(),
         }
     }
 }
@@ -58,7 +68,33 @@ impl CsiMetrics {
             "CSI call latency by method",
             metrics.duration.clone(),
         );
+        registry.register(
+            CSI_VOLUMES,
+            "Volumes the controller manages on TrueNAS, by protocol (counted every minute)",
+            metrics.volumes.clone(),
+        );
         metrics
+    }
+
+    /// Sets how many volumes of each protocol exist (every protocol is set, zero included).
+    pub fn set_volumes(&self, counts: &[(crate::Protocol, u64)]) {
+        for protocol in [
+            crate::Protocol::Nfs,
+            crate::Protocol::Smb,
+            crate::Protocol::Nvmeof,
+            crate::Protocol::Iscsi,
+        ] {
+            let n = counts
+                .iter()
+                .filter(|(p, _)| *p == protocol)
+                .map(|(_, n)| *n)
+                .sum::<u64>();
+            self.volumes
+                .get_or_create(&ProtocolLabel {
+                    protocol: protocol.as_str(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Records one finished call.

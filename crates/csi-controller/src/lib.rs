@@ -186,6 +186,16 @@ impl ControllerService {
         })
     }
 
+    /// Counts the live volumes on TrueNAS by protocol into `tns_csi_volumes` (one listing
+    /// query of the managed datasets).
+    pub async fn count_volumes(&self) -> Result<(), Status> {
+        let volumes = volumes::list(&self.client, 0, 0).await?;
+        let counts: Vec<(csi_api::Protocol, u64)> =
+            volumes.iter().map(|v| (v.id.protocol, 1)).collect();
+        self.metrics.set_volumes(&counts);
+        Ok(())
+    }
+
     /// GetCapacity with no parameters: the free space of every pool together, and the largest
     /// volume any one of them can hold.
     async fn capacity_of_all_pools(&self) -> Result<GetCapacityResponse, ControllerError> {

@@ -256,3 +256,46 @@ async fn a_host_record_goes_with_its_last_volume() {
     assert_eq!(hosts(&h).await, Vec::<String>::new());
     assert_eq!(leftovers(&h.truenas).await, Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_volumes_metric_counts_live_volumes_by_protocol() {
+    let mut h = harness().await;
+    let mut ids = Vec::new();
+    for (name, protocol) in [("pvc-m1", "nfs"), ("pvc-m2", "iscsi"), ("pvc-m3", "iscsi")] {
+        ids.push(
+            create(&mut h, create_request(name, protocol, GIB))
+                .await
+                .volume_id,
+        );
+    }
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = csi_api::CsiMetrics::register(&mut registry);
+    let service = csi_controller::ControllerService::new(
+        h.truenas.clone(),
+        csi_controller::ControllerSettings {
+            default_server: "127.0.0.1".into(),
+        },
+        metrics,
+    );
+    let scrape = |registry: &prometheus_client::registry::Registry| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    };
+    service.count_volumes().await.unwrap();
+    let text = scrape(&registry);
+    for line in [
+        r#"volumes{protocol="nfs"} 1"#,
+        r#"volumes{protocol="iscsi"} 2"#,
+        r#"volumes{protocol="smb"} 0"#,
+        r#"volumes{protocol="nvmeof"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    delete(&mut h, &ids[1]).await;
+    service.count_volumes().await.unwrap();
+    assert!(scrape(&registry).contains(r#"volumes{protocol="iscsi"} 1"#));
+    for id in [&ids[0], &ids[2]] {
+        delete(&mut h, id).await;
+    }
+}

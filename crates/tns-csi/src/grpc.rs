@@ -79,6 +79,17 @@ pub(crate) async fn serve(
             ControllerSettings { default_server },
             metrics.clone(),
         );
+        let counter = controller.clone();
+        tokio::spawn(async move {
+            // tns_csi_volumes{protocol}: one listing of managed datasets a minute.
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                if let Err(err) = counter.count_volumes().await {
+                    tracing::debug!(%err, "could not count volumes");
+                }
+            }
+        });
         router = router.add_service(ControllerServer::new(controller));
     }
     if csi.mode.node() {
