@@ -6,6 +6,7 @@
 
 mod error;
 mod exports;
+mod modify;
 mod names;
 mod params;
 mod props;
@@ -69,6 +70,11 @@ impl ControllerService {
         }
         let volume_name = params.volume_name(&req.name)?;
         params.check_comment(&volume_name)?;
+        modify::check(
+            params.protocol,
+            &params.parent_dataset(),
+            &req.mutable_parameters,
+        )?;
         let dataset = format!("{}/{volume_name}", params.parent_dataset());
         let _held = self.locks.try_lock(&dataset)?;
         let capacity = volumes::capacity_for(&params, req.capacity_range.as_ref())?;
@@ -181,6 +187,10 @@ impl ControllerService {
                 )));
             }
         };
+        // VolumeAttributesClass parameters given at creation (checked above).
+        if !req.mutable_parameters.is_empty() {
+            modify::modify(client, &volume, &req.mutable_parameters).await?;
+        }
         Ok(CreateVolumeResponse {
             volume: Some(volume.to_csi()),
         })
@@ -511,6 +521,9 @@ impl Controller for ControllerService {
                     VolumeCondition,
                     GetVolume,
                     SingleNodeMultiWriter,
+                    PublishReadonly,
+                    ModifyVolume,
+                    GetSnapshot,
                 ]
                 .into_iter()
                 .map(capability)
@@ -677,6 +690,47 @@ impl Controller for ControllerService {
                 Ok(ControllerExpandVolumeResponse {
                     capacity_bytes: capacity as i64,
                     node_expansion_required: volume.id.protocol.is_block() && !raw_block,
+                })
+            })
+            .await
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        request: Request<ControllerModifyVolumeRequest>,
+    ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe_volume("ControllerModifyVolume", &req.volume_id, async {
+                if req.volume_id.is_empty() {
+                    return Err(Status::invalid_argument("volume_id: required"));
+                }
+                let volume = volumes::require(&self.client, &req.volume_id).await?;
+                let _held = self.locks.try_lock(&volume.id.dataset)?;
+                modify::modify(&self.client, &volume, &req.mutable_parameters).await?;
+                Ok(ControllerModifyVolumeResponse {})
+            })
+            .await
+    }
+
+    async fn get_snapshot(
+        &self,
+        request: Request<GetSnapshotRequest>,
+    ) -> Result<Response<GetSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        self.metrics
+            .observe_volume("GetSnapshot", &req.snapshot_id, async {
+                if req.snapshot_id.is_empty() {
+                    return Err(Status::invalid_argument("snapshot_id: required"));
+                }
+                let missing =
+                    || Status::not_found(format!("snapshot {} does not exist", req.snapshot_id));
+                let id: SnapshotId = req.snapshot_id.parse().map_err(|_| missing())?;
+                let snapshot = snapshots::get(&self.client, &id)
+                    .await?
+                    .ok_or_else(missing)?;
+                Ok(GetSnapshotResponse {
+                    snapshot: Some(snapshot.to_csi()),
                 })
             })
             .await

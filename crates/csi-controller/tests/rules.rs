@@ -299,3 +299,173 @@ async fn the_volumes_metric_counts_live_volumes_by_protocol() {
         delete(&mut h, id).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advertised_capabilities_include_get_snapshot_publish_readonly_and_modify_volume() {
+    use csi_api::csi::controller_service_capability::rpc::Type;
+    let mut h = harness().await;
+    let capabilities: Vec<i32> = h
+        .controller
+        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .capabilities
+        .into_iter()
+        .filter_map(|c| {
+            c.r#type
+                .map(|controller_service_capability::Type::Rpc(rpc)| rpc.r#type)
+        })
+        .collect();
+    for wanted in [Type::GetSnapshot, Type::PublishReadonly, Type::ModifyVolume] {
+        assert!(
+            capabilities.contains(&(wanted as i32)),
+            "{wanted:?} missing"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_snapshot_answers_for_ours_and_not_found_otherwise() {
+    let mut h = harness().await;
+    let volume = create(&mut h, create_request("pvc-gs", "nfs", GIB)).await;
+    let snapshot = h
+        .controller
+        .create_snapshot(CreateSnapshotRequest {
+            source_volume_id: volume.volume_id.clone(),
+            name: "snap-gs".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let got = h
+        .controller
+        .get_snapshot(GetSnapshotRequest {
+            snapshot_id: snapshot.snapshot_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(got.snapshot_id, snapshot.snapshot_id);
+    assert_eq!(got.source_volume_id, volume.volume_id);
+    assert!(got.ready_to_use);
+    for missing in [format!("{}x", snapshot.snapshot_id), "garbage".to_owned()] {
+        let err = h
+            .controller
+            .get_snapshot(GetSnapshotRequest {
+                snapshot_id: missing,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    }
+    h.controller
+        .delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: snapshot.snapshot_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    delete(&mut h, &volume.volume_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modify_volume_changes_what_truenas_can_change_in_place_and_refuses_the_rest() {
+    let mut h = harness().await;
+    let mut request = create_request("pvc-vac", "nfs", GIB);
+    request.volume_capabilities = vec![mount(Mode::MultiNodeMultiWriter)];
+    request
+        .mutable_parameters
+        .insert("zfs.compression".into(), "zstd".into());
+    let nfs = create(&mut h, request).await;
+    let dataset = nfs.volume_id.split_once(':').unwrap().1.to_owned();
+    let compression = |h: &Harness| {
+        let (client, dataset) = (h.truenas.clone(), dataset.clone());
+        async move {
+            client
+                .datasets()
+                .get(&dataset)
+                .await
+                .unwrap()
+                .unwrap()
+                .compression
+                .and_then(|p| p.value)
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(compression(&h).await, "ZSTD", "applied at creation");
+    let modify = |id: &str, pairs: &[(&str, &str)]| ControllerModifyVolumeRequest {
+        volume_id: id.to_owned(),
+        mutable_parameters: pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        h.controller
+            .controller_modify_volume(modify(
+                &nfs.volume_id,
+                &[("zfs.compression", "lz4"), ("nfs.hosts", "10.0.0.7")],
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(compression(&h).await, "LZ4");
+    let share = h
+        .truenas
+        .nfs()
+        .by_path(&format!("/mnt/{dataset}"))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(share.hosts, ["10.0.0.7"]);
+    let nv = create(&mut h, create_request("pvc-vac-b", "nvmeof", GIB)).await;
+    for (id, pairs, named) in [
+        (&nfs.volume_id, vec![("protocol", "smb")], "`protocol`"),
+        (
+            &nfs.volume_id,
+            vec![("zfs.volblocksize", "64K")],
+            "`zfs.volblocksize`",
+        ),
+        (
+            &nfs.volume_id,
+            vec![("zfs.compression", "brotli")],
+            "`zfs.compression`",
+        ),
+        (
+            &nv.volume_id,
+            vec![("nfs.hosts", "10.0.0.7")],
+            "`nfs.hosts`",
+        ),
+    ] {
+        let err = h
+            .controller
+            .controller_modify_volume(modify(id, &pairs))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{pairs:?}: {err:?}");
+        assert!(err.message().contains(named), "{}", err.message());
+    }
+    let err = h
+        .controller
+        .controller_modify_volume(modify("nfs:tank/csi/none", &[("zfs.compression", "lz4")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // An immutable key in a CreateVolume's mutable parameters: refused before anything exists.
+    let mut bad = create_request("pvc-vac-c", "nfs", GIB);
+    bad.mutable_parameters.insert("pool".into(), "other".into());
+    let err = h.controller.create_volume(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    delete(&mut h, &nfs.volume_id).await;
+    delete(&mut h, &nv.volume_id).await;
+    assert_eq!(leftovers(&h.truenas).await, Vec::<String>::new());
+}

@@ -32,10 +32,12 @@ impl NodeService {
                 ));
             }
         };
-        let single_writer = capability
-            .access_mode
-            .as_ref()
-            .is_some_and(|m| m.mode == Mode::SingleNodeSingleWriter as i32);
+        let mode = capability.access_mode.as_ref().map(|m| m.mode);
+        let single_writer = mode == Some(Mode::SingleNodeSingleWriter as i32);
+        // Reader-only access modes are mounted read-only even when `readonly` is not set.
+        let read_only = req.readonly
+            || mode == Some(Mode::SingleNodeReaderOnly as i32)
+            || mode == Some(Mode::MultiNodeReaderOnly as i32);
         let _held = self.locks.try_lock(&volume_id)?;
         let mut staged = self
             .read_state(&volume_id)?
@@ -103,7 +105,7 @@ impl NodeService {
             self.settings.command_timeout,
             &source,
             &target,
-            req.readonly,
+            read_only,
         )
         .await?;
         self.record_published(&mut staged, &target, single_writer)?;

@@ -370,3 +370,41 @@ async fn staging_a_volume_that_matches_nothing_is_not_found_and_leaves_nothing()
         .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_only_access_mode_is_published_read_only() {
+    let n = setup();
+    share(&n, "rox");
+    let root = n.guard.dir.path();
+    let staging = root.join("staging/rox");
+    let target = root.join("pods/rox");
+    n.service
+        .node_stage_volume(Request::new(stage(
+            "rox",
+            "nfs",
+            &staging,
+            cap(Mode::MultiNodeReaderOnly),
+            "",
+        )))
+        .await
+        .unwrap();
+    n.service
+        .node_publish_volume(Request::new(publish(
+            "rox",
+            "nfs",
+            &staging,
+            &target,
+            cap(Mode::MultiNodeReaderOnly),
+            false,
+        )))
+        .await
+        .unwrap();
+    assert!(csi_node::mounts::at(&target).unwrap().unwrap().read_only());
+    assert!(std::fs::write(target.join("x"), b"x").is_err(), "writable");
+    unpublish(&n, "nfs:tank/csi/rox", &target.display().to_string())
+        .await
+        .unwrap();
+    unstage(&n, "nfs:tank/csi/rox", &staging.display().to_string())
+        .await
+        .unwrap();
+}

@@ -429,6 +429,8 @@ pub struct DatasetChanges {
     pub set_user_properties: Vec<(String, String)>,
     /// User properties to remove (each must exist, or TrueNAS refuses).
     pub remove_user_properties: Vec<String>,
+    /// Other dataset properties by their API field name (`sync`, `atime`, `recordsize`, …).
+    pub properties: Vec<(String, Value)>,
 }
 
 impl DatasetChanges {
@@ -448,6 +450,9 @@ impl DatasetChanges {
         }
         if let Some(compression) = &self.compression {
             data.insert("compression".into(), json!(compression.as_str()));
+        }
+        for (field, value) in &self.properties {
+            data.insert(field.clone(), value.clone());
         }
         let updates: Vec<Value> = self
             .set_user_properties
