@@ -524,3 +524,97 @@ fn csi_settings_are_checked() {
     );
     let _ = dir;
 }
+
+/// An HPACK integer with an `prefix`-bit prefix and `flags` in the first byte's high bits.
+fn hpack_int(out: &mut Vec<u8>, flags: u8, prefix: u32, mut value: usize) {
+    let max = (1usize << prefix) - 1;
+    if value < max {
+        out.push(flags | value as u8);
+        return;
+    }
+    out.push(flags | max as u8);
+    value -= max;
+    while value >= 128 {
+        out.push((value % 128 + 128) as u8);
+        value /= 128;
+    }
+    out.push(value as u8);
+}
+
+/// One HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn a_grpc_client_that_sends_the_socket_path_as_authority_is_answered() {
+    // Python grpcio and grpc-java send the unix socket's path as :authority; the request is
+    // written by hand here, since no Rust client can send an authority that is no URI.
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("csi.sock");
+    let yaml = format!(
+        "csi:\n  mode: node\n  node_id: node-1\n  host: simulated\n  sim_data_dir: {}\n  state_dir: {}\n  endpoint: unix://{}\n",
+        dir.path().join("sim").display(),
+        dir.path().join("state").display(),
+        socket.display()
+    );
+    let config = write(dir.path(), "config.yaml", &yaml);
+    let (running, _addr) = Running::start(&config, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut headers = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/csi.v1.Identity/GetPluginInfo"),
+        (":authority", &*socket.to_string_lossy()),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        headers.push(0x00); // literal, not indexed, new name
+        hpack_int(&mut headers, 0, 7, name.len());
+        headers.extend_from_slice(name.as_bytes());
+        hpack_int(&mut headers, 0, 7, value.len());
+        headers.extend_from_slice(value.as_bytes());
+    }
+    let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    wire.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+    wire.extend(frame(0x1, 0x4, 1, &headers)); // HEADERS, END_HEADERS
+    wire.extend(frame(0x0, 0x1, 1, &[0, 0, 0, 0, 0])); // DATA: an empty message, END_STREAM
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(&wire).unwrap();
+    // Read frames until stream 1 answers: HEADERS means served, RST_STREAM means refused.
+    let mut answer = None;
+    let mut header = [0u8; 9];
+    while answer.is_none() && stream.read_exact(&mut header).is_ok() {
+        let len =
+            (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+        let (kind, id) = (
+            header[3],
+            u32::from_be_bytes(header[5..9].try_into().unwrap()) & 0x7fff_ffff,
+        );
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).unwrap();
+        if id == 1 && (kind == 0x1 || kind == 0x3) {
+            answer = Some(kind);
+        }
+    }
+    drop(stream);
+    let logs = running.stop();
+    assert_eq!(
+        answer,
+        Some(0x1),
+        "expected response HEADERS, got {answer:?}\n{logs}"
+    );
+}
