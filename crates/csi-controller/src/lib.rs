@@ -8,6 +8,7 @@ mod error;
 mod exports;
 mod modify;
 mod names;
+mod nodes;
 mod params;
 mod props;
 mod snapshots;
@@ -27,11 +28,15 @@ use crate::error::ControllerError;
 use crate::params::VolumeParams;
 use crate::volumes::{Plan, Source};
 
+pub use nodes::{NodeDirectory, StaticNodes};
+
 /// What the controller needs besides the TrueNAS client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ControllerSettings {
     /// Address nodes use for data when a StorageClass gives no `server` (the API URL's host).
     pub default_server: String,
+    /// The nodes ControllerPublishVolume may give access to.
+    pub nodes: Arc<dyn NodeDirectory>,
 }
 
 /// The Controller service.
@@ -333,6 +338,20 @@ impl Controller for ControllerService {
                 }
                 csi_api::node_identity(&req.node_id)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let nodes = &self.settings.nodes;
+                let known = nodes.contains(&req.node_id).await.map_err(|err| {
+                    Status::unavailable(format!(
+                        "cannot tell whether node {} exists: {err}",
+                        req.node_id
+                    ))
+                })?;
+                if !known {
+                    return Err(Status::not_found(format!(
+                        "node {} does not exist: {}",
+                        req.node_id,
+                        nodes.describe()
+                    )));
+                }
                 let capability = req
                     .volume_capability
                     .as_ref()

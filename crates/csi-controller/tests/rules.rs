@@ -274,6 +274,7 @@ async fn the_volumes_metric_counts_live_volumes_by_protocol() {
         h.truenas.clone(),
         csi_controller::ControllerSettings {
             default_server: "127.0.0.1".into(),
+            nodes: std::sync::Arc::new(csi_controller::StaticNodes::new(NODES)),
         },
         metrics,
     );
@@ -467,5 +468,32 @@ async fn modify_volume_changes_what_truenas_can_change_in_place_and_refuses_the_
     assert_eq!(err.code(), Code::InvalidArgument);
     delete(&mut h, &nfs.volume_id).await;
     delete(&mut h, &nv.volume_id).await;
+    assert_eq!(leftovers(&h.truenas).await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_to_a_node_the_cluster_does_not_have_is_not_found_and_writes_nothing() {
+    let mut h = harness().await;
+    for protocol in PROTOCOLS {
+        let volume = create(
+            &mut h,
+            create_request(&format!("pvc-ghost-{protocol}"), protocol, GIB),
+        )
+        .await;
+        let err = h
+            .controller
+            .controller_publish_volume(publish(
+                &volume.volume_id,
+                "node-ghost",
+                mount(Mode::SingleNodeWriter),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{protocol}: {err:?}");
+        assert!(err.message().contains("node-ghost"), "{}", err.message());
+        delete(&mut h, &volume.volume_id).await;
+    }
+    let hosts = h.truenas.nvmet().hosts(&Query::all()).await.unwrap();
+    assert!(hosts.is_empty(), "an access entry was written: {hosts:?}");
     assert_eq!(leftovers(&h.truenas).await, Vec::<String>::new());
 }

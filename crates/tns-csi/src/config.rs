@@ -87,6 +87,10 @@ pub(crate) struct CsiSettings {
     /// The kubelet's directory: the node acts only on staging and target paths inside it.
     #[serde(default = "default_kubelet_dir")]
     pub(crate) kubelet_dir: PathBuf,
+    /// Outside a cluster: the node ids ControllerPublishVolume may give access to. In a
+    /// cluster (empty here) the CSINode objects that list tns.csi.io decide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) known_nodes: Vec<String>,
 }
 
 fn default_kubelet_dir() -> PathBuf {
@@ -119,6 +123,7 @@ impl Default for CsiSettings {
             state_dir: default_state_dir(),
             max_volumes: 0,
             kubelet_dir: default_kubelet_dir(),
+            known_nodes: Vec::new(),
         }
     }
 }
@@ -175,6 +180,14 @@ impl CsiSettings {
             && let Err(err) = csi_api::node_identity(id)
         {
             invalid.push(Invalid::new("csi.node_id", err.to_string()));
+        }
+        for (i, id) in self.known_nodes.iter().enumerate() {
+            if let Err(err) = csi_api::node_identity(id) {
+                invalid.push(Invalid::new(
+                    format!("csi.known_nodes.{i}"),
+                    err.to_string(),
+                ));
+            }
         }
         if self.mode.node() && self.node_id.as_deref().is_none_or(str::is_empty) {
             invalid.push(Invalid::new(

@@ -8,11 +8,38 @@ use anyhow::Context;
 use csi_api::csi::controller_server::ControllerServer;
 use csi_api::csi::identity_server::IdentityServer;
 use csi_api::{CsiMetrics, IdentityService, ReadyCheck};
-use csi_controller::{ControllerService, ControllerSettings};
+use csi_controller::{ControllerService, ControllerSettings, NodeDirectory, StaticNodes};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::CsiSettings;
+
+/// The nodes ControllerPublishVolume may give access to: `csi.known_nodes` when set (plus
+/// this process's own node in `all` mode), else the cluster's CSINode objects when running in
+/// one, else none (every publish is NOT_FOUND, and a warning says why).
+async fn node_directory(csi: &CsiSettings) -> anyhow::Result<Arc<dyn NodeDirectory>> {
+    let mut known: Vec<String> = csi.known_nodes.clone();
+    if csi.mode.node()
+        && let Some(own) = &csi.node_id
+    {
+        known.push(own.clone());
+    }
+    if !csi.known_nodes.is_empty() {
+        return Ok(Arc::new(StaticNodes::new(known)));
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot reach the Kubernetes API to look up CSINode objects (its service account and RBAC to list csinodes are needed)")?;
+        return Ok(Arc::new(crate::cluster::KubernetesNodes::new(client)));
+    }
+    if known.is_empty() {
+        tracing::warn!(
+            "not in a cluster and csi.known_nodes is empty: ControllerPublishVolume will refuse every node"
+        );
+    }
+    Ok(Arc::new(StaticNodes::new(known)))
+}
 
 /// Serves until SIGTERM/SIGINT, then removes the socket.
 pub(crate) async fn serve(
@@ -76,7 +103,10 @@ pub(crate) async fn serve(
             .unwrap_or_default();
         let controller = ControllerService::new(
             client,
-            ControllerSettings { default_server },
+            ControllerSettings {
+                default_server,
+                nodes: node_directory(&csi).await?,
+            },
             metrics.clone(),
         );
         let counter = controller.clone();

@@ -2,6 +2,7 @@
 //! and config, then assembles the library crates; logic lives in those crates.
 
 mod cli;
+mod cluster;
 mod config;
 mod grpc;
 mod run;

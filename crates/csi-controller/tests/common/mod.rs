@@ -24,6 +24,16 @@ use truenas_sim::{SimConfig, Simulator};
 
 pub(crate) const GIB: i64 = 1 << 30;
 
+/// The nodes the test cluster has; anything else is NOT_FOUND to ControllerPublishVolume.
+pub(crate) const NODES: [&str; 6] = [
+    "node-1",
+    "node-2",
+    "node-3",
+    "evil node",
+    "evil-node-",
+    "evil_node-",
+];
+
 pub(crate) struct Harness {
     pub(crate) sim: Simulator,
     pub(crate) key: String,
@@ -77,6 +87,7 @@ pub(crate) async fn serve_controller(
         client,
         ControllerSettings {
             default_server: "127.0.0.1".into(),
+            nodes: std::sync::Arc::new(csi_controller::StaticNodes::new(NODES)),
         },
         metrics,
     );
