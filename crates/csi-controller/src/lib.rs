@@ -361,6 +361,7 @@ impl Controller for ControllerService {
                     .map_err(Status::invalid_argument)?;
                 let _held = self.locks.try_lock(&volume.id.dataset)?;
                 let publish_context = exports::publish(&self.client, &volume, &req.node_id).await?;
+                volumes::record_published(&self.client, &volume, &req.node_id, true).await?;
                 Ok(ControllerPublishVolumeResponse { publish_context })
             })
             .await
@@ -380,8 +381,15 @@ impl Controller for ControllerService {
                     return Ok(ControllerUnpublishVolumeResponse {}); // gone: unpublished everywhere
                 };
                 let _held = self.locks.try_lock(&volume.id.dataset)?;
-                if !req.node_id.is_empty() {
-                    exports::unpublish(&self.client, &volume, &req.node_id).await?;
+                // No node id: unpublish from every node (CSI), i.e. every recorded one.
+                let nodes = if req.node_id.is_empty() {
+                    volume.published_nodes()
+                } else {
+                    vec![req.node_id.clone()]
+                };
+                for node in &nodes {
+                    exports::unpublish(&self.client, &volume, node).await?;
+                    volumes::record_published(&self.client, &volume, node, false).await?;
                 }
                 Ok(ControllerUnpublishVolumeResponse {})
             })
@@ -455,7 +463,10 @@ impl Controller for ControllerService {
                     .iter()
                     .map(|v| list_volumes_response::Entry {
                         volume: Some(v.to_csi()),
-                        status: None,
+                        status: Some(list_volumes_response::VolumeStatus {
+                            published_node_ids: v.published_nodes(),
+                            volume_condition: None,
+                        }),
                     })
                     .collect();
                 Ok(ListVolumesResponse {
@@ -541,6 +552,7 @@ impl Controller for ControllerService {
                     GetVolume,
                     SingleNodeMultiWriter,
                     PublishReadonly,
+                    ListVolumesPublishedNodes,
                     ModifyVolume,
                     GetSnapshot,
                 ]
@@ -770,7 +782,7 @@ impl Controller for ControllerService {
                 Ok(ControllerGetVolumeResponse {
                     volume: Some(volume.to_csi()),
                     status: Some(controller_get_volume_response::VolumeStatus {
-                        published_node_ids: Vec::new(),
+                        published_node_ids: volume.published_nodes(),
                         volume_condition: Some(csi_api::csi::VolumeCondition {
                             abnormal: problem.is_some(),
                             message: problem.unwrap_or_else(|| "healthy".into()),

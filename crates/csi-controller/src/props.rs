@@ -41,3 +41,13 @@ pub(crate) const NO_INITIATOR: &str = "iqn.2014-08.io.tns-csi:no-node-published"
 /// The name of the volume's share, target or subsystem on TrueNAS (derived from the volume
 /// name; recorded for people and for the orphan reconciler).
 pub(crate) const EXPORT_NAME: &str = "tns-csi:export_name";
+
+/// Prefix of the user properties that record which nodes a volume is published to (one each,
+/// `<prefix><hash of the node id>` = node id), for ListVolumes' and ControllerGetVolume's
+/// published nodes and for an unpublish from every node.
+pub(crate) const PUBLISHED_PREFIX: &str = "tns-csi:published.";
+
+/// The user property recording that a volume is published to `node_id`.
+pub(crate) fn published_key(node_id: &str) -> String {
+    format!("{PUBLISHED_PREFIX}{}", crate::names::hash16(node_id))
+}

@@ -104,6 +104,19 @@ impl ManagedVolume {
         }
     }
 
+    /// The nodes the volume is published to, in name order.
+    pub(crate) fn published_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<String> = self
+            .dataset
+            .user_properties
+            .iter()
+            .filter(|(key, _)| key.starts_with(props::PUBLISHED_PREFIX))
+            .map(|(_, value)| value.rawvalue.clone())
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
     /// The volume name (last path component).
     pub(crate) fn name(&self) -> &str {
         self.id
@@ -590,6 +603,34 @@ pub(crate) async fn create_dataset(
                 .map_err(tn("growing the clone and recording its metadata"))?;
         }
     }
+    Ok(())
+}
+
+/// Records (or forgets) that `volume` is published to `node_id`.
+pub(crate) async fn record_published(
+    client: &Client,
+    volume: &ManagedVolume,
+    node_id: &str,
+    published: bool,
+) -> Result<(), ControllerError> {
+    let key = props::published_key(node_id);
+    let recorded = volume.dataset.user_property(&key).is_some();
+    let changes = match (published, recorded) {
+        (true, false) => DatasetChanges {
+            set_user_properties: vec![(key, node_id.to_owned())],
+            ..Default::default()
+        },
+        (false, true) => DatasetChanges {
+            remove_user_properties: vec![key],
+            ..Default::default()
+        },
+        _ => return Ok(()),
+    };
+    client
+        .datasets()
+        .update(&volume.id.dataset, &changes)
+        .await
+        .map_err(tn("recording which nodes the volume is published to"))?;
     Ok(())
 }
 

@@ -497,3 +497,84 @@ async fn publishing_to_a_node_the_cluster_does_not_have_is_not_found_and_writes_
     assert!(hosts.is_empty(), "an access entry was written: {hosts:?}");
     assert_eq!(leftovers(&h.truenas).await, Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_nodes_are_listed_and_an_unpublish_without_a_node_covers_them_all() {
+    let mut h = harness().await;
+    let nv = create(&mut h, create_request("pvc-pub", "nvmeof", GIB)).await;
+    for node in ["node-2", "node-1", "node-1"] {
+        h.controller
+            .controller_publish_volume(publish(
+                &nv.volume_id,
+                node,
+                block(Mode::MultiNodeMultiWriter),
+            ))
+            .await
+            .unwrap();
+    }
+    let published = |h: &mut Harness| {
+        let mut controller = h.controller.clone();
+        let id = nv.volume_id.clone();
+        async move {
+            let got = controller
+                .controller_get_volume(ControllerGetVolumeRequest {
+                    volume_id: id.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap()
+                .published_node_ids;
+            let listed = controller
+                .list_volumes(ListVolumesRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+                .into_iter()
+                .find(|e| e.volume.as_ref().unwrap().volume_id == id)
+                .unwrap()
+                .status
+                .unwrap()
+                .published_node_ids;
+            assert_eq!(got, listed);
+            got
+        }
+    };
+    assert_eq!(published(&mut h).await, ["node-1", "node-2"]);
+    h.controller
+        .controller_unpublish_volume(unpublish(&nv.volume_id, "node-2"))
+        .await
+        .unwrap();
+    assert_eq!(published(&mut h).await, ["node-1"]);
+    h.controller
+        .controller_publish_volume(publish(
+            &nv.volume_id,
+            "node-3",
+            block(Mode::MultiNodeMultiWriter),
+        ))
+        .await
+        .unwrap();
+    h.controller
+        .controller_unpublish_volume(unpublish(&nv.volume_id, ""))
+        .await
+        .unwrap();
+    assert_eq!(published(&mut h).await, Vec::<String>::new());
+    let subsys = h
+        .truenas
+        .nvmet()
+        .subsystem_by_name("pvc-pub")
+        .await
+        .unwrap()
+        .unwrap();
+    let allowed = h
+        .truenas
+        .nvmet()
+        .host_subsystems(&Query::all().filter(truenas::query::Filter::eq("subsys.id", subsys.id)))
+        .await
+        .unwrap();
+    assert!(allowed.is_empty(), "still allowed: {allowed:?}");
+    delete(&mut h, &nv.volume_id).await;
+    assert_eq!(leftovers(&h.truenas).await, Vec::<String>::new());
+}
