@@ -203,13 +203,24 @@ impl Core {
     /// and a block someone is already fetching is waited for, not fetched again), else with
     /// one ranged GET.
     pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        let node = self.node(ino)?;
+        self.read_node(node, offset, size).await
+    }
+
+    /// [`Core::read`] of one version of a file (an open handle's, or the current one).
+    pub(crate) async fn read_node(
+        &self,
+        node: Node,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes, FsError> {
         let Node::File {
             backend,
             key,
             size: length,
             etag,
             ..
-        } = self.node(ino)?
+        } = node
         else {
             return Err(FsError::IsDir);
         };

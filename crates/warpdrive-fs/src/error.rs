@@ -20,6 +20,8 @@ pub mod errno {
     pub const EINVAL: i32 = 22;
     /// Read-only filesystem.
     pub const EROFS: i32 = 30;
+    /// The object changed under an open handle (Linux's value).
+    pub const ESTALE: i32 = 116;
 }
 
 /// The errno name a metric's `result` label shows (`ok` for success).
@@ -33,6 +35,7 @@ pub fn errno_name(code: i32) -> &'static str {
         errno::EISDIR => "EISDIR",
         errno::EINVAL => "EINVAL",
         errno::EROFS => "EROFS",
+        errno::ESTALE => "ESTALE",
         _ => "other",
     }
 }
@@ -64,6 +67,16 @@ pub enum FsError {
     /// The backend says the object is gone.
     #[error("backend `{backend}`: object not found: {source}")]
     ObjectMissing {
+        /// Backend name.
+        backend: String,
+        /// What the store said.
+        #[source]
+        source: Arc<object_store::Error>,
+    },
+    /// The object is no longer the version a handle opened (a conditional GET failed): that
+    /// handle's reads fail rather than mix bytes of two versions.
+    #[error("backend `{backend}`: the object changed since it was opened: {source}")]
+    Changed {
         /// Backend name.
         backend: String,
         /// What the store said.
@@ -118,6 +131,13 @@ impl FsError {
                 backend,
                 source: Arc::new(err),
             },
+            object_store::Error::Precondition { .. } => {
+                tracing::info!(%backend, %err, "an object changed under an open file");
+                Self::Changed {
+                    backend,
+                    source: Arc::new(err),
+                }
+            }
             object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. } => {
                 tracing::warn!(%backend, %err, "backend refused access");
@@ -145,6 +165,7 @@ impl ToErrno for FsError {
             Self::IsDir => errno::EISDIR,
             Self::InvalidName(_) => errno::EINVAL,
             Self::Denied { .. } => errno::EACCES,
+            Self::Changed { .. } => errno::ESTALE,
             Self::Backend { .. }
             | Self::Timeout { .. }
             | Self::ShortBody { .. }

@@ -25,6 +25,8 @@ pub(crate) struct Handle {
     stream: Option<Stream>,
     /// Parallel mode: the next block a segment GET starts at.
     segments_from: Option<u64>,
+    /// The version of the file this handle opened: every read is of it, never of a newer one.
+    version: Option<Node>,
 }
 
 /// What a read asks of readahead, decided under the handles lock and done after it.
@@ -71,6 +73,7 @@ impl Core {
     /// cache is kept by. Opening files of a directory in name order prefetches the next ones.
     pub async fn open(self: &Arc<Self>, ino: u64) -> Result<(u64, Option<String>), FsError> {
         let etag = self.etag(ino).await?;
+        let version = Some(self.node(ino)?).filter(|n| matches!(n, Node::File { .. }));
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles
             .lock()
@@ -81,6 +84,7 @@ impl Core {
                     pattern: Pattern::default(),
                     stream: None,
                     segments_from: None,
+                    version,
                 },
             );
         if self.readahead.enabled && self.readahead.directory_prefetch {
@@ -106,6 +110,17 @@ impl Core {
         offset: u64,
         size: u32,
     ) -> Result<Bytes, FsError> {
+        // The handle's own version; a handle the kernel never opened (none) reads the current.
+        let pinned = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .and_then(|h| h.version.clone());
+        let node = match pinned {
+            Some(node) => node,
+            None => self.node(ino)?,
+        };
         if self.readahead.enabled
             && let Some(cached) = &self.cached
             && let Node::File {
@@ -114,7 +129,7 @@ impl Core {
                 size: length,
                 etag: Some(etag),
                 ..
-            } = self.node(ino)?
+            } = node.clone()
         {
             let end = (offset + u64::from(size)).min(length);
             let block_size = cached.cache.block_size();
@@ -160,7 +175,7 @@ impl Core {
                 });
             }
         }
-        self.read(ino, offset, size).await
+        self.read_node(node, offset, size).await
     }
 
     /// Decides what a read through handle `h` asks of readahead. A sequential reader gets one
