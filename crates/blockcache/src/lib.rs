@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 const MARKER: &str = "warpdrive-blockcache.v1";
+/// Held locked (exclusively) for as long as a cache is open; it holds the holder's PID.
+const LOCK: &str = "lock";
 const MAGIC: &[u8; 8] = b"WDBLK001";
 /// Bytes covered by one checksum.
 pub const CHUNK: usize = 64 * 1024;
@@ -35,6 +37,17 @@ pub enum Error {
         "{0} is not a warpdrive cache directory (it has other files and no {MARKER}); choose an empty or dedicated directory"
     )]
     NotOurs(PathBuf),
+    /// Another process (a second daemon) holds the directory.
+    #[error(
+        "{dir} is in use by another warpdrive-mount{}; one cache directory serves one daemon",
+        pid.map(|p| format!(" (PID {p})")).unwrap_or_default()
+    )]
+    InUse {
+        /// The cache directory.
+        dir: PathBuf,
+        /// The holder's PID, as it wrote it.
+        pid: Option<u32>,
+    },
     /// The settings cannot work.
     #[error("invalid cache settings: {0}")]
     Settings(String),
@@ -133,6 +146,36 @@ pub struct BlockCache {
     index: Mutex<Index>,
     stats: Stats,
     temp_counter: AtomicU64,
+    /// The exclusive lock on the directory, released when the cache is dropped.
+    _lock: File,
+}
+
+/// Takes the directory's lock (without waiting) and writes our PID into it.
+fn lock(dir: &Path) -> Result<File, Error> {
+    let path = dir.join(LOCK);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io("opening the cache lock"))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let pid = fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| text.trim().parse().ok());
+            return Err(Error::InUse {
+                dir: dir.to_owned(),
+                pid,
+            });
+        }
+        Err(fs::TryLockError::Error(err)) => return Err(io("locking the cache")(err)),
+    }
+    file.set_len(0).map_err(io("writing the cache lock"))?;
+    writeln!(file, "{}", std::process::id()).map_err(io("writing the cache lock"))?;
+    Ok(file)
 }
 
 fn header_len(data_len: usize) -> usize {
@@ -173,16 +216,37 @@ impl BlockCache {
             fs::write(&marker, b"warpdrive block cache, format 1\n")
                 .map_err(io("writing the cache marker"))?;
         }
+        let lock = lock(dir)?;
         let cache = Self {
             dir: dir.to_owned(),
             settings,
             index: Mutex::default(),
             stats: Stats::default(),
             temp_counter: AtomicU64::new(0),
+            _lock: lock,
         };
         cache.rebuild()?;
         cache.evict(); // max_size may have been lowered since the last run
         Ok(cache)
+    }
+
+    /// The directory was deleted (or emptied) under a running cache: make it whole again, as
+    /// `open` would (0700, marker), so the next start still knows it as ours. Blocks that were
+    /// in it are gone; the index forgets them.
+    fn recreate(&self) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::create_dir_all(&self.dir).map_err(io(format!("re-creating {}", self.dir.display())))?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+            .map_err(io("restricting the cache directory to 0700"))?;
+        let marker = self.dir.join(MARKER);
+        if !marker.exists() {
+            fs::write(&marker, b"warpdrive block cache, format 1\n")
+                .map_err(io("writing the cache marker"))?;
+            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            index.entries.clear();
+            index.total = 0;
+        }
+        Ok(())
     }
 
     fn rebuild(&self) -> Result<(), Error> {
@@ -363,6 +427,9 @@ impl BlockCache {
             .parent()
             .map(Path::to_owned)
             .unwrap_or_else(|| self.dir.clone());
+        if !self.dir.join(MARKER).exists() {
+            self.recreate()?;
+        }
         fs::create_dir_all(&dir).map_err(io("creating a cache shard"))?;
         let temp = dir.join(format!(
             ".tmp-{}-{}",
@@ -467,6 +534,39 @@ mod tests {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
             .collect()
+    }
+
+    #[test]
+    fn a_directory_deleted_under_a_running_cache_comes_back_whole() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("cache");
+        let cache = BlockCache::open(&dir, settings(1 << 30)).unwrap();
+        cache.put(&key("a", 0), &block(1, 1000)).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        cache.put(&key("b", 0), &block(2, 1000)).unwrap();
+        assert!(dir.join(MARKER).exists(), "marker re-created");
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(cache.get(&key("a", 0), 0, 10).is_none(), "gone blocks are misses");
+        assert_eq!(cache.get(&key("b", 0), 0, 1000).unwrap(), block(2, 1000));
+        drop(cache);
+        // The next start knows it as its own.
+        let again = BlockCache::open(&dir, settings(1 << 30)).unwrap();
+        assert_eq!(again.get(&key("b", 0), 0, 1000).unwrap(), block(2, 1000));
+    }
+
+    #[test]
+    fn one_directory_is_one_cache_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
+        let err = BlockCache::open(dir.path(), settings(1 << 30)).unwrap_err();
+        assert!(
+            matches!(err, Error::InUse { pid: Some(pid), .. } if pid == std::process::id()),
+            "{err}"
+        );
+        drop(first);
+        BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
     }
 
     #[test]

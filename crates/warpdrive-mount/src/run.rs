@@ -211,14 +211,9 @@ fn mounted_at(path: &std::path::Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(&*path) && l.contains(" - fuse"))
 }
 
-/// Clear errors before mounting, and a stale mount from a crash cleared.
+/// Clear errors before mounting; a stale mount left by a crash (its daemon gone, so the
+/// kernel answers ENOTCONN) is cleared, a live one (another daemon serving it) is refused.
 fn preflight(mount_point: &std::path::Path) -> anyhow::Result<()> {
-    if !mount_point.is_dir() {
-        anyhow::bail!(
-            "mount_point {} does not exist or is not a directory; create it first",
-            mount_point.display()
-        );
-    }
     if !std::path::Path::new("/dev/fuse").exists() {
         anyhow::bail!(
             "/dev/fuse is missing: load the fuse module (modprobe fuse), or give the container the device (--device /dev/fuse)"
@@ -233,18 +228,40 @@ fn preflight(mount_point: &std::path::Path) -> anyhow::Result<()> {
             "fusermount3 is missing: install fuse3 (apt-get install fuse3), or run as root"
         );
     }
-    if mounted_at(mount_point) || std::fs::metadata(mount_point).is_err() {
-        tracing::warn!(mount_point = %mount_point.display(), "clearing a stale FUSE mount left by an earlier run");
-        let status = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(mount_point)
-            .status();
-        if !status.is_ok_and(|s| s.success()) {
-            let _ = std::process::Command::new("fusermount3")
-                .args(["-u", "-z"])
-                .arg(mount_point)
-                .status();
+    if mounted_at(mount_point) {
+        // Listing it must reach the daemon (a stat may be answered from the kernel's cache).
+        match std::fs::read_dir(mount_point) {
+            Ok(_) => anyhow::bail!(
+                "mount_point {} is already mounted and answering: another warpdrive-mount serves it; stop that one first (or use another mount_point)",
+                mount_point.display()
+            ),
+            Err(err) if err.raw_os_error() == Some(ENOTCONN) => {
+                tracing::warn!(mount_point = %mount_point.display(), "clearing a stale FUSE mount left by an earlier run");
+                let status = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(mount_point)
+                    .status();
+                if !status.is_ok_and(|s| s.success()) {
+                    let _ = std::process::Command::new("fusermount3")
+                        .args(["-u", "-z"])
+                        .arg(mount_point)
+                        .status();
+                }
+            }
+            Err(err) => anyhow::bail!(
+                "mount_point {} has a FUSE mount that cannot be looked at ({err}); unmount it first",
+                mount_point.display()
+            ),
         }
+    }
+    if !mount_point.is_dir() {
+        anyhow::bail!(
+            "mount_point {} does not exist or is not a directory; create it first",
+            mount_point.display()
+        );
     }
     Ok(())
 }
+
+/// What the kernel answers for a FUSE mount whose daemon is gone.
+const ENOTCONN: i32 = 107;

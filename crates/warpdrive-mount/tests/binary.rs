@@ -201,40 +201,102 @@ fn serves_metrics_until_sigterm() {
     );
 }
 
+/// The daemon on `cfg` with stderr piped, as a service manager would start it.
+fn start_daemon(cfg: &str) -> KillOnDrop {
+    KillOnDrop(
+        daemon(cfg)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Reads the daemon's log until it says it mounted (then keeps draining it); its log so far.
+fn wait_mounted(child: &mut KillOnDrop) -> String {
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut logs = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            panic!("exited before mounting:\n{logs}");
+        }
+        logs.push_str(&line);
+        if line.contains("\"mounted\"") {
+            // Keep draining: a closed pipe would make the daemon's next log line fail.
+            std::thread::spawn(move || {
+                let mut rest = String::new();
+                let _ = stderr.read_to_string(&mut rest);
+            });
+            return logs;
+        }
+    }
+}
+
+#[test]
+fn a_second_daemon_never_takes_a_live_mount_or_its_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "{ method: none }");
+    let mnt = dir.path().join("mnt");
+    let mut first = start_daemon(&cfg);
+    wait_mounted(&mut first);
+    // The same mount point: refused, and the first daemon's mount is left alone.
+    let out = warpdrive(&["--config", &cfg, "--metrics-addr", "127.0.0.1:0"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already mounted and answering"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("local/hello.txt")).unwrap(),
+        "hello",
+        "the first daemon still serves"
+    );
+    // Another mount point over the same cache directory: refused, naming the holder.
+    std::fs::create_dir_all(dir.path().join("mnt2")).unwrap();
+    let other = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            &*mnt.to_string_lossy(),
+            &dir.path().join("mnt2").to_string_lossy(),
+        )
+        .replace("control.sock", "control2.sock");
+    let other_cfg = dir.path().join("other.yaml");
+    std::fs::write(&other_cfg, other).unwrap();
+    let out = warpdrive(
+        &[
+            "--config",
+            &other_cfg.to_string_lossy(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another warpdrive-mount")
+            && stderr.contains(&format!("PID {}", first.0.id())),
+        "{stderr}"
+    );
+    assert!(
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&*dir.path().join("mnt2").to_string_lossy()),
+        "the second daemon mounted"
+    );
+    Command::new("kill")
+        .args(["-TERM", &first.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(first.0.wait().unwrap().success());
+}
+
 #[test]
 fn a_stale_mount_from_a_crash_is_cleared_at_start_and_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "{ method: none }");
     let mnt = dir.path().join("mnt");
-    let start = || {
-        KillOnDrop(
-            daemon(&cfg)
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let wait_mounted = |child: &mut KillOnDrop| -> String {
-        let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-        let mut logs = String::new();
-        loop {
-            let mut line = String::new();
-            if stderr.read_line(&mut line).unwrap() == 0 {
-                panic!("exited before mounting:\n{logs}");
-            }
-            logs.push_str(&line);
-            if line.contains("\"mounted\"") {
-                // Keep draining: a closed pipe would make the daemon's next log line fail.
-                std::thread::spawn(move || {
-                    let mut rest = String::new();
-                    let _ = stderr.read_to_string(&mut rest);
-                });
-                return logs;
-            }
-        }
-    };
+    let start = || start_daemon(&cfg);
     let mut first = start();
     wait_mounted(&mut first);
     assert_eq!(
