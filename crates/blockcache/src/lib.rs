@@ -182,6 +182,36 @@ fn header_len(data_len: usize) -> usize {
     MAGIC.len() + 8 + 4 * data_len.div_ceil(CHUNK)
 }
 
+/// Directories a cache must never be put in, whatever they hold: the system's own.
+const SYSTEM_DIRS: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
+];
+
+/// Whether `dir` can be opened as a cache, without changing anything: the rule [`BlockCache::open`]
+/// applies, for a configuration check before start.
+pub fn check_dir(dir: &Path) -> Result<(), Error> {
+    if SYSTEM_DIRS.iter().any(|d| Path::new(d) == dir) {
+        return Err(Error::NotOurs(dir.to_owned()));
+    }
+    match fs::metadata(dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()), // made at start
+        Err(err) => Err(io(format!("looking at {}", dir.display()))(err)),
+        Ok(meta) if !meta.is_dir() => Err(Error::NotOurs(dir.to_owned())),
+        Ok(_) => {
+            let empty = fs::read_dir(dir)
+                .map_err(io("reading the cache directory"))?
+                .next()
+                .is_none();
+            if empty || dir.join(MARKER).exists() {
+                Ok(())
+            } else {
+                Err(Error::NotOurs(dir.to_owned()))
+            }
+        }
+    }
+}
+
 impl BlockCache {
     /// Opens (creating, 0700) the cache directory and rebuilds the index from its files.
     pub fn open(dir: &Path, settings: Settings) -> Result<Self, Error> {
@@ -198,12 +228,11 @@ impl BlockCache {
                 "need 0 < low_water < high_water <= 1".into(),
             ));
         }
-        fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                .map_err(io("restricting the cache directory to 0700"))?;
+        if SYSTEM_DIRS.iter().any(|d| Path::new(d) == dir) {
+            return Err(Error::NotOurs(dir.to_owned()));
         }
+        fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        // A directory that is not ours is left exactly as it is, its permissions included.
         let marker = dir.join(MARKER);
         if !marker.exists() {
             let foreign = fs::read_dir(dir)
@@ -213,6 +242,13 @@ impl BlockCache {
             if foreign {
                 return Err(Error::NotOurs(dir.to_owned()));
             }
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(io("restricting the cache directory to 0700"))?;
+        }
+        if !marker.exists() {
             fs::write(&marker, b"warpdrive block cache, format 1\n")
                 .map_err(io("writing the cache marker"))?;
         }
@@ -548,12 +584,38 @@ mod tests {
         assert!(dir.join(MARKER).exists(), "marker re-created");
         let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        assert!(cache.get(&key("a", 0), 0, 10).is_none(), "gone blocks are misses");
+        assert!(
+            cache.get(&key("a", 0), 0, 10).is_none(),
+            "gone blocks are misses"
+        );
         assert_eq!(cache.get(&key("b", 0), 0, 1000).unwrap(), block(2, 1000));
         drop(cache);
         // The next start knows it as its own.
         let again = BlockCache::open(&dir, settings(1 << 30)).unwrap();
         assert_eq!(again.get(&key("b", 0), 0, 1000).unwrap(), block(2, 1000));
+    }
+
+    #[test]
+    fn a_foreign_or_system_directory_is_refused_and_left_as_it_was() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("theirs.txt"), b"x").unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(matches!(check_dir(dir.path()), Err(Error::NotOurs(_))));
+        let err = BlockCache::open(dir.path(), settings(1 << 30)).unwrap_err();
+        assert!(matches!(err, Error::NotOurs(_)), "{err}");
+        let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "its permissions were changed");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "files added");
+        for system in ["/etc", "/", "/usr"] {
+            assert!(matches!(
+                check_dir(Path::new(system)),
+                Err(Error::NotOurs(_))
+            ));
+        }
+        let fresh = dir.path().join("new");
+        check_dir(&fresh).unwrap();
+        assert!(!fresh.exists(), "a check changes nothing");
     }
 
     #[test]

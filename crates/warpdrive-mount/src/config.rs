@@ -280,6 +280,34 @@ pub(crate) struct ResolvedSecret {
     pub(crate) value: SecretString,
 }
 
+impl Config {
+    /// What this host says about the config: the mount point and the cache directory, checked
+    /// by `check-config` with the rules start applies (a stale FUSE mount from a crash counts
+    /// as a mount point: start clears it).
+    pub(crate) fn host_problems(&self) -> Vec<Invalid> {
+        let mut problems = Vec::new();
+        if self.mount_point.is_absolute() {
+            match std::fs::metadata(&self.mount_point) {
+                Ok(meta) if meta.is_dir() => {}
+                Err(err) if err.raw_os_error() == Some(107) => {}
+                _ => problems.push(Invalid::new(
+                    "mount_point",
+                    format!(
+                        "{} does not exist or is not a directory; create it first",
+                        self.mount_point.display()
+                    ),
+                )),
+            }
+        }
+        if self.cache.path.is_absolute()
+            && let Err(err) = blockcache::check_dir(&self.cache.path)
+        {
+            problems.push(Invalid::new("cache.path", err.to_string()));
+        }
+        problems
+    }
+}
+
 impl Schema for Config {
     const ENV_PREFIX: &'static str = "WARPDRIVE_";
 
@@ -314,6 +342,27 @@ impl Schema for Config {
         }
         let mut names = HashSet::new();
         let mut paths = HashSet::new();
+        let segments = |path: &str| -> Vec<String> {
+            path.split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        for (i, backend) in self.backends.iter().enumerate() {
+            let mine = segments(&backend.mount_path);
+            if let Some(outer) = self.backends.iter().find(|other| {
+                let theirs = segments(&other.mount_path);
+                theirs.len() < mine.len() && mine.starts_with(&theirs)
+            }) {
+                invalid.push(Invalid::new(
+                    format!("backends.{i}.mount_path"),
+                    format!(
+                        "`{}` is inside backend `{}`'s mount path `{}`; backends cannot nest",
+                        backend.mount_path, outer.name, outer.mount_path
+                    ),
+                ));
+            }
+        }
         for (i, backend) in self.backends.iter().enumerate() {
             let at = format!("backends.{i}");
             if !names.insert(backend.name.as_str()) {
@@ -441,6 +490,27 @@ impl BackendSettings {
                     "`{}` must be absolute, without `.` or `..`",
                     self.mount_path
                 ),
+            ));
+        }
+        if let Some(prefix) = &self.prefix
+            && (prefix.starts_with('/')
+                || prefix
+                    .trim_end_matches('/')
+                    .split('/')
+                    .any(|s| s.is_empty() || s == "." || s == ".."))
+            && !prefix.is_empty()
+        {
+            invalid.push(Invalid::new(
+                format!("{at}.prefix"),
+                format!(
+                    "`{prefix}` must be a key prefix such as `datasets/` (no leading `/`, no empty, `.` or `..` segments)"
+                ),
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            invalid.push(Invalid::new(
+                format!("{at}.request_timeout"),
+                "must be more than 0s (it bounds every call to the store)",
             ));
         }
         if let Some(endpoint) = &self.endpoint {
@@ -635,6 +705,25 @@ mod tests {
         ] {
             assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn prefixes_nesting_and_zero_timeouts_are_refused() {
+        let yaml = "mount_point: /data\nbackends:\n  - { name: a, type: local, mount_path: /a, root: /x, prefix: ../up }\n  - { name: b, type: local, mount_path: /a/b, root: /x, prefix: /abs }\n  - { name: c, type: local, mount_path: /c, root: /x, prefix: 'd//e', request_timeout: 0s }\n  - { name: d, type: local, mount_path: /d, root: /x, prefix: datasets/ }\n";
+        let err = load(yaml).unwrap_err().to_string();
+        for expected in [
+            "config key `backends.0.prefix`: `../up` must be a key prefix",
+            "config key `backends.1.prefix`: `/abs` must be a key prefix",
+            "config key `backends.2.prefix`: `d//e` must be a key prefix",
+            "config key `backends.1.mount_path`: `/a/b` is inside backend `a`'s mount path `/a`",
+            "config key `backends.2.request_timeout`: must be more than 0s",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+        assert!(
+            !err.contains("backends.3"),
+            "a plain prefix is fine:\n{err}"
+        );
     }
 
     #[test]

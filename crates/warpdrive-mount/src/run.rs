@@ -59,6 +59,14 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
 
 fn check_config(config: &Config) -> anyhow::Result<()> {
     let secrets = config.resolve_secrets().context("invalid configuration")?;
+    let problems: Vec<String> = config
+        .host_problems()
+        .iter()
+        .map(|p| format!("config key `{}`: {}", p.key, p.message))
+        .collect();
+    if !problems.is_empty() {
+        anyhow::bail!("invalid configuration:\n  {}", problems.join("\n  "));
+    }
     let mut redactor = Redactor::default();
     for secret in &secrets {
         redactor.add(&secret.value);

@@ -36,6 +36,59 @@ fn config(dir: &Path, auth: &str) -> String {
 }
 
 #[test]
+fn check_config_refuses_what_start_would_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "{ method: none }");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let mnt = dir.path().join("mnt").display().to_string();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let cache = dir.path().join("cache").display().to_string();
+    for (what, from, to, key) in [
+        (
+            "missing mount point",
+            mnt.clone(),
+            format!("{mnt}-gone"),
+            "mount_point",
+        ),
+        (
+            "a file as mount point",
+            mnt.clone(),
+            file.display().to_string(),
+            "mount_point",
+        ),
+        (
+            "/etc as cache",
+            cache.clone(),
+            "/etc".to_owned(),
+            "cache.path",
+        ),
+    ] {
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, text.replace(&from, &to)).unwrap();
+        for args in [
+            vec!["check-config", "--config", &*path.to_string_lossy()],
+            vec![
+                "--config",
+                &*path.to_string_lossy(),
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ],
+        ] {
+            let out = warpdrive(&args, &[]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{what}: {args:?} succeeded");
+            assert!(
+                stderr.contains(key),
+                "{what}: {args:?} does not name `{key}`:\n{stderr}"
+            );
+        }
+    }
+    let etc = std::fs::metadata("/etc").unwrap();
+    assert!(etc.is_dir(), "/etc is untouched");
+}
+
+#[test]
 fn check_config_reads_credentials_and_prints_no_value() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("secret");
