@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod confined;
 mod control;
 mod run;
 mod stores;

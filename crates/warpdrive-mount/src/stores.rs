@@ -129,9 +129,19 @@ pub(crate) fn build_store(
                     root.display()
                 );
             }
-            Arc::new(LocalFileSystem::new_with_prefix(&root).with_context(|| {
+            let local = LocalFileSystem::new_with_prefix(&root).with_context(|| {
                 format!("config key `{at}.root`: cannot serve {}", root.display())
-            })?)
+            })?;
+            let prefix = settings
+                .prefix
+                .as_deref()
+                .unwrap_or_default()
+                .trim_matches('/');
+            Arc::new(
+                crate::confined::Confined::new(local, &root, prefix).with_context(|| {
+                    format!("config key `{at}.root`: cannot resolve {}", root.display())
+                })?,
+            )
         }
     };
     Ok(store)

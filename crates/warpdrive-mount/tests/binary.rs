@@ -288,6 +288,70 @@ fn wait_mounted(child: &mut KillOnDrop) -> String {
 }
 
 #[test]
+fn nothing_resolves_outside_a_local_backends_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "{ method: none }");
+    let srv = dir.path().join("srv");
+    std::fs::write(dir.path().join("secret.txt"), "outside").unwrap();
+    std::fs::create_dir_all(srv.join("sub")).unwrap();
+    std::fs::write(srv.join("sub/inner.txt"), "inner").unwrap();
+    let link =
+        |target: &str, name: &str| std::os::unix::fs::symlink(target, srv.join(name)).unwrap();
+    link("/etc/passwd", "passwd");
+    link("/etc", "etc");
+    link("..", "up");
+    link("../secret.txt", "secret");
+    link("sub/../../secret.txt", "chain");
+    link("sub/inner.txt", "fine"); // inside the root: served
+    let mut daemon = start_daemon(&cfg);
+    wait_mounted(&mut daemon);
+    let local = dir.path().join("mnt/local");
+    let mut names: Vec<String> = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["fine", "hello.txt", "sub"],
+        "links out of the root are not shown"
+    );
+    for escape in [
+        "passwd",
+        "etc",
+        "etc/passwd",
+        "up",
+        "up/secret.txt",
+        "secret",
+        "chain",
+    ] {
+        let read = std::fs::read(local.join(escape));
+        assert!(
+            read.is_err(),
+            "{escape} was readable: {:?}",
+            read.map(|b| b.len())
+        );
+        assert!(
+            std::fs::read_dir(local.join(escape)).is_err(),
+            "{escape} listed"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(local.join("fine")).unwrap(),
+        "inner"
+    );
+    assert_eq!(
+        std::fs::read_to_string(local.join("sub/inner.txt")).unwrap(),
+        "inner"
+    );
+    Command::new("kill")
+        .args(["-TERM", &daemon.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(daemon.0.wait().unwrap().success());
+}
+
+#[test]
 fn a_second_daemon_never_takes_a_live_mount_or_its_cache() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "{ method: none }");

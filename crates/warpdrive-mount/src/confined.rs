@@ -1,0 +1,194 @@
+//! A local backend that never leaves its root: object_store's local store follows symlinks, so
+//! a link to `/etc/passwd` or `..` would read outside `root` (and the backend's `prefix`).
+//! Every read resolves its real path first and is refused (PermissionDenied, EACCES to the
+//! reader) when that is outside; listings leave such entries out. The mount is read-only, so
+//! writes are not offered at all.
+
+use std::fmt;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+
+/// A [`LocalFileSystem`] confined to the real path of `allowed` (its root with the prefix).
+#[derive(Debug)]
+pub(crate) struct Confined {
+    inner: Arc<LocalFileSystem>,
+    /// The store's root as configured.
+    root: PathBuf,
+    allowed: PathBuf,
+}
+
+impl fmt::Display for Confined {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Confined({})", self.allowed.display())
+    }
+}
+
+impl Confined {
+    /// `inner` serves `root`; reads must resolve inside `root/prefix`.
+    pub(crate) fn new(
+        inner: LocalFileSystem,
+        root: &FsPath,
+        prefix: &str,
+    ) -> std::io::Result<Self> {
+        let allowed = root
+            .join(prefix)
+            .canonicalize()
+            .or_else(|_| root.canonicalize())?;
+        Ok(Self {
+            inner: Arc::new(inner),
+            root: root.to_owned(),
+            allowed,
+        })
+    }
+
+    /// Whether `location` resolves (following every link) inside the allowed directory. A path
+    /// that does not exist is left to the inner store (it answers NotFound).
+    fn inside(inner: &LocalFileSystem, allowed: &FsPath, location: &Path) -> bool {
+        let Ok(path) = inner.path_to_filesystem(location) else {
+            return false;
+        };
+        match path.canonicalize() {
+            Ok(real) => real.starts_with(allowed),
+            Err(_) => !path.exists() && std::fs::symlink_metadata(&path).is_err(),
+        }
+    }
+
+    /// A directory's entries one by one, each resolved on its own: what cannot be followed or
+    /// leads outside is left out.
+    async fn list_entries(&self, prefix: Path) -> Result<ListResult> {
+        let dir = if prefix.as_ref().is_empty() {
+            self.root.clone()
+        } else {
+            self.inner.path_to_filesystem(&prefix)?
+        };
+        let (inner, allowed) = (self.inner.clone(), self.allowed.clone());
+        let names = tokio::task::spawn_blocking(move || {
+            let mut dirs = Vec::new();
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                let location = prefix.clone().join(name.as_str());
+                if !Self::inside(&inner, &allowed, &location) {
+                    continue;
+                }
+                match std::fs::metadata(entry.path()) {
+                    Ok(meta) if meta.is_dir() => dirs.push(location),
+                    Ok(meta) if meta.is_file() => files.push(location),
+                    _ => {}
+                }
+            }
+            (dirs, files)
+        })
+        .await
+        .map_err(|err| object_store::Error::Generic {
+            store: "local",
+            source: Box::new(err),
+        })?;
+        let (common_prefixes, files) = names;
+        let mut objects = Vec::with_capacity(files.len());
+        for location in files {
+            if let Ok(meta) = self.inner.head(&location).await {
+                objects.push(meta);
+            }
+        }
+        Ok(ListResult {
+            common_prefixes,
+            objects,
+            extensions: Default::default(),
+        })
+    }
+
+    fn refuse(location: &Path) -> object_store::Error {
+        object_store::Error::PermissionDenied {
+            path: location.to_string(),
+            source: "it resolves outside the backend's root (a symbolic link)".into(),
+        }
+    }
+
+    fn read_only(operation: &str) -> object_store::Error {
+        object_store::Error::NotImplemented {
+            operation: operation.to_owned(),
+            implementer: "warpdrive's confined local store (the mount is read-only)".to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Confined {
+    async fn put_opts(&self, _: &Path, _: PutPayload, _: PutOptions) -> Result<PutResult> {
+        Err(Self::read_only("put"))
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        _: &Path,
+        _: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        Err(Self::read_only("put_multipart"))
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        if !Self::inside(&self.inner, &self.allowed, location) {
+            return Err(Self::refuse(location));
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        locations.map(|_| Err(Self::read_only("delete"))).boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let (inner, allowed) = (self.inner.clone(), self.allowed.clone());
+        self.inner
+            .list(prefix)
+            .filter(move |item| {
+                let keep = match item {
+                    Ok(meta) => Self::inside(&inner, &allowed, &meta.location),
+                    Err(_) => true,
+                };
+                std::future::ready(keep)
+            })
+            .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let (inner, allowed) = (&self.inner, &self.allowed);
+        match self.inner.list_with_delimiter(prefix).await {
+            Ok(mut listed) => {
+                listed
+                    .common_prefixes
+                    .retain(|dir| Self::inside(inner, allowed, dir));
+                listed
+                    .objects
+                    .retain(|object| Self::inside(inner, allowed, &object.location));
+                Ok(listed)
+            }
+            // The local store gives up on a whole directory for one entry it cannot follow (a
+            // link loop such as `up -> ..`, a dangling link): list it entry by entry instead.
+            Err(err) => {
+                tracing::warn!(prefix = ?prefix.map(Path::as_ref), %err, "listing entry by entry: one entry cannot be followed");
+                self.list_entries(prefix.cloned().unwrap_or_default()).await
+            }
+        }
+    }
+
+    async fn copy_opts(&self, _: &Path, _: &Path, _: CopyOptions) -> Result<()> {
+        Err(Self::read_only("copy"))
+    }
+}
