@@ -91,6 +91,7 @@ impl Core {
             let name = display_name(&raw);
             if !valid_name(&name) {
                 tracing::warn!(backend = %b.name, key = %dir, "skipping a key prefix that is not a valid path component");
+                self.metrics.key_skipped(&b.name, "invalid_name");
                 continue;
             }
             let ino = self.intern(Node::Dir {
@@ -109,10 +110,12 @@ impl Core {
             }
             if !valid_name(&name) {
                 tracing::warn!(backend = %b.name, key = %object.location, "skipping a key that is not a valid path component");
+                self.metrics.key_skipped(&b.name, "invalid_name");
                 continue;
             }
             if names.contains_key(&name) {
                 tracing::warn!(backend = %b.name, key = %object.location, "a key is both a file and a prefix; showing the directory");
+                self.metrics.key_skipped(&b.name, "file_and_prefix");
                 continue;
             }
             let ino = self.intern(Node::File {

@@ -53,6 +53,8 @@ pub const CACHE_EVICTIONS: &str = "cache_evictions";
 pub const CACHE_CHECKSUM_FAILURES: &str = "cache_checksum_failures";
 /// Gauge name: bytes of block files on disk.
 pub const CACHE_SIZE_BYTES: &str = "cache_size_bytes";
+/// Counter name: keys a listing left out, by backend and reason.
+pub const KEYS_SKIPPED: &str = "keys_skipped";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OpLabels {
@@ -76,6 +78,12 @@ struct BackendLabel {
     backend: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SkipLabels {
+    backend: String,
+    reason: &'static str,
+}
+
 /// Handles to the metrics; cloning shares them.
 #[derive(Clone, Debug)]
 pub struct FsMetrics {
@@ -91,6 +99,7 @@ pub struct FsMetrics {
     cache_writes_skipped: Counter,
     memory_bytes_served: Counter,
     cache_write_errors: Counter,
+    keys_skipped: Family<SkipLabels, Counter>,
 }
 
 impl Default for FsMetrics {
@@ -112,6 +121,7 @@ impl Default for FsMetrics {
             cache_writes_skipped: Counter::default(),
             memory_bytes_served: Counter::default(),
             cache_write_errors: Counter::default(),
+            keys_skipped: Family::default(),
         }
     }
 }
@@ -169,6 +179,11 @@ impl FsMetrics {
             CACHE_WRITES_SKIPPED,
             "Fetched blocks not cached because the cache disk fell behind",
             metrics.cache_writes_skipped.clone(),
+        );
+        registry.register(
+            KEYS_SKIPPED,
+            "Keys a listing left out (not a valid path component, or both a file and a prefix)",
+            metrics.keys_skipped.clone(),
         );
         registry.register(
             CACHE_WRITE_ERRORS,
@@ -237,6 +252,16 @@ impl FsMetrics {
     }
 
     /// A block was served but not cached: too many writes were queued.
+    /// A listing of `backend` left a key out, for `reason` (`invalid_name`, `file_and_prefix`).
+    pub(crate) fn key_skipped(&self, backend: &str, reason: &'static str) {
+        self.keys_skipped
+            .get_or_create(&SkipLabels {
+                backend: backend.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
     pub(crate) fn cache_write_skipped(&self) {
         self.cache_writes_skipped.inc();
     }
