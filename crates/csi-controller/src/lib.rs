@@ -4,6 +4,7 @@
 //! controller restarted at any moment carries on. Operations are serialised per volume or
 //! snapshot name (a second caller gets `Aborted`); different volumes run in parallel.
 
+mod capabilities;
 mod error;
 mod exports;
 mod modify;
@@ -67,7 +68,7 @@ impl ControllerService {
             return Err(ControllerError::invalid_argument("name: required"));
         }
         let params = VolumeParams::parse(&req.parameters)?;
-        volumes::check_capabilities(params.protocol, &req.volume_capabilities)?;
+        capabilities::check_capabilities(params.protocol, &req.volume_capabilities)?;
         if params.detached {
             return Err(ControllerError::invalid_argument(
                 "StorageClass parameter `detached`: detached clones need TrueNAS replication, which this version does not drive; use detached: \"false\"",
@@ -357,7 +358,7 @@ impl Controller for ControllerService {
                     .as_ref()
                     .ok_or_else(|| Status::invalid_argument("volume_capability: required"))?;
                 let volume = volumes::require(&self.client, &req.volume_id).await?;
-                volumes::check_capability(volume.id.protocol, capability)
+                capabilities::check_capability(volume.id.protocol, capability)
                     .map_err(Status::invalid_argument)?;
                 let _held = self.locks.try_lock(&volume.id.dataset)?;
                 let publish_context = exports::publish(&self.client, &volume, &req.node_id).await?;
@@ -413,7 +414,7 @@ impl Controller for ControllerService {
                 let problems: Vec<String> = req
                     .volume_capabilities
                     .iter()
-                    .filter_map(|c| volumes::check_capability(volume.id.protocol, c).err())
+                    .filter_map(|c| capabilities::check_capability(volume.id.protocol, c).err())
                     .collect();
                 if !problems.is_empty() {
                     return Ok(ValidateVolumeCapabilitiesResponse {
@@ -490,7 +491,7 @@ impl Controller for ControllerService {
                 }
                 let params = VolumeParams::parse(&req.parameters)?;
                 if !req.volume_capabilities.is_empty()
-                    && volumes::check_capabilities(params.protocol, &req.volume_capabilities)
+                    && capabilities::check_capabilities(params.protocol, &req.volume_capabilities)
                         .is_err()
                 {
                     return Ok(GetCapacityResponse {
