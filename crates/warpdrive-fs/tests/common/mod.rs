@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod faulty;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,11 +36,20 @@ pub(crate) fn cache(dir: &Path, max: u64) -> Arc<BlockCache> {
 
 fn bare_core(src: &Path, cache: Arc<BlockCache>) -> Core {
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(src).unwrap());
+    core_over(store, cache, Duration::from_secs(10))
+}
+
+/// A core over any store (the fault-injecting one among them), with `timeout` per call.
+pub(crate) fn core_over(
+    store: Arc<dyn ObjectStore>,
+    cache: Arc<BlockCache>,
+    timeout: Duration,
+) -> Core {
     let backends = vec![Backend {
         name: "local".into(),
         store,
         prefix: String::new(),
-        timeout: Duration::from_secs(10),
+        timeout,
     }];
     let tree = namespace::build(&[("/local".to_owned(), 0)]).unwrap();
     let settings = FsSettings {
