@@ -151,3 +151,48 @@ fn concurrent_readers_of_one_block_make_one_backend_fetch() {
         "single flight"
     );
 }
+
+#[test]
+fn a_cache_directory_deleted_while_mounted_comes_back_whole_and_is_ours_at_the_next_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = common::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let (a, b) = (random(2 << 20, 5), random(2 << 20, 6));
+    std::fs::write(src.join("a.bin"), &a).unwrap();
+    std::fs::write(src.join("b.bin"), &b).unwrap();
+    let cache_dir = dir.path().join("cache");
+    let m = mount(
+        dir.path(),
+        "m1",
+        core(&src, cache(&cache_dir, 64 << 20)),
+        &runtime,
+    );
+    assert_eq!(std::fs::read(m.mnt.join("local/a.bin")).unwrap(), a);
+    settle(&m.core);
+    std::fs::remove_dir_all(&cache_dir).unwrap();
+    assert_eq!(std::fs::read(m.mnt.join("local/b.bin")).unwrap(), b);
+    settle(&m.core);
+    let mode = std::fs::metadata(&cache_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "re-created 0700");
+    assert_eq!(
+        std::fs::read(m.mnt.join("local/a.bin")).unwrap(),
+        a,
+        "blocks that went with the directory are fetched again"
+    );
+    settle(&m.core);
+    drop(m);
+    // The next start opens it as its own cache.
+    let m = mount(
+        dir.path(),
+        "m2",
+        core(&src, cache(&cache_dir, 64 << 20)),
+        &runtime,
+    );
+    assert_eq!(std::fs::read(m.mnt.join("local/b.bin")).unwrap(), b);
+    assert!(
+        m.core.cache().unwrap().blocks() > 0,
+        "the cache kept blocks"
+    );
+}
