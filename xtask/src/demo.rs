@@ -69,7 +69,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     std::fs::write(
         &tns_config,
         format!(
-            "truenas:\n  url: {sim_url}\n  api_key_file: {}\n  # the simulator listens on loopback without TLS\n  allow_insecure_transport: true\ncsi:\n  mode: {}\n  endpoint: unix://{}\n  node_id: demo-node\n  host: simulated\n  sim_data_dir: {}\n  state_dir: {}\n  kubelet_dir: {}\nmetrics:\n  addr: 127.0.0.1:0\n",
+            "truenas:\n  url: {sim_url}\n  api_key_file: {}\n  # the simulator listens on loopback without TLS\n  allow_insecure_transport: true\ncsi:\n  mode: {}\n  endpoint: unix://{}\n  node_id: demo-node\n  known_nodes: [demo-node]\n  host: simulated\n  sim_data_dir: {}\n  state_dir: {}\n  kubelet_dir: {}\nmetrics:\n  addr: 127.0.0.1:0\n",
             key_file.display(),
             if root { "all" } else { "controller" },
             socket.display(),
