@@ -76,6 +76,12 @@ impl Core {
                 store.list_with_delimiter(prefix.as_ref()).await
             })
             .await?;
+        if let Some(skipped) = listed.extensions.get::<object_store::list::SkippedKeys>() {
+            for key in &skipped.0 {
+                tracing::warn!(backend = %b.name, key = %key.escape_debug(), "skipping a key that is no valid path (an empty, `.` or `..` segment, or a control character)");
+                self.metrics.key_skipped(&b.name, "invalid_key");
+            }
+        }
         let strip = |location: &StorePath| -> Option<String> {
             let text = location.as_ref();
             let rest = if full.is_empty() {

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_warpdrive-mount");
 const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
@@ -127,6 +129,8 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
          s3.put_object(Bucket='train', Key='data/markers/inside.txt', Body=b'in')\n\
          s3.put_object(Bucket='train', Key='data/emptydir/', Body=b'')\n\
          s3.put_object(Bucket='train', Key='data/bad//double.txt', Body=b'x')\n\
+         for key in ['data/odd/ok.txt', 'data/odd/../up.txt', 'data/odd/./here.txt', 'data/odd/a//b.txt', 'data/odd/..', 'data/odd/ctl\\x01.txt']:\n\
+         \x20   s3.put_object(Bucket='train', Key=key, Body=b'odd')\n\
          root = {src:?}\n\
          for d, _, files in os.walk(root):\n\
          \x20   for f in files:\n\
@@ -222,10 +226,14 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut metrics_addr = None;
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("warpdrive-mount logs");
+        if let Some(addr) = common::metrics_addr(&line) {
+            metrics_addr = Some(addr);
+        }
         if line.contains("\"mounted\"") {
             break;
         }
@@ -311,7 +319,41 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
         s3_top.contains(&"markers".to_owned()) && s3_top.contains(&"dir".to_owned()),
         "{s3_top:?}"
     );
-    let _ = std::fs::read_dir(mnt.join("clouds/s3/bad")).map(|d| d.count());
+    // Keys no path can show (`..`, `.`, empty segments, a control character): left out and
+    // counted, and every other entry of their directory is still there.
+    let _ = std::fs::read_dir(mnt.join("clouds/s3/bad"))
+        .expect("bad/ lists")
+        .count();
+    let odd: Vec<String> = std::fs::read_dir(mnt.join("clouds/s3/odd"))
+        .expect("one odd key does not break its directory")
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(odd.contains(&"ok.txt".to_owned()), "{odd:?}");
+    assert!(
+        odd.iter()
+            .all(|n| n != ".." && n != "." && !n.chars().any(char::is_control)),
+        "{odd:?}"
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("clouds/s3/odd/ok.txt")).unwrap(),
+        b"odd"
+    );
+    while metrics_addr.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the metrics address is logged");
+        metrics_addr = common::metrics_addr(&line);
+    }
+    let metrics = common::scrape(metrics_addr.as_deref().unwrap_or_default());
+    let skipped: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(r#"warpdrive_keys_skipped_total{backend="s3",reason="invalid_key"}"#)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(skipped >= 2.0, "skipped keys not counted:\n{metrics}");
     assert_eq!(
         std::fs::read(mnt.join("clouds/s3/hello.txt")).unwrap(),
         b"hello from the cloud",
