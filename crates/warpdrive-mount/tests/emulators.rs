@@ -129,6 +129,7 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
          s3.put_object(Bucket='train', Key='data/markers/inside.txt', Body=b'in')\n\
          s3.put_object(Bucket='train', Key='data/emptydir/', Body=b'')\n\
          s3.put_object(Bucket='train', Key='data/bad//double.txt', Body=b'x')\n\
+         s3.put_object(Bucket='train', Key='data/ver/v.bin', Body=b'A' * (4 << 20))\n\
          for key in ['data/odd/ok.txt', 'data/odd/../up.txt', 'data/odd/./here.txt', 'data/odd/a//b.txt', 'data/odd/..', 'data/odd/ctl\\x01.txt']:\n\
          \x20   s3.put_object(Bucket='train', Key=key, Body=b'odd')\n\
          root = {src:?}\n\
@@ -337,6 +338,35 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
     assert_eq!(
         std::fs::read(mnt.join("clouds/s3/odd/ok.txt")).unwrap(),
         b"odd"
+    );
+    // One version per open file on a real S3 server: overwritten while a handle reads it, the
+    // handle gets the old bytes or ESTALE, never the new ones; a new open gets the new ones.
+    let put = |fill: u8| {
+        python(&format!(
+            "import boto3\n\
+             s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{s3_port}', aws_access_key_id='k', aws_secret_access_key='s', region_name='us-east-1')\n\
+             s3.put_object(Bucket='train', Key='data/ver/v.bin', Body=bytes([{fill}]) * (4 << 20))\n"
+        ))
+    };
+    let versioned = mnt.join("clouds/s3/ver/v.bin");
+    let handle = std::fs::File::open(&versioned).unwrap();
+    let mut chunk = vec![0u8; 1 << 20];
+    std::os::unix::fs::FileExt::read_exact_at(&handle, &mut chunk, 0).unwrap();
+    assert!(chunk.iter().all(|&b| b == b'A'));
+    put(b'B');
+    std::thread::sleep(Duration::from_millis(1500)); // past attr_ttl
+    match std::os::unix::fs::FileExt::read_exact_at(&handle, &mut chunk, 3 << 20) {
+        Ok(()) => assert!(
+            chunk.iter().all(|&b| b == b'A'),
+            "the open handle read the new version"
+        ),
+        Err(err) => assert_eq!(err.raw_os_error(), Some(116), "ESTALE, got {err}"),
+    }
+    drop(handle);
+    let fresh = std::fs::read(&versioned).unwrap();
+    assert!(
+        fresh.len() == 4 << 20 && fresh.iter().all(|&b| b == b'B'),
+        "a new open did not see the new version"
     );
     while metrics_addr.is_none() {
         let line = rx
