@@ -176,6 +176,23 @@ impl AttachRequest<'_> {
     }
 }
 
+/// Runs `<program> <flag> <device>` so the kernel sees a grown device (nothing to do without one).
+async fn rescan_device(
+    runner: &dyn crate::runner::Runner,
+    detach: &Detach,
+    program: &str,
+    flag: &str,
+    timeout: Duration,
+) -> Result<(), NodeError> {
+    let Some(device) = detach.device() else {
+        return Ok(());
+    };
+    let argv = strings([flag.to_owned(), device.display().to_string()]);
+    crate::runner::check(runner, program, &argv, timeout)
+        .await
+        .map(drop)
+}
+
 /// The error for a volume context of another protocol than the connector's.
 fn wrong_export(r: &AttachRequest<'_>, context: &VolumeContext, wanted: Protocol) -> NodeError {
     NodeError::Invalid(format!(

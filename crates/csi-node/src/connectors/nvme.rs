@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use csi_api::{Export, Protocol};
 
-use super::{AttachRequest, Attached, Connector, Detach, strings, wait_for, wrong_export};
+use super::{
+    AttachRequest, Attached, Connector, Detach, rescan_device, strings, wait_for, wrong_export,
+};
 use crate::NodeError;
 use crate::runner::{Runner, check};
 
@@ -131,18 +133,8 @@ impl Connector for NvmeConnector {
         .await
         .map(drop)
     }
+
     async fn rescan(&self, detach: &Detach, timeout: Duration) -> Result<(), NodeError> {
-        let Some(device) = detach.device() else {
-            return Ok(());
-        };
-        let dev = device.display().to_string();
-        check(
-            self.runner.as_ref(),
-            "nvme",
-            &strings(["ns-rescan", dev.as_str()]),
-            timeout,
-        )
-        .await
-        .map(drop)
+        rescan_device(self.runner.as_ref(), detach, "nvme", "ns-rescan", timeout).await
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AttachRequest, Attached, Connector, Detach, need, strings};
+use super::{AttachRequest, Attached, Connector, Detach, need, rescan_device, strings};
 use crate::NodeError;
 use crate::mounts;
 use crate::runner::{Runner, check};
@@ -92,18 +92,8 @@ impl Connector for SimulatedConnector {
         }
         Ok(())
     }
+
     async fn rescan(&self, detach: &Detach, timeout: Duration) -> Result<(), NodeError> {
-        let Some(device) = detach.device() else {
-            return Ok(());
-        };
-        let dev = device.display().to_string();
-        check(
-            self.runner.as_ref(),
-            "losetup",
-            &strings(["-c", dev.as_str()]),
-            timeout,
-        )
-        .await
-        .map(drop)
+        rescan_device(self.runner.as_ref(), detach, "losetup", "-c", timeout).await
     }
 }
