@@ -551,6 +551,15 @@ impl Core {
                 stream: got.into_stream(),
                 buffer: BytesMut::new(),
             }),
+            // A handle pinned to a version whose object is gone is as stale as one whose
+            // object changed: read(2) has no ENOENT.
+            Ok(Err(err @ object_store::Error::NotFound { .. })) if etag.is_some() => {
+                tracing::info!(backend = %b.name, key, "an object was deleted under an open file");
+                Err(FsError::Changed {
+                    backend: b.name.clone(),
+                    source: std::sync::Arc::new(err),
+                })
+            }
             Ok(Err(err)) => Err(FsError::store(&b.name, err)),
             Err(_) => {
                 tracing::warn!(backend = %b.name, key, timeout = ?b.timeout, "backend GET timed out");

@@ -73,8 +73,8 @@ pub enum FsError {
         #[source]
         source: Arc<object_store::Error>,
     },
-    /// The object is no longer the version a handle opened (a conditional GET failed): that
-    /// handle's reads fail rather than mix bytes of two versions.
+    /// The object is no longer the version a handle opened (a conditional GET failed, or the
+    /// object is gone): that handle's reads fail rather than mix bytes of two versions.
     #[error("backend `{backend}`: the object changed since it was opened: {source}")]
     Changed {
         /// Backend name.

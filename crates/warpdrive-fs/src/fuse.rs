@@ -346,7 +346,16 @@ impl Filesystem for WarpFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, MAX_REQUEST, 255, MAX_REQUEST);
+        reply.statfs(
+            0,
+            0,
+            0,
+            0,
+            0,
+            MAX_REQUEST,
+            crate::inodes::NAME_MAX as u32,
+            MAX_REQUEST,
+        );
     }
 }
 

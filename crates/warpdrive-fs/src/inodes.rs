@@ -98,10 +98,19 @@ impl Inodes {
     }
 }
 
-/// Whether a key segment can be a path component.
+/// Whether a key segment can be a path component: not empty, `.` or `..`, no longer than
+/// NAME_MAX, no `/` and no control character (a NUL among them).
 pub(crate) fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains('\0') && !name.contains('/')
+    !name.is_empty()
+        && name.len() <= NAME_MAX
+        && name != "."
+        && name != ".."
+        && !name.chars().any(char::is_control)
+        && !name.contains('/')
 }
+
+/// The longest name Linux looks up (bytes); a longer one would be listed but never opened.
+pub(crate) const NAME_MAX: usize = 255;
 
 /// The path component a key segment shows as: object_store percent-encodes some characters in
 /// its paths (the local store encodes non-ASCII file names, for one); names show them decoded.

@@ -7,6 +7,7 @@
 //! is the thin fuser adapter that serves kernel requests concurrently on tokio.
 
 mod blocks;
+pub mod confined;
 pub mod core;
 pub mod error;
 pub mod fuse;

@@ -3,7 +3,6 @@
 
 mod cli;
 mod config;
-mod confined;
 mod control;
 mod run;
 mod stores;

@@ -138,7 +138,7 @@ pub(crate) fn build_store(
                 .unwrap_or_default()
                 .trim_matches('/');
             Arc::new(
-                crate::confined::Confined::new(local, &root, prefix).with_context(|| {
+                warpdrive_fs::confined::Confined::new(local, &root, prefix).with_context(|| {
                     format!("config key `{at}.root`: cannot resolve {}", root.display())
                 })?,
             )

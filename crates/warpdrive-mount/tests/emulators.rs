@@ -4,72 +4,17 @@
 //! `.ci/run` installs moto, azure-storage-blob and Azurite.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
+#[path = "../../warpdrive-fs/tests/common/emulators.rs"]
+mod emulators;
+
+use emulators::{AZURITE_KEY, Azurite, Moto, python};
 
 const BIN: &str = env!("CARGO_BIN_EXE_warpdrive-mount");
-const AZURITE_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not start listening on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn find_tool(name: &str) -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let candidates = [repo.join("target/tools/node_modules/.bin").join(name)];
-    if let Some(found) = candidates.iter().find(|p| p.exists()) {
-        return found.clone();
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| {
-            panic!("`{name}` is not installed; run `cargo xtask test` (it installs the emulators)")
-        })
-}
-
-fn python(script: &str) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python fixture failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn write(root: &Path, key: &str, bytes: &[u8]) {
     let path = root.join(key);
@@ -111,16 +56,8 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
     }
 
     // moto S3.
-    let s3_port = free_port();
-    let moto = Proc(
-        Command::new(find_tool("moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &s3_port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts"),
-    );
-    wait_port(s3_port, "moto");
+    let moto = Moto::start();
+    let s3_port = moto.port;
     python(&format!(
         "import boto3, os\n\
          s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{s3_port}', aws_access_key_id='k', aws_secret_access_key='s', region_name='us-east-1')\n\
@@ -129,7 +66,6 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
          s3.put_object(Bucket='train', Key='data/markers/inside.txt', Body=b'in')\n\
          s3.put_object(Bucket='train', Key='data/emptydir/', Body=b'')\n\
          s3.put_object(Bucket='train', Key='data/bad//double.txt', Body=b'x')\n\
-         s3.put_object(Bucket='train', Key='data/ver/v.bin', Body=b'A' * (4 << 20))\n\
          for key in ['data/odd/ok.txt', 'data/odd/../up.txt', 'data/odd/./here.txt', 'data/odd/a//b.txt', 'data/odd/..', 'data/odd/ctl\\x01.txt']:\n\
          \x20   s3.put_object(Bucket='train', Key=key, Body=b'odd')\n\
          root = {src:?}\n\
@@ -141,28 +77,8 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
     ));
 
     // Azurite.
-    let az_port = free_port();
-    let azurite_dir = dir.path().join("azurite");
-    std::fs::create_dir_all(&azurite_dir).unwrap();
-    let _azurite = Proc(
-        Command::new(find_tool("azurite-blob"))
-            .args([
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                &az_port.to_string(),
-                "--inMemoryPersistence",
-                "--skipApiVersionCheck",
-                "--disableTelemetry",
-                "--silent",
-            ])
-            .current_dir(&azurite_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("azurite-blob starts"),
-    );
-    wait_port(az_port, "azurite");
+    let azurite = Azurite::start(&dir.path().join("azurite"));
+    let az_port = azurite.port;
     python(&format!(
         "import os\n\
          from azure.storage.blob import BlobServiceClient\n\
@@ -338,35 +254,6 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
     assert_eq!(
         std::fs::read(mnt.join("clouds/s3/odd/ok.txt")).unwrap(),
         b"odd"
-    );
-    // One version per open file on a real S3 server: overwritten while a handle reads it, the
-    // handle gets the old bytes or ESTALE, never the new ones; a new open gets the new ones.
-    let put = |fill: u8| {
-        python(&format!(
-            "import boto3\n\
-             s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{s3_port}', aws_access_key_id='k', aws_secret_access_key='s', region_name='us-east-1')\n\
-             s3.put_object(Bucket='train', Key='data/ver/v.bin', Body=bytes([{fill}]) * (4 << 20))\n"
-        ))
-    };
-    let versioned = mnt.join("clouds/s3/ver/v.bin");
-    let handle = std::fs::File::open(&versioned).unwrap();
-    let mut chunk = vec![0u8; 1 << 20];
-    std::os::unix::fs::FileExt::read_exact_at(&handle, &mut chunk, 0).unwrap();
-    assert!(chunk.iter().all(|&b| b == b'A'));
-    put(b'B');
-    std::thread::sleep(Duration::from_millis(1500)); // past attr_ttl
-    match std::os::unix::fs::FileExt::read_exact_at(&handle, &mut chunk, 3 << 20) {
-        Ok(()) => assert!(
-            chunk.iter().all(|&b| b == b'A'),
-            "the open handle read the new version"
-        ),
-        Err(err) => assert_eq!(err.raw_os_error(), Some(116), "ESTALE, got {err}"),
-    }
-    drop(handle);
-    let fresh = std::fs::read(&versioned).unwrap();
-    assert!(
-        fresh.len() == 4 << 20 && fresh.iter().all(|&b| b == b'B'),
-        "a new open did not see the new version"
     );
     while metrics_addr.is_none() {
         let line = rx

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod emulators;
 pub(crate) mod faulty;
 
 use std::path::{Path, PathBuf};
@@ -36,17 +37,19 @@ pub(crate) fn cache(dir: &Path, max: u64) -> Arc<BlockCache> {
 
 fn bare_core(src: &Path, cache: Arc<BlockCache>) -> Core {
     let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(src).unwrap());
-    core_over(store, cache, Duration::from_secs(10))
+    core_over("local", store, cache, Duration::from_secs(10))
 }
 
-/// A core over any store (the fault-injecting one among them), with `timeout` per call.
+/// A core over any store (the fault-injecting one among them), with `timeout` per call. The
+/// backend is called `name` in metrics and mounted at `/local`.
 pub(crate) fn core_over(
+    name: &str,
     store: Arc<dyn ObjectStore>,
     cache: Arc<BlockCache>,
     timeout: Duration,
 ) -> Core {
     let backends = vec![Backend {
-        name: "local".into(),
+        name: name.into(),
         store,
         prefix: String::new(),
         timeout,

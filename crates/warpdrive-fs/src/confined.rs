@@ -20,7 +20,7 @@ use object_store::{
 
 /// A [`LocalFileSystem`] confined to the real path of `allowed` (its root with the prefix).
 #[derive(Debug)]
-pub(crate) struct Confined {
+pub struct Confined {
     inner: Arc<LocalFileSystem>,
     /// The store's root as configured.
     root: PathBuf,
@@ -35,11 +35,7 @@ impl fmt::Display for Confined {
 
 impl Confined {
     /// `inner` serves `root`; reads must resolve inside `root/prefix`.
-    pub(crate) fn new(
-        inner: LocalFileSystem,
-        root: &FsPath,
-        prefix: &str,
-    ) -> std::io::Result<Self> {
+    pub fn new(inner: LocalFileSystem, root: &FsPath, prefix: &str) -> std::io::Result<Self> {
         let allowed = root
             .join(prefix)
             .canonicalize()
@@ -75,10 +71,18 @@ impl Confined {
         let names = tokio::task::spawn_blocking(move || {
             let mut dirs = Vec::new();
             let mut files = Vec::new();
+            let mut skipped = Vec::new();
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    // No UTF-8, so no key: reported like any other key no path can show.
+                    skipped.push(format!("{prefix}/{}", entry.file_name().to_string_lossy()));
                     continue;
                 };
+                if name.chars().any(char::is_control) {
+                    // A key with a control character is no path on any backend.
+                    skipped.push(format!("{prefix}/{name}"));
+                    continue;
+                }
                 let location = prefix.clone().join(name.as_str());
                 if !Self::inside(&inner, &allowed, &location) {
                     continue;
@@ -89,24 +93,26 @@ impl Confined {
                     _ => {}
                 }
             }
-            (dirs, files)
+            (dirs, files, skipped)
         })
         .await
         .map_err(|err| object_store::Error::Generic {
             store: "local",
             source: Box::new(err),
         })?;
-        let (common_prefixes, files) = names;
+        let (common_prefixes, files, skipped) = names;
         let mut objects = Vec::with_capacity(files.len());
         for location in files {
             if let Ok(meta) = self.inner.head(&location).await {
                 objects.push(meta);
             }
         }
+        let mut extensions = Default::default();
+        object_store::list::SkippedKeys(skipped).merge_into(&mut extensions);
         Ok(ListResult {
             common_prefixes,
             objects,
-            extensions: Default::default(),
+            extensions,
         })
     }
 
