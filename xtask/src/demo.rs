@@ -30,6 +30,9 @@ impl Drop for Daemon {
 
 /// Runs the demo.
 pub(crate) fn run() -> anyhow::Result<()> {
+    if is_root() {
+        crate::setup::ensure_demo()?;
+    }
     println!("==> building truenas-sim, tns-csi and warpdrive-mount");
     let built = cargo()
         .args([

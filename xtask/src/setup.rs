@@ -101,10 +101,30 @@ pub(crate) fn ensure() -> anyhow::Result<()> {
             );
         }
     }
-    let missing: Vec<&Need> = NEEDS.iter().filter(|need| !present(need)).collect();
+    install(NEEDS.iter().collect(), "the tests")?;
+    ensure_emulators()
+}
+
+/// What the demo runs on the host (the node steps and the FUSE mount, as root), installed
+/// the same way, so `cargo xtask demo` works first on a fresh machine.
+pub(crate) fn ensure_demo() -> anyhow::Result<()> {
+    const DEMO: &[&str] = &["losetup", "mkfs.xfs", "blkid", "fusermount3"];
+    install(
+        NEEDS
+            .iter()
+            .filter(|need| DEMO.contains(&need.command))
+            .collect(),
+        "the demo",
+    )
+}
+
+/// Installs the packages of the needs that are missing (apt-get, as root), then names what is
+/// still missing.
+fn install(needs: Vec<&Need>, whom: &str) -> anyhow::Result<()> {
+    let missing: Vec<&Need> = needs.iter().copied().filter(|need| !present(need)).collect();
     if missing.is_empty() {
-        println!("==> setup: every system package the tests need is installed");
-        return ensure_emulators();
+        println!("==> setup: every system package {whom} need is installed");
+        return Ok(());
     }
     let packages: Vec<&str> = missing.iter().map(|need| need.package).collect();
     println!("==> setup: installing {} with apt-get", packages.join(" "));
@@ -120,7 +140,7 @@ pub(crate) fn ensure() -> anyhow::Result<()> {
             .args(&packages)
             .status();
     }
-    let still: Vec<String> = NEEDS
+    let still: Vec<String> = missing
         .iter()
         .filter(|need| !present(need))
         .map(|need| {
@@ -131,9 +151,12 @@ pub(crate) fn ensure() -> anyhow::Result<()> {
         })
         .collect();
     if !still.is_empty() {
-        bail!("missing and not installable here: {}", still.join(", "));
+        bail!(
+            "{whom} need, and apt-get could not install here (run as root?): {}",
+            still.join(", ")
+        );
     }
-    ensure_emulators()
+    Ok(())
 }
 
 fn ok(program: &str, args: &[&str]) -> bool {
