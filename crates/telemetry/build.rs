@@ -6,8 +6,14 @@ use std::process::Command;
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let git_dir = root.join(".git");
-    for file in ["HEAD", "index"] {
+    for file in ["HEAD", "index", "packed-refs"] {
         println!("cargo:rerun-if-changed={}", git_dir.join(file).display());
+    }
+    // HEAD names a branch; a commit moves the branch's ref, not HEAD itself.
+    if let Ok(head) = std::fs::read_to_string(git_dir.join("HEAD"))
+        && let Some(branch) = head.trim().strip_prefix("ref: ")
+    {
+        println!("cargo:rerun-if-changed={}", git_dir.join(branch).display());
     }
     println!("cargo:rerun-if-env-changed=GIT_COMMIT");
     let commit = std::env::var("GIT_COMMIT")

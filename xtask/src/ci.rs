@@ -74,6 +74,22 @@ pub(crate) fn run() -> anyhow::Result<()> {
         }
         println!("==> {}: ok in {:.1}s", step.name, t.elapsed().as_secs_f64());
     }
+    let t = Instant::now();
+    println!("==> charts: cargo xtask charts");
+    crate::charts::run(false)?;
+    println!("==> charts: ok in {:.1}s", t.elapsed().as_secs_f64());
+    let t = Instant::now();
+    if crate::is_root() {
+        println!("==> images: cargo xtask image --debug --check");
+        crate::image::build(crate::image::ImageOptions {
+            debug: true,
+            check: true,
+        })
+        .context("CI step `images` failed; reproduce with `cargo xtask image --debug --check`")?;
+        println!("==> images: ok in {:.1}s", t.elapsed().as_secs_f64());
+    } else {
+        println!("==> images: skipped (buildah with chroot isolation needs root; CI runs as root)");
+    }
     println!(
         "==> all CI steps passed in {:.1}s",
         started.elapsed().as_secs_f64()

@@ -201,7 +201,7 @@ fn show_mount(mnt: &Path) {
 }
 
 /// Whether we run as root (the node steps mount filesystems and attach loop devices).
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .map(|s| {
             s.lines()

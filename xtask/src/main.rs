@@ -2,12 +2,16 @@
 //!
 //! `ci` runs exactly the gates CI runs; `test` first makes sure this machine has what those
 //! gates need (installing it with apt-get where it can), then runs them; `dist` builds
-//! stripped release binaries with checksums; `demo` runs the two systems on embedded defaults.
+//! stripped release binaries with checksums; `demo` runs the two systems on embedded defaults;
+//! `charts` checks the Helm charts, `image` builds the container images, `release` all of it.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod charts;
 mod ci;
 mod demo;
 mod dist;
+mod image;
+mod release;
 mod setup;
 #[cfg(test)]
 mod tidy;
@@ -38,6 +42,29 @@ enum Task {
     Dist,
     /// Build and run both binaries on embedded example configs, show their endpoints, stop.
     Demo,
+    /// Lint and render both Helm charts with every charts/*/ci/*-values.yaml, validate the
+    /// manifests against the oldest and newest supported Kubernetes, check the rendered configs
+    /// with the binaries' own check-config and their flags against --help, and check that
+    /// deploy/ matches the charts.
+    Charts {
+        /// Regenerate deploy/ from the charts instead of checking it.
+        #[arg(long)]
+        write: bool,
+    },
+    /// Build the container images (buildah + mmdebstrap, no Docker) as OCI archives in
+    /// target/images/.
+    Image {
+        /// Use the debug binaries instead of building release ones (faster; CI uses it).
+        #[arg(long)]
+        debug: bool,
+        /// Afterwards run `--version` and look up every node tool inside each image.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Everything a release ships, into target/release/<version>/: stripped binaries, checked
+    /// images, packaged charts, an SPDX SBOM and one SHA256SUMS. The version is the
+    /// workspace's (Cargo.toml) and stamps binaries, images and charts.
+    Release,
     /// Run a benchmark in release mode and print its figures beside same-run baselines
     /// (`truenas`: client calls/s and latency against the simulator; `csi`: controller
     /// volumes/s and peak memory; `fuse`: warpdrive-mount against local disk, object_store and
@@ -58,6 +85,11 @@ fn main() -> ExitCode {
         Task::Test => setup::ensure().and_then(|()| ci::run()),
         Task::Dist => dist::run(),
         Task::Demo => demo::run(),
+        Task::Charts { write } => charts::run(write),
+        Task::Image { debug, check } => {
+            image::build(image::ImageOptions { debug, check }).map(drop)
+        }
+        Task::Release => release::run(),
         Task::Bench { name, args } => bench(&name, &args),
     };
     match result {
@@ -111,6 +143,27 @@ fn root() -> PathBuf {
         .parent()
         .expect("xtask lives in the workspace")
         .to_owned()
+}
+
+/// Whether we run as root (mounts, loop devices, buildah's chroot isolation).
+fn is_root() -> bool {
+    demo::is_root()
+}
+
+/// The one version of the project: `[workspace.package] version` in Cargo.toml.
+fn workspace_version() -> anyhow::Result<String> {
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml"))?;
+    let section = manifest
+        .split("[workspace.package]")
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("Cargo.toml has no [workspace.package]"))?;
+    section
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("[workspace.package] has no version"))
 }
 
 /// The cargo that invoked us, so the pinned toolchain is used for every step.

@@ -65,6 +65,30 @@ const NEEDS: &[Need] = &[
         why: "Azurite, the Azure Blob emulator, comes from npm",
     },
     Need {
+        command: "buildah",
+        probe: &["--version"],
+        package: "buildah",
+        why: "CI builds the container images without Docker",
+    },
+    Need {
+        command: "mmdebstrap",
+        probe: &["--version"],
+        package: "mmdebstrap",
+        why: "the images' Debian root filesystems (no registry can be pulled from)",
+    },
+    Need {
+        command: "systemd-analyze",
+        probe: &["--version"],
+        package: "systemd",
+        why: "the chart checks verify deploy/systemd/warpdrive-mount.service",
+    },
+    Need {
+        command: "openssl",
+        probe: &["version"],
+        package: "openssl",
+        why: "the chart checks make a CA certificate for the rendered TLS config",
+    },
+    Need {
         command: "blkid",
         probe: &["-V"],
         package: "util-linux",
@@ -121,7 +145,11 @@ pub(crate) fn ensure_demo() -> anyhow::Result<()> {
 /// Installs the packages of the needs that are missing (apt-get, as root), then names what is
 /// still missing.
 fn install(needs: Vec<&Need>, whom: &str) -> anyhow::Result<()> {
-    let missing: Vec<&Need> = needs.iter().copied().filter(|need| !present(need)).collect();
+    let missing: Vec<&Need> = needs
+        .iter()
+        .copied()
+        .filter(|need| !present(need))
+        .collect();
     if missing.is_empty() {
         println!("==> setup: every system package {whom} need is installed");
         return Ok(());
@@ -171,22 +199,32 @@ fn ok(program: &str, args: &[&str]) -> bool {
 /// The emulators and fixtures of the warpdrive tests: moto (S3) and azure-storage-blob from
 /// PyPI, Azurite from npm into target/tools.
 fn ensure_emulators() -> anyhow::Result<()> {
+    const PIP: &[&str] = &[
+        "moto[server]",
+        "azure-storage-blob",
+        "helm-python-sdk",
+        "kubernetes-validate",
+    ];
     let python_ready = ok("moto_server", &["--help"])
-        && ok("python3", &["-c", "import boto3, azure.storage.blob"]);
+        && ok("kubernetes-validate", &["--version"])
+        && ok(
+            "python3",
+            &["-c", "import boto3, azure.storage.blob, helm_python, yaml"],
+        );
     if !python_ready {
-        println!("==> setup: installing moto[server] and azure-storage-blob with pip");
+        println!("==> setup: installing {} with pip", PIP.join(" "));
         let pip = |args: &[&str]| ok("python3", &[&["-m", "pip", "install", "-q"], args].concat());
-        if !pip(&["moto[server]", "azure-storage-blob"])
-            && !pip(&[
-                "--break-system-packages",
-                "moto[server]",
-                "azure-storage-blob",
-            ])
-        {
+        if !pip(PIP) && !pip(&[&["--break-system-packages"], PIP].concat()) {
             bail!(
-                "`pip install moto[server] azure-storage-blob` failed; the S3 and Azure tests need them"
+                "`pip install {}` failed; the S3 and Azure tests and the chart checks need them",
+                PIP.join(" ")
             );
         }
+    }
+    if !ok("kubectl", &["version", "--client"]) {
+        bail!(
+            "`kubectl` is missing; the chart checks run `kubectl kustomize deploy/` (install kubectl from https://kubernetes.io/docs/tasks/tools/)"
+        );
     }
     let tools = crate::root().join("target/tools");
     if !tools.join("node_modules/.bin/azurite-blob").exists() {
@@ -202,6 +240,8 @@ fn ensure_emulators() -> anyhow::Result<()> {
             bail!("`npm install azurite` failed; the Azure tests need it");
         }
     }
-    println!("==> setup: emulators ready (moto, Azurite)");
+    println!(
+        "==> setup: emulators and chart tools ready (moto, Azurite, helm-python-sdk, kubernetes-validate, kubectl)"
+    );
     Ok(())
 }

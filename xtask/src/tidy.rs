@@ -421,3 +421,30 @@ fn every_metric_is_documented() {
         "metrics missing from docs/METRICS.md: {missing:?}"
     );
 }
+
+/// The version comes from one place: each chart's `version` and `appVersion` equal the
+/// workspace version, so a release stamps binaries, images and charts alike.
+#[test]
+fn charts_carry_the_workspace_version() {
+    let version = crate::workspace_version().unwrap();
+    for chart in ["tns-csi", "warpdrive"] {
+        let text =
+            std::fs::read_to_string(crate::root().join("charts").join(chart).join("Chart.yaml"))
+                .unwrap();
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+                .map(|v| v.trim_matches('"').to_owned())
+        };
+        assert_eq!(
+            field("version"),
+            Some(version.clone()),
+            "charts/{chart} version"
+        );
+        assert_eq!(
+            field("appVersion"),
+            Some(version.clone()),
+            "charts/{chart} appVersion"
+        );
+    }
+}

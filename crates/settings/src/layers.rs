@@ -188,6 +188,11 @@ impl EnvLayer {
             .into_iter()
             .filter_map(|(name, value)| {
                 let rest = name.strip_prefix(prefix)?;
+                // `PREFIX_CONFIG` names the config file (each binary's `--config` reads it);
+                // it is no key of the config itself.
+                if rest == "CONFIG" {
+                    return None;
+                }
                 let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
                 (!path.iter().any(String::is_empty)).then(|| (path, parse_scalar(&value)))
             })
@@ -557,6 +562,13 @@ mod tests {
             "config key `nested.nope` (from environment variable APP_NESTED__NOPE): unknown key; \
              expected one of `url`, `api_key`, `mode`"
         );
+    }
+
+    #[test]
+    fn the_variable_naming_the_config_file_is_no_key() {
+        let file = yaml("name: n\n");
+        let cfg = load(file.path(), &[("APP_CONFIG", "/etc/app.yaml")]).unwrap();
+        assert_eq!(cfg.name, "n");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `warpdrive-mount warm` against a running daemon on a real FUSE mount: it fills the daemon's
 //! own cache (reads afterwards fetch nothing), skips what is cached (so a second run resumes),
-//! names a wrong backend, and says clearly when no daemon is running.
+//! names a wrong backend, and says clearly when no daemon is running. The Slurm prolog and
+//! epilog of deploy/slurm run against the same daemon.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -189,6 +190,47 @@ fn warm_fills_the_running_daemons_cache_skips_what_is_cached_and_names_errors() 
         "{stderr}"
     );
 
+    // The Slurm prolog warms what the job's comment asks for, through this daemon; requests
+    // it cannot serve (an unknown backend, `..`) are logged and skipped, never a failed job.
+    let fake = fake_slurm(
+        dir.path(),
+        "JobId=42 JobName=train Comment=warpdrive-warm=nope:x,scratch:../etc,scratch:other/ Partition=gpu",
+    );
+    let before = metric(&addr, "warpdrive_backend_bytes_total{backend=\"scratch\"}");
+    let out = slurm_script("prolog.sh", &cfg, &fake);
+    assert!(out.status.success(), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("ignoring prefix '../etc'"), "{log}");
+    assert!(
+        log.contains("warmed backend scratch prefix 'other/'"),
+        "{log}"
+    );
+    assert!(
+        log.contains("warming backend nope prefix 'x' did not finish"),
+        "{log}"
+    );
+    assert_eq!(
+        metric(&addr, "warpdrive_backend_bytes_total{backend=\"scratch\"}"),
+        before + (1 << 20) as f64,
+        "the prolog fetched other/z.bin"
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("data/other/z.bin")).unwrap(),
+        files.last().unwrap().1
+    );
+    assert_eq!(
+        metric(&addr, "warpdrive_backend_bytes_total{backend=\"scratch\"}"),
+        before + (1 << 20) as f64,
+        "read from the cache the prolog filled"
+    );
+    // The epilog leaves a healthy mount alone.
+    let out = slurm_script("epilog.sh", &cfg, &fake);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !fake.join("systemctl.calls").exists(),
+        "restarted a healthy mount"
+    );
+
     // SIGTERM: unmounted, and the socket is gone.
     Command::new("kill")
         .args(["-TERM", &daemon.child.id().to_string()])
@@ -197,6 +239,58 @@ fn warm_fills_the_running_daemons_cache_skips_what_is_cached_and_names_errors() 
     let mut daemon = daemon;
     assert!(daemon.child.wait().unwrap().success());
     assert!(!socket.exists(), "socket removed on exit");
+    // Now the epilog finds no tree and restarts the service.
+    let out = slurm_script("epilog.sh", &cfg, &fake);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(fake.join("systemctl.calls")).unwrap(),
+        "restart warpdrive-mount.service\n"
+    );
+}
+
+/// A directory of stand-ins for Slurm's `scontrol` (printing `job` as the job's record) and
+/// for `systemctl` (recording its arguments), first on the scripts' PATH.
+fn fake_slurm(dir: &Path, job: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let scripts = [
+        ("scontrol", format!("#!/bin/sh\necho '{job}'\n")),
+        (
+            "systemctl",
+            format!(
+                "#!/bin/sh\necho \"$*\" >> {}/systemctl.calls\n",
+                bin.display()
+            ),
+        ),
+        // Findings go to stderr, where the test reads them.
+        ("logger", "#!/bin/sh\nexit 1\n".to_owned()),
+    ];
+    for (name, text) in scripts {
+        let path = bin.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}
+
+/// Runs deploy/slurm/`name` the way slurmd would, as job 42.
+fn slurm_script(name: &str, cfg: &Path, fake: &Path) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/slurm")
+        .join(name);
+    Command::new("sh")
+        .arg(script)
+        .env("SLURM_JOB_ID", "42")
+        .env("WARPDRIVE_CONFIG", cfg)
+        .env("WD_BIN", BIN)
+        .env("WD_WARM_TIMEOUT", "60")
+        .env(
+            "PATH",
+            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", fake.display()),
+        )
+        .output()
+        .unwrap()
 }
 
 #[test]
