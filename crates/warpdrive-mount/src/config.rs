@@ -175,6 +175,18 @@ pub(crate) enum BackendType {
     Local,
 }
 
+impl BackendType {
+    /// The name used in config files.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::S3 => "s3",
+            Self::Azure => "azure",
+            Self::Gcs => "gcs",
+            Self::Local => "local",
+        }
+    }
+}
+
 /// One entry of `backends:`; which fields apply depends on `type`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +222,10 @@ pub(crate) struct BackendSettings {
     /// Must be true for an http:// endpoint.
     #[serde(default)]
     pub(crate) allow_http: bool,
+    /// A PEM bundle trusted besides the system roots, for the store and its identity
+    /// endpoints (a private CA, an emulator's self-signed certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ca_file: Option<PathBuf>,
     /// Timeout of one backend request.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub(crate) request_timeout: Duration,
@@ -271,6 +287,76 @@ pub(crate) struct AuthSettings {
     /// gcs static: service-account JSON key file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) service_account_file: Option<PathBuf>,
+    /// Entra app (client) id: managed identity (user-assigned), service principal, workload
+    /// identity, and the Entra token an `oidc_federation`/`gcp_wif`/`key_vault` flow starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_id: Option<String>,
+    /// Variable holding the client id (what Azure's webhook injects: AZURE_CLIENT_ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_id_env: Option<String>,
+    /// Entra tenant id (service principal, workload identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tenant_id: Option<String>,
+    /// Variable holding the tenant id (AZURE_TENANT_ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tenant_id_env: Option<String>,
+    /// service_principal: variable holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_secret_env: Option<String>,
+    /// service_principal: file holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_secret_file: Option<PathBuf>,
+    /// The projected service-account token (JWT) file a federation presents; re-read on every
+    /// refresh. Without it, `oidc_federation` and `gcp_wif` present an Entra managed-identity
+    /// token for `token_resource`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// The Entra resource of that token (default `api://AzureADTokenExchange`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) token_resource: Option<String>,
+    /// oidc_federation: the role to assume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) role_arn: Option<String>,
+    /// Variable holding the role ARN (AWS_ROLE_ARN, as IRSA injects it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) role_arn_env: Option<String>,
+    /// oidc_federation: the STS session name (default `warpdrive-<backend>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) session_name: Option<String>,
+    /// gcp_wif: the workload identity pool provider
+    /// (`//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/X`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) audience: Option<String>,
+    /// gcp_wif: the service account to impersonate (e-mail); without it the federated token
+    /// itself is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) service_account: Option<String>,
+    /// key_vault: the vault (`https://NAME.vault.azure.net`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) vault_url: Option<String>,
+    /// key_vault: the secret's name (azure: the account key; s3: JSON with
+    /// `access_key_id` and `secret_access_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) secret_name: Option<String>,
+    /// key_vault: how often the secret is read again (a rotation is picked up within it).
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) refresh_interval: Option<Duration>,
+    /// Endpoint overrides, for sovereign clouds and tests: Azure IMDS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) imds_endpoint: Option<String>,
+    /// Entra authority host (`https://login.microsoftonline.us` for US Government).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) authority_host: Option<String>,
+    /// AWS STS, or Google STS (`…/v1/token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sts_endpoint: Option<String>,
+    /// Google IAM Credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) iam_endpoint: Option<String>,
 }
 
 /// Secrets a backend's auth names, each with the config key it came from.
@@ -591,12 +677,26 @@ impl BackendSettings {
                     "type local takes no credentials; use method none",
                 ));
             }
-            (other, _) => {
+            (AuthMethod::ServicePrincipal, BackendType::Azure) => {
+                take(
+                    "client_secret",
+                    auth.client_secret_env.as_deref(),
+                    auth.client_secret_file.as_deref(),
+                    true,
+                )?;
+                crate::identity::check(self, at)?;
+            }
+            (method, kind) if crate::identity::serves(method, kind) => {
+                crate::identity::check(self, at)?;
+            }
+            (other, kind) => {
                 return Err(Invalid::new(
                     key("method"),
                     format!(
-                        "`{}` is not available yet (credential federation is a later milestone); use static or none",
-                        other.name()
+                        "`{}` cannot authenticate a {} backend; {}",
+                        other.name(),
+                        kind.name(),
+                        crate::identity::methods_for(kind)
                     ),
                 ));
             }
@@ -607,7 +707,7 @@ impl BackendSettings {
 
 impl AuthMethod {
     /// The name used in config files.
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::None => "none",
             Self::Static => "static",
@@ -734,12 +834,83 @@ mod tests {
             err.contains("`backends.0.auth.secret_access_key_env`: required for method static"),
             "{err}"
         );
-        let yaml = "mount_point: /data\nbackends:\n  - { name: a, type: azure, account: x, container: c, mount_path: /a, auth: { method: managed_identity } }\n";
-        let err = load(yaml).unwrap_err().to_string();
-        assert!(
-            err.contains("`backends.0.auth.method`: `managed_identity` is not available yet"),
-            "{err}"
-        );
+        // The spec's own example: managed identity with a client id from a variable.
+        let yaml = "mount_point: /data\nbackends:\n  - { name: a, type: azure, account: x, container: c, mount_path: /a, auth: { method: managed_identity, client_id: 00000000-0000-0000-0000-000000000001 } }\n";
+        load(yaml).expect("managed identity is accepted");
+        let cases = [
+            (
+                "type: azure, account: x, container: c",
+                "{ method: gcp_wif }",
+                "`backends.0.auth.method`: `gcp_wif` cannot authenticate a azure backend; azure takes",
+            ),
+            (
+                "type: azure, account: x, container: c",
+                "{ method: service_principal, client_id: c, client_secret_env: S }",
+                "`backends.0.auth.tenant_id`: required for method service_principal",
+            ),
+            (
+                "type: azure, account: x, container: c",
+                "{ method: workload_identity, tenant_id: t, client_id: c }",
+                "`backends.0.auth.token_file`: required for method workload_identity",
+            ),
+            (
+                "type: azure, account: x, container: c",
+                "{ method: workload_identity, tenant_id: t, client_id: c, token_file: /nonexistent/token }",
+                "`backends.0.auth.token_file`: cannot read /nonexistent/token",
+            ),
+            (
+                "type: azure, account: x, container: c",
+                "{ method: service_principal, tenant_id: 'a/b', client_id: c, client_secret_file: /etc/hostname }",
+                "`backends.0.auth.tenant_id`",
+            ),
+            (
+                "type: s3, bucket: b",
+                "{ method: oidc_federation }",
+                "`backends.0.auth.role_arn`: required for method oidc_federation",
+            ),
+            (
+                "type: s3, bucket: b",
+                "{ method: oidc_federation, role_arn: nope, token_file: /etc/hostname }",
+                "`backends.0.auth.role_arn`: `nope` is no role ARN",
+            ),
+            (
+                "type: s3, bucket: b",
+                "{ method: oidc_federation, role_arn: 'arn:aws:iam::1:role/r', token_file: /etc/hostname, sts_endpoint: 'http://127.0.0.1:9' }",
+                "`backends.0.auth.sts_endpoint`: `http://127.0.0.1:9` is plain http",
+            ),
+            (
+                "type: gcs, bucket: b",
+                "{ method: gcp_wif, token_file: /etc/hostname }",
+                "`backends.0.auth.audience`: required for method gcp_wif",
+            ),
+            (
+                "type: gcs, bucket: b",
+                "{ method: gcp_wif, token_file: /etc/hostname, audience: x }",
+                "`backends.0.auth.audience`: `x` is no workload identity provider",
+            ),
+            (
+                "type: s3, bucket: b",
+                "{ method: key_vault, secret_name: s }",
+                "`backends.0.auth.vault_url`: required for method key_vault",
+            ),
+            (
+                "type: s3, bucket: b",
+                "{ method: key_vault, vault_url: 'https://v.vault.azure.net', secret_name: 'a b' }",
+                "`backends.0.auth.secret_name`",
+            ),
+            (
+                "type: local, root: /tmp",
+                "{ method: managed_identity }",
+                "local takes none",
+            ),
+        ];
+        for (kind, auth, want) in cases {
+            let yaml = format!(
+                "mount_point: /data\nbackends:\n  - {{ name: a, {kind}, mount_path: /a, auth: {auth} }}\n"
+            );
+            let err = load(&yaml).unwrap_err().to_string();
+            assert!(err.contains(want), "{auth}: {err}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod control;
+mod identity;
 mod run;
 mod stores;
 

@@ -92,7 +92,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let secrets = config.resolve_secrets().context("invalid configuration")?;
     let mount_point = config.mount_point.clone();
     preflight(&mount_point)?;
-    let backends = crate::stores::build(&config, &secrets)?;
+    let mut registry = Registry::default();
+    let credential_metrics = cloud_identity::metrics::CredentialMetrics::register(
+        registry.sub_registry_with_prefix("warpdrive"),
+    );
+    let backends = crate::stores::build(&config, &secrets, &credential_metrics)?;
     let mounts: Vec<(String, usize)> = config
         .backends
         .iter()
@@ -126,7 +130,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     .context("opening the block cache")?
     .with_context(|| format!("config key `cache.path` ({})", config.cache.path.display()))?;
     let cache = Arc::new(cache);
-    let mut registry = Registry::default();
     telemetry::register_build_info(&mut registry, "warpdrive", env!("CARGO_PKG_VERSION"));
     let metrics = warpdrive_fs::metrics::FsMetrics::register(
         registry.sub_registry_with_prefix("warpdrive"),

@@ -5,27 +5,43 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use cloud_identity::metrics::CredentialMetrics;
 use credentials::ExposeSecret;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
-use object_store::{ClientOptions, RetryConfig};
+use object_store::{Certificate, ClientOptions, RetryConfig};
 use warpdrive_fs::Backend;
 
 use crate::config::{BackendSettings, BackendType, Config, ResolvedSecret};
+use crate::identity::Keyless;
 
 fn secret<'a>(secrets: &'a [ResolvedSecret], at: &str, field: &str) -> Option<&'a ResolvedSecret> {
     let key = format!("{at}.auth.{field}");
     secrets.iter().find(|s| s.key == key)
 }
 
-fn client_options(settings: &BackendSettings) -> ClientOptions {
-    ClientOptions::new()
+fn client_options(settings: &BackendSettings, at: &str) -> anyhow::Result<ClientOptions> {
+    let mut options = ClientOptions::new()
         .with_timeout(settings.request_timeout)
         .with_connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
-        .with_allow_http(settings.allow_http)
+        .with_allow_http(settings.allow_http);
+    if let Some(path) = &settings.ca_file {
+        let pem = std::fs::read(path).with_context(|| {
+            format!("config key `{at}.ca_file`: cannot read {}", path.display())
+        })?;
+        for cert in Certificate::from_pem_bundle(&pem).with_context(|| {
+            format!(
+                "config key `{at}.ca_file`: no PEM certificates in {}",
+                path.display()
+            )
+        })? {
+            options = options.with_root_certificate(cert);
+        }
+    }
+    Ok(options)
 }
 
 fn retry(settings: &BackendSettings) -> RetryConfig {
@@ -41,7 +57,9 @@ pub(crate) fn build_store(
     settings: &BackendSettings,
     at: &str,
     secrets: &[ResolvedSecret],
+    metrics: &CredentialMetrics,
 ) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let keyless = crate::identity::start(settings, at, metrics)?;
     if let Some(endpoint) = &settings.endpoint
         && endpoint.starts_with("http://")
         && !settings.allow_http
@@ -60,23 +78,27 @@ pub(crate) fn build_store(
                         .clone()
                         .unwrap_or_else(|| "us-east-1".into()),
                 )
-                .with_client_options(client_options(settings))
+                .with_client_options(client_options(settings, at)?)
                 .with_retry(retry(settings));
             if let Some(endpoint) = &settings.endpoint {
                 builder = builder
                     .with_endpoint(endpoint)
                     .with_allow_http(settings.allow_http);
             }
-            match (
-                secret(secrets, at, "access_key_id"),
-                secret(secrets, at, "secret_access_key"),
-            ) {
-                (Some(id), Some(key)) => {
-                    builder = builder
-                        .with_access_key_id(id.value.expose_secret())
-                        .with_secret_access_key(key.value.expose_secret());
+            if let Some(Keyless::Aws(provider)) = &keyless {
+                builder = builder.with_credentials(provider.clone());
+            } else {
+                match (
+                    secret(secrets, at, "access_key_id"),
+                    secret(secrets, at, "secret_access_key"),
+                ) {
+                    (Some(id), Some(key)) => {
+                        builder = builder
+                            .with_access_key_id(id.value.expose_secret())
+                            .with_secret_access_key(key.value.expose_secret());
+                    }
+                    _ => builder = builder.with_skip_signature(true),
                 }
-                _ => builder = builder.with_skip_signature(true),
             }
             Arc::new(
                 builder
@@ -88,16 +110,20 @@ pub(crate) fn build_store(
             let mut builder = MicrosoftAzureBuilder::new()
                 .with_account(settings.account.clone().unwrap_or_default())
                 .with_container_name(settings.container.clone().unwrap_or_default())
-                .with_client_options(client_options(settings))
+                .with_client_options(client_options(settings, at)?)
                 .with_retry(retry(settings));
             if let Some(endpoint) = &settings.endpoint {
                 builder = builder
                     .with_endpoint(endpoint.clone())
                     .with_allow_http(settings.allow_http);
             }
-            match secret(secrets, at, "account_key") {
-                Some(key) => builder = builder.with_access_key(key.value.expose_secret()),
-                None => builder = builder.with_skip_signature(true),
+            if let Some(Keyless::Azure(provider)) = &keyless {
+                builder = builder.with_credentials(provider.clone());
+            } else {
+                match secret(secrets, at, "account_key") {
+                    Some(key) => builder = builder.with_access_key(key.value.expose_secret()),
+                    None => builder = builder.with_skip_signature(true),
+                }
             }
             Arc::new(
                 builder
@@ -108,10 +134,17 @@ pub(crate) fn build_store(
         BackendType::Gcs => {
             let mut builder = GoogleCloudStorageBuilder::new()
                 .with_bucket_name(settings.bucket.clone().unwrap_or_default())
-                .with_client_options(client_options(settings))
+                .with_client_options(client_options(settings, at)?)
                 .with_retry(retry(settings));
             if let Some(file) = &settings.auth.service_account_file {
                 builder = builder.with_service_account_path(file.display().to_string());
+            }
+            if let Some(endpoint) = &settings.endpoint {
+                builder =
+                    builder.with_config(GoogleConfigKey::BaseUrl, endpoint.trim_end_matches('/'));
+            }
+            if let Some(Keyless::Gcp(provider)) = &keyless {
+                builder = builder.with_credentials(provider.clone());
             }
             Arc::new(
                 builder
@@ -148,7 +181,11 @@ pub(crate) fn build_store(
 }
 
 /// Every backend, in configuration order.
-pub(crate) fn build(config: &Config, secrets: &[ResolvedSecret]) -> anyhow::Result<Vec<Backend>> {
+pub(crate) fn build(
+    config: &Config,
+    secrets: &[ResolvedSecret],
+    metrics: &CredentialMetrics,
+) -> anyhow::Result<Vec<Backend>> {
     config
         .backends
         .iter()
@@ -157,7 +194,7 @@ pub(crate) fn build(config: &Config, secrets: &[ResolvedSecret]) -> anyhow::Resu
             let at = format!("backends.{i}");
             Ok(Backend {
                 name: settings.name.clone(),
-                store: build_store(settings, &at, secrets)?,
+                store: build_store(settings, &at, secrets, metrics)?,
                 prefix: settings
                     .prefix
                     .clone()
@@ -183,11 +220,11 @@ mod tests {
     #[test]
     fn gcs_builds_from_config_and_names_a_bad_credential_file() {
         let ok = backend("{ name: g, type: gcs, bucket: b, mount_path: /g }");
-        assert!(build_store(&ok, "backends.0", &[]).is_ok());
+        assert!(build_store(&ok, "backends.0", &[], &CredentialMetrics::default()).is_ok());
         let bad = backend(
             "{ name: g, type: gcs, bucket: b, mount_path: /g, auth: { method: static, service_account_file: /nonexistent/sa.json } }",
         );
-        let err = build_store(&bad, "backends.0", &[])
+        let err = build_store(&bad, "backends.0", &[], &CredentialMetrics::default())
             .expect_err("a missing key file is an error")
             .to_string();
         assert!(err.contains("backends.0"), "{err}");
@@ -198,13 +235,13 @@ mod tests {
         let http = backend(
             "{ name: s, type: s3, bucket: b, mount_path: /s, endpoint: 'http://127.0.0.1:9' }",
         );
-        let err = build_store(&http, "backends.1", &[])
+        let err = build_store(&http, "backends.1", &[], &CredentialMetrics::default())
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("backends.1.allow_http"), "{err}");
         let local = backend("{ name: l, type: local, mount_path: /l, root: /nonexistent/dir }");
-        let err = build_store(&local, "backends.2", &[])
+        let err = build_store(&local, "backends.2", &[], &CredentialMetrics::default())
             .err()
             .unwrap()
             .to_string();
