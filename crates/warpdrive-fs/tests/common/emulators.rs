@@ -92,9 +92,14 @@ pub(crate) struct Moto {
 impl Moto {
     /// Starts moto and waits until it listens.
     pub(crate) fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    fn start_with_env(env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let proc = Proc(
             Command::new(find_tool("moto_server"))
+                .envs(env.iter().copied())
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -137,10 +142,22 @@ pub(crate) struct Azurite {
 impl Azurite {
     /// Starts Azurite in `dir` (it writes a debug log there) and waits until it listens.
     pub(crate) fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// Starts Azurite over HTTPS with `cert`/`key` (PEM files) checking OAuth bearer tokens
+    /// (audience, issuer, expiry; not the signature) besides shared keys.
+    pub(crate) fn start_oauth(dir: &Path, cert: &Path, key: &Path) -> Self {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        Self::start_with(dir, &["--oauth", "basic", "--cert", &cert, "--key", &key])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         std::fs::create_dir_all(dir).unwrap();
         let proc = Proc(
             Command::new(find_tool("azurite-blob"))
+                .args(extra)
                 .args([
                     "--blobHost",
                     "127.0.0.1",
