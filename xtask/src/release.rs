@@ -46,12 +46,10 @@ pub(crate) fn run() -> anyhow::Result<()> {
 fn package_charts(version: &str, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for chart in ["tns-csi", "warpdrive"] {
-        let script = format!(
-            "import helm_python, sys\n\
-             print(helm_python.package(sys.argv[1], destination=sys.argv[2], version=sys.argv[3], app_version=sys.argv[3]))\n"
-        );
+        let script = "import helm_python, sys\n\
+             print(helm_python.package(sys.argv[1], destination=sys.argv[2], version=sys.argv[3], app_version=sys.argv[3]))\n";
         let result = Command::new("python3")
-            .args(["-c", &script])
+            .args(["-c", script])
             .arg(root().join("charts").join(chart))
             .arg(out)
             .arg(version)
