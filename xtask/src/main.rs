@@ -61,7 +61,7 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
-    /// Everything a release ships, into target/release/<version>/: stripped binaries, checked
+    /// Everything a release ships, into `target/dist/<version>/`: stripped binaries, checked
     /// images, packaged charts, an SPDX SBOM and one SHA256SUMS. The version is the
     /// workspace's (Cargo.toml) and stamps binaries, images and charts.
     Release,
