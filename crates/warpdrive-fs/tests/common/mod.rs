@@ -103,9 +103,31 @@ pub(crate) fn metric(registry: &Registry, series: &str) -> f64 {
 }
 
 pub(crate) struct Mount {
-    _session: fuser::BackgroundSession,
+    session: Option<fuser::BackgroundSession>,
     pub(crate) mnt: PathBuf,
     pub(crate) core: Arc<Core>,
+}
+
+impl Drop for Mount {
+    /// Unmounts, also when a failing assertion unwinds: the session's own unmount can meet a
+    /// busy mount (the kernel still finishing a request), so a lazy unmount follows if the
+    /// mount is still there.
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = session.umount_and_join();
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let shown = self.mnt.display().to_string();
+        if mounts
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(shown.as_str()))
+        {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.mnt)
+                .status();
+        }
+    }
 }
 
 pub(crate) fn mount(
@@ -133,7 +155,7 @@ pub(crate) fn mount(
     )
     .expect("mount (root, /dev/fuse)");
     Mount {
-        _session: session,
+        session: Some(session),
         mnt,
         core,
     }
