@@ -1290,7 +1290,16 @@ impl ListClient for Arc<AzureClient> {
             .sensitive(sensitive)
             .send()
             .await
-            .map_err(|source| Error::ListRequest { source })?;
+            // tns-csi/warpdrive patch: a refused listing is PermissionDenied/Unauthenticated,
+            // as a refused GET is, so callers can tell "no access" from "store down".
+            .map_err(|source| -> crate::Error {
+                match source.status() {
+                    Some(http::StatusCode::FORBIDDEN | http::StatusCode::UNAUTHORIZED) => {
+                        source.error(STORE, prefix.unwrap_or_default().to_owned())
+                    }
+                    _ => Error::ListRequest { source }.into(),
+                }
+            })?;
 
         let (parts, body) = response.into_parts();
 
