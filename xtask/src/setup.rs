@@ -96,8 +96,17 @@ const NEEDS: &[Need] = &[
     },
 ];
 
-fn present(need: &Need) -> bool {
-    Command::new(need.command)
+/// `program` run with the machine's PATH, or with `path` (the tests' stand-in machine).
+fn host(program: &str, path: Option<&std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    if let Some(path) = path {
+        cmd.env("PATH", path);
+    }
+    cmd
+}
+
+fn present(need: &Need, path: Option<&std::ffi::OsStr>) -> bool {
+    host(need.command, path)
         .args(need.probe)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -125,13 +134,17 @@ pub(crate) fn ensure() -> anyhow::Result<()> {
             );
         }
     }
-    install(NEEDS.iter().collect(), "the tests")?;
+    install(NEEDS.iter().collect(), "the tests", None)?;
     ensure_emulators()
 }
 
 /// What the demo runs on the host (the node steps and the FUSE mount, as root), installed
 /// the same way, so `cargo xtask demo` works first on a fresh machine.
 pub(crate) fn ensure_demo() -> anyhow::Result<()> {
+    ensure_demo_on(None)
+}
+
+fn ensure_demo_on(path: Option<&std::ffi::OsStr>) -> anyhow::Result<()> {
     const DEMO: &[&str] = &["losetup", "mkfs.xfs", "blkid", "fusermount3"];
     install(
         NEEDS
@@ -139,16 +152,17 @@ pub(crate) fn ensure_demo() -> anyhow::Result<()> {
             .filter(|need| DEMO.contains(&need.command))
             .collect(),
         "the demo",
+        path,
     )
 }
 
 /// Installs the packages of the needs that are missing (apt-get, as root), then names what is
 /// still missing.
-fn install(needs: Vec<&Need>, whom: &str) -> anyhow::Result<()> {
+fn install(needs: Vec<&Need>, whom: &str, path: Option<&std::ffi::OsStr>) -> anyhow::Result<()> {
     let missing: Vec<&Need> = needs
         .iter()
         .copied()
-        .filter(|need| !present(need))
+        .filter(|need| !present(need, path))
         .collect();
     if missing.is_empty() {
         println!("==> setup: every system package {whom} need is installed");
@@ -156,21 +170,21 @@ fn install(needs: Vec<&Need>, whom: &str) -> anyhow::Result<()> {
     }
     let packages: Vec<&str> = missing.iter().map(|need| need.package).collect();
     println!("==> setup: installing {} with apt-get", packages.join(" "));
-    let can_apt = Command::new("apt-get")
+    let can_apt = host("apt-get", path)
         .arg("--version")
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if can_apt {
-        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-        let _ = Command::new("apt-get")
+        let _ = host("apt-get", path).args(["update", "-qq"]).status();
+        let _ = host("apt-get", path)
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&packages)
             .status();
     }
     let still: Vec<String> = missing
         .iter()
-        .filter(|need| !present(need))
+        .filter(|need| !present(need, path))
         .map(|need| {
             format!(
                 "`{}` (Debian package {}; {})",
@@ -244,4 +258,59 @@ fn ensure_emulators() -> anyhow::Result<()> {
         "==> setup: emulators and chart tools ready (moto, Azurite, helm-python-sdk, kubernetes-validate, kubectl)"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    use super::*;
+
+    fn script(dir: &Path, name: &str, body: &str) {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// A machine with the demo's tools except mkfs.xfs, and an apt-get that `installs` what
+    /// it is asked for by dropping the command (or fails).
+    fn machine(apt_works: bool) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for tool in ["losetup", "blkid", "fusermount3"] {
+            script(dir.path(), tool, "exit 0");
+        }
+        let bin = dir.path().display();
+        let install = if apt_works {
+            format!(
+                "for p in \"$@\"; do [ \"$p\" = xfsprogs ] && printf '#!/bin/sh\\nexit 0\\n' > {bin}/mkfs.xfs && /bin/chmod 755 {bin}/mkfs.xfs; done; echo \"$@\" >> {bin}/apt.log"
+            )
+        } else {
+            "exit 100".to_owned()
+        };
+        script(
+            dir.path(),
+            "apt-get",
+            &format!("case \"$1\" in --version|update) exit 0;; install) {install};; esac"),
+        );
+        dir
+    }
+
+    #[test]
+    fn the_demo_installs_a_missing_mkfs_xfs_or_names_it() {
+        let ok = machine(true);
+        ensure_demo_on(Some(ok.path().as_os_str())).expect("apt-get installs xfsprogs");
+        let log = std::fs::read_to_string(ok.path().join("apt.log")).unwrap();
+        assert!(log.contains("install") && log.contains("xfsprogs"), "{log}");
+        assert!(ok.path().join("mkfs.xfs").exists());
+
+        let broken = machine(false);
+        let err = ensure_demo_on(Some(broken.path().as_os_str()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`mkfs.xfs` (Debian package xfsprogs;") && err.contains("the demo"),
+            "{err}"
+        );
+    }
 }
