@@ -4,8 +4,8 @@
 //! `.ci/run` installs moto, azure-storage-blob and Azurite.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -20,20 +20,6 @@ fn write(root: &Path, key: &str, bytes: &[u8]) {
     let path = root.join(key);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
-}
-
-/// The driver process; kills it and lazily unmounts on the way out.
-struct Mount {
-    child: Child,
-    mnt: PathBuf,
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-    }
 }
 
 #[test]
@@ -132,7 +118,7 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let mount = Mount {
+    let mount = common::Mounted {
         child,
         mnt: mnt.clone(),
     };

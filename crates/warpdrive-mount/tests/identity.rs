@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -436,20 +436,12 @@ fn idp_router(idp: Shared) -> Router {
         .with_state(idp)
 }
 
-/// The daemon; killed and lazily unmounted on the way out. Its stderr lines are collected.
+/// The daemon (killed and unmounted when dropped) with its collected stderr lines.
 struct Daemon {
-    child: Child,
+    _running: common::Mounted,
     mnt: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
     metrics: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-    }
 }
 
 fn start(dir: &Path, backends: &str, env: &[(&str, &str)]) -> Daemon {
@@ -517,7 +509,10 @@ fn start(dir: &Path, backends: &str, env: &[(&str, &str)]) -> Daemon {
         }
     }
     Daemon {
-        child,
+        _running: common::Mounted {
+            child,
+            mnt: mnt.clone(),
+        },
         mnt,
         log,
         metrics: metrics.unwrap(),

@@ -11,20 +11,6 @@ mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_warpdrive-mount");
 
-/// Kills the daemon and lazily unmounts when a failing assertion unwinds.
-struct Daemon {
-    child: std::process::Child,
-    mnt: std::path::PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-    }
-}
-
 fn random(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..len).map(|_| rng.u8(..)).collect()
@@ -110,7 +96,7 @@ fn warm_fills_the_running_daemons_cache_skips_what_is_cached_and_names_errors() 
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let daemon = Daemon {
+    let daemon = common::Mounted {
         child,
         mnt: mnt.clone(),
     };

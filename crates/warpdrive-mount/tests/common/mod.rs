@@ -27,3 +27,21 @@ pub(crate) fn metrics_addr(line: &str) -> Option<String> {
         .and_then(|s| s.split('"').next())
         .map(str::to_owned)
 }
+
+/// A running daemon and its mount point: killed and lazily unmounted when dropped, also when a
+/// failing assertion unwinds, so no process or mount outlives its test.
+pub(crate) struct Mounted {
+    pub(crate) child: std::process::Child,
+    pub(crate) mnt: std::path::PathBuf,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mnt)
+            .status();
+    }
+}
