@@ -191,11 +191,17 @@ pub(crate) fn build(options: ImageOptions) -> anyhow::Result<Vec<PathBuf>> {
                 .arg(format!("oci-archive:{}:{tag}", archive.display())),
             "buildah push",
         )?;
-        if options.check {
-            check(&recipe, &tag)?;
-        }
-        run(buildah().args(["rmi", &tag]), "buildah rmi")?;
+        let checked = if options.check {
+            check(&recipe, &tag)
+        } else {
+            Ok(())
+        };
+        // The archive is the product; the image in buildah's storage goes either way, so a
+        // failed check leaves nothing behind.
+        let removed = run(buildah().args(["rmi", &tag]), "buildah rmi");
         std::fs::remove_dir_all(&context)?;
+        checked?;
+        removed?;
         let size = std::fs::metadata(&archive)?.len();
         println!(
             "    {}: {:.0} MiB in {:.0}s",
