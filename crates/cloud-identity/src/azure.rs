@@ -57,11 +57,6 @@ impl TokenReply {
     }
 }
 
-/// IMDS errors: `{"error": "invalid_request", "error_description": "..."}`.
-fn imds_error(body: &str) -> Option<String> {
-    http::oauth_error(body)
-}
-
 /// Managed identity through IMDS, for one resource; `client_id` picks a user-assigned one.
 pub struct ManagedIdentity {
     client: reqwest::Client,
@@ -103,7 +98,7 @@ impl BearerSource for ManagedIdentity {
             .get(url.clone())
             .header("Metadata", "true")
             .query(&query);
-        let body = http::send(request, url, imds_error).await?;
+        let body = http::send(request, url, http::oauth_error).await?;
         http::json::<TokenReply>(&body, url)?.into_token(url)
     }
 }

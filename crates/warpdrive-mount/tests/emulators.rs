@@ -80,28 +80,13 @@ fn s3_azure_and_local_in_one_namespace_and_a_stopped_backend_gives_eio() {
         src = src.display().to_string()
     ));
 
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let config = dir.path().join("warpdrive.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "mount_point: {mnt}\n\
-             cache: {{ path: {cache}, block_size: 1MiB, max_size: 64MiB }}\n\
-             control_socket: {sock}\n\
-             metadata: {{ attr_ttl: 1s, entry_ttl: 1s, negative_ttl: 1s }}\n\
-             backends:\n\
-             \x20 - name: s3\n    type: s3\n    bucket: train\n    prefix: data/\n    mount_path: /clouds/s3\n    endpoint: http://127.0.0.1:{s3_port}\n    allow_http: true\n    request_timeout: 2s\n    retries: 0\n    auth: {{ method: static, access_key_id_env: AKID, secret_access_key_env: SAK }}\n\
+    let backends = format!(
+        "\x20 - name: s3\n    type: s3\n    bucket: train\n    prefix: data/\n    mount_path: /clouds/s3\n    endpoint: http://127.0.0.1:{s3_port}\n    allow_http: true\n    request_timeout: 2s\n    retries: 0\n    auth: {{ method: static, access_key_id_env: AKID, secret_access_key_env: SAK }}\n\
              \x20 - name: azure\n    type: azure\n    account: devstoreaccount1\n    container: ckpt\n    mount_path: /clouds/azure/blob\n    endpoint: http://127.0.0.1:{az_port}/devstoreaccount1\n    allow_http: true\n    request_timeout: 5s\n    auth: {{ method: static, account_key_env: AZKEY }}\n\
-             \x20 - {{ name: local, type: local, mount_path: /local, root: {src} }}\n\
-             metrics: {{ addr: 127.0.0.1:0 }}\n",
-            mnt = mnt.display(),
-            src = src.display(),
-            cache = dir.path().join("cache").display(),
-            sock = dir.path().join("control.sock").display(),
-        ),
-    )
-    .unwrap();
+             \x20 - {{ name: local, type: local, mount_path: /local, root: {src} }}\n",
+        src = src.display(),
+    );
+    let (config, mnt) = common::write_config(dir.path(), &backends);
     let mut child = Command::new(BIN)
         .args(["--config"])
         .arg(&config)

@@ -445,24 +445,7 @@ struct Daemon {
 }
 
 fn start(dir: &Path, backends: &str, env: &[(&str, &str)]) -> Daemon {
-    let mnt = dir.join("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let config = dir.join("warpdrive.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "mount_point: {mnt}\n\
-             cache: {{ path: {cache}, block_size: 1MiB, max_size: 64MiB }}\n\
-             control_socket: {sock}\n\
-             metadata: {{ attr_ttl: 1s, entry_ttl: 1s, negative_ttl: 1s }}\n\
-             backends:\n{backends}\
-             metrics: {{ addr: 127.0.0.1:0 }}\n",
-            mnt = mnt.display(),
-            cache = dir.join("cache").display(),
-            sock = dir.join("control.sock").display(),
-        ),
-    )
-    .unwrap();
+    let (config, mnt) = common::write_config(dir, backends);
     let check = Command::new(BIN)
         .args(["check-config", "--config"])
         .arg(&config)

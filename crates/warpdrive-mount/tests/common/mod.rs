@@ -45,3 +45,32 @@ impl Drop for Mounted {
             .status();
     }
 }
+
+/// Writes `dir/warpdrive.yaml` for a test daemon: its mount point `dir/mnt` (created), a
+/// 64 MiB cache and the control socket in `dir`, 1 s metadata TTLs, metrics on a free port,
+/// and `backends` (YAML list items, each line ending in a newline). Returns the config path
+/// and the mount point.
+pub(crate) fn write_config(
+    dir: &std::path::Path,
+    backends: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let config = dir.join("warpdrive.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mount_point: {mnt}\n\
+             cache: {{ path: {cache}, block_size: 1MiB, max_size: 64MiB }}\n\
+             control_socket: {sock}\n\
+             metadata: {{ attr_ttl: 1s, entry_ttl: 1s, negative_ttl: 1s }}\n\
+             backends:\n{backends}\
+             metrics: {{ addr: 127.0.0.1:0 }}\n",
+            mnt = mnt.display(),
+            cache = dir.join("cache").display(),
+            sock = dir.join("control.sock").display(),
+        ),
+    )
+    .unwrap();
+    (config, mnt)
+}
