@@ -82,6 +82,9 @@ pub struct Refresher<C> {
     state: watch::Receiver<State<C>>,
     wait: Duration,
     task: tokio::task::AbortHandle,
+    /// Whether "no valid credential" was logged since the last good one: every failing read
+    /// would otherwise log it again.
+    reported: std::sync::atomic::AtomicBool,
 }
 
 impl<C> fmt::Debug for Refresher<C> {
@@ -175,6 +178,7 @@ impl<C: Send + Sync + 'static> Refresher<C> {
             state: rx,
             wait: settings.wait,
             task: task.abort_handle(),
+            reported: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -188,6 +192,8 @@ impl<C: Send + Sync + 'static> Refresher<C> {
                 if let Some((credential, expires)) = &now.current
                     && expires.is_none_or(|at| at > SystemTime::now())
                 {
+                    self.reported
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
                     return Ok(credential.clone());
                 }
             }
@@ -200,7 +206,12 @@ impl<C: Send + Sync + 'static> Refresher<C> {
                     .last_error
                     .clone()
                     .unwrap_or_else(|| format!("no refresh finished within {:?}", self.wait));
-                tracing::error!(backend = %self.backend, provider = self.provider, %reason, "no valid credential; reads of this backend fail");
+                if !self
+                    .reported
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::error!(backend = %self.backend, provider = self.provider, %reason, "no valid credential; reads of this backend fail");
+                }
                 return Err(Error::Unavailable {
                     backend: self.backend.clone(),
                     provider: self.provider,
