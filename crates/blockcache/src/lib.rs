@@ -5,7 +5,8 @@
 //!
 //! Crash safety without a separate index: a block is written to a unique temporary name and
 //! renamed into place, so a block file either is complete or does not exist; at open the
-//! directory is scanned to rebuild sizes (100k blocks in well under a second), and leftover
+//! directory is scanned to rebuild sizes and owners (each block's header names its backend,
+//! key and ETag, so blocks can be evicted by prefix and counted per backend), and leftover
 //! temporaries are removed. Eviction starts above the high-water mark and stops at the low-water
 //! mark, taking blocks read only once before blocks that keep being re-read, least recently
 //! used first within each group, so one scan of a large dataset cannot flush the hot set.
@@ -24,7 +25,11 @@ use sha2::{Digest, Sha256};
 const MARKER: &str = "warpdrive-blockcache.v1";
 /// Held locked (exclusively) for as long as a cache is open; it holds the holder's PID.
 const LOCK: &str = "lock";
-const MAGIC: &[u8; 8] = b"WDBLK001";
+const MAGIC: &[u8; 8] = b"WDBLK002";
+/// A directory beside the shards for the daemon's own durable state (warm jobs).
+const STATE_DIR: &str = "state";
+/// Magic, data length, owner length.
+const FIXED_HEADER: usize = 8 + 8 + 4;
 /// Bytes covered by one checksum.
 pub const CHUNK: usize = 64 * 1024;
 
@@ -80,6 +85,17 @@ pub struct BlockKey {
 }
 
 impl BlockKey {
+    /// What the header records: backend, key and ETag, NUL-separated.
+    fn owner_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.backend.len() + self.key.len() + self.etag.len() + 2);
+        out.extend_from_slice(self.backend.as_bytes());
+        out.push(0);
+        out.extend_from_slice(self.key.as_bytes());
+        out.push(0);
+        out.extend_from_slice(self.etag.as_bytes());
+        out
+    }
+
     fn file_name(&self) -> String {
         let mut hash = Sha256::new();
         for part in [&self.backend, &self.key, &self.etag] {
@@ -109,6 +125,37 @@ pub struct Settings {
     pub low_water: f64,
 }
 
+/// Hits and misses of one backend's blocks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Lookups {
+    /// Reads answered from disk.
+    pub hits: u64,
+    /// Reads that found no block.
+    pub misses: u64,
+}
+
+/// What one backend holds in the cache, for the control plane's cache view.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BackendUsage {
+    /// Backend name.
+    pub backend: String,
+    /// Blocks on disk.
+    pub blocks: u64,
+    /// Bytes of their files.
+    pub bytes: u64,
+    /// Hits and misses since the cache was opened.
+    pub lookups: Lookups,
+}
+
+/// What an eviction removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    /// Blocks removed.
+    pub blocks: u64,
+    /// Bytes of their files.
+    pub bytes: u64,
+}
+
 /// Counters, for metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -122,6 +169,35 @@ pub struct Stats {
     pub evictions: AtomicU64,
     /// Blocks dropped because a checksum did not match.
     pub checksum_failures: AtomicU64,
+    /// Hits and misses per backend (a map as small as the configured backends).
+    per_backend: Mutex<HashMap<String, Lookups>>,
+}
+
+impl Stats {
+    fn lookup(&self, backend: &str, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.per_backend.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = match map.get_mut(backend) {
+            Some(entry) => entry,
+            None => map.entry(backend.to_owned()).or_default(),
+        };
+        if hit {
+            entry.hits += 1;
+        } else {
+            entry.misses += 1;
+        }
+    }
+
+    /// Hits and misses of `backend`'s blocks.
+    pub fn lookups(&self, backend: &str) -> Lookups {
+        self.per_backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(backend)
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug)]
@@ -131,11 +207,74 @@ struct Entry {
     last_use: u64,
 }
 
+/// The object a run of blocks belongs to (one per digest, shared by its blocks).
+#[derive(Debug)]
+struct Owner {
+    backend: String,
+    key: String,
+    blocks: u64,
+}
+
 #[derive(Debug, Default)]
 struct Index {
     entries: HashMap<String, Entry>,
+    /// Digest (the file name before `-index`) → the object its blocks belong to.
+    owners: HashMap<String, Owner>,
     total: u64,
     clock: u64,
+}
+
+fn digest_of(name: &str) -> &str {
+    name.rsplit_once('-').map_or(name, |(digest, _)| digest)
+}
+
+impl Index {
+    fn insert(&mut self, name: String, entry: Entry, owner: impl FnOnce() -> (String, String)) {
+        self.total += entry.size;
+        if let Some(old) = self.entries.insert(name.clone(), entry) {
+            self.total -= old.size;
+            return;
+        }
+        let digest = digest_of(&name).to_owned();
+        self.owners
+            .entry(digest)
+            .or_insert_with(|| {
+                let (backend, key) = owner();
+                Owner {
+                    backend,
+                    key,
+                    blocks: 0,
+                }
+            })
+            .blocks += 1;
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Entry> {
+        let entry = self.entries.remove(name)?;
+        self.total -= entry.size;
+        let digest = digest_of(name);
+        if let Some(owner) = self.owners.get_mut(digest) {
+            owner.blocks = owner.blocks.saturating_sub(1);
+            if owner.blocks == 0 {
+                self.owners.remove(digest);
+            }
+        }
+        Some(entry)
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.owners.clear();
+        self.total = 0;
+    }
+}
+
+/// Whether `key` lies under the directory prefix `prefix` (empty: everything).
+fn under(key: &str, prefix: &str) -> bool {
+    prefix.is_empty()
+        || key
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The cache.
@@ -180,8 +319,30 @@ fn lock(dir: &Path) -> Result<File, Error> {
     Ok(file)
 }
 
-fn header_len(data_len: usize) -> usize {
-    MAGIC.len() + 8 + 4 * data_len.div_ceil(CHUNK)
+fn header_len(data_len: usize, owner_len: usize) -> usize {
+    FIXED_HEADER + owner_len + 4 * data_len.div_ceil(CHUNK)
+}
+
+/// Reads the owner recorded in a block file's header: `None` for a file in another format.
+fn read_owner(path: &Path) -> std::io::Result<Option<(String, String)>> {
+    let mut file = File::open(path)?;
+    let mut head = [0u8; FIXED_HEADER];
+    file.read_exact(&mut head)?;
+    if &head[..8] != MAGIC {
+        return Ok(None);
+    }
+    let owner_len = u32::from_le_bytes(head[16..20].try_into().unwrap_or([0; 4])) as usize;
+    if owner_len > 64 * 1024 {
+        return Ok(None);
+    }
+    let mut owner = vec![0u8; owner_len];
+    file.read_exact(&mut owner)?;
+    let text = String::from_utf8_lossy(&owner);
+    let mut parts = text.splitn(3, '\0');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(backend), Some(key), Some(_etag)) => Ok(Some((backend.to_owned(), key.to_owned()))),
+        _ => Ok(None),
+    }
 }
 
 /// Directories a cache must never be put in, whatever they hold: the system's own.
@@ -280,20 +441,25 @@ impl BlockCache {
         if !marker.exists() {
             fs::write(&marker, b"warpdrive block cache, format 1\n")
                 .map_err(io("writing the cache marker"))?;
-            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            index.entries.clear();
-            index.total = 0;
+            self.index.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
         Ok(())
     }
 
     fn rebuild(&self) -> Result<(), Error> {
         let mut index = Index::default();
+        let mut old_format = 0u64;
         for shard in fs::read_dir(&self.dir)
             .map_err(io("scanning the cache"))?
             .flatten()
         {
-            if !shard.file_type().is_ok_and(|t| t.is_dir()) {
+            // Shards are two hex digits; anything else (the state directory) is not blocks.
+            let shard_name = shard.file_name();
+            let is_shard = shard_name.len() == 2
+                && shard_name
+                    .to_str()
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_hexdigit()));
+            if !is_shard || !shard.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
             for file in fs::read_dir(shard.path())
@@ -306,16 +472,31 @@ impl BlockCache {
                     continue;
                 }
                 let Ok(meta) = file.metadata() else { continue };
-                index.total += meta.len();
-                index.entries.insert(
+                let owner = match read_owner(&file.path()) {
+                    Ok(Some(owner)) => owner,
+                    _ => {
+                        // An older format or a torn header: a cache may always drop a block.
+                        old_format += 1;
+                        let _ = fs::remove_file(file.path());
+                        continue;
+                    }
+                };
+                index.insert(
                     name,
                     Entry {
                         size: meta.len(),
                         reads: 1,
                         last_use: 0,
                     },
+                    || owner,
                 );
             }
+        }
+        if old_format > 0 {
+            tracing::info!(
+                blocks = old_format,
+                "dropped cache blocks of an older format (they are fetched again when read)"
+            );
         }
         tracing::info!(
             blocks = index.entries.len(),
@@ -324,6 +505,86 @@ impl BlockCache {
         );
         *self.index.lock().unwrap_or_else(|e| e.into_inner()) = index;
         Ok(())
+    }
+
+    /// A directory inside the cache's own (0700, locked with it) for the daemon's durable
+    /// state, such as warm jobs; created on first use, never scanned as blocks.
+    pub fn state_dir(&self) -> Result<PathBuf, Error> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.dir.join(STATE_DIR);
+        fs::create_dir_all(&dir).map_err(io("creating the cache's state directory"))?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(io("restricting the cache's state directory to 0700"))?;
+        Ok(dir)
+    }
+
+    /// The configured size limit.
+    pub fn max_size(&self) -> u64 {
+        self.settings.max_size
+    }
+
+    /// Removes every block of `backend` whose key lies under the directory `prefix` (empty:
+    /// all of the backend's blocks), whatever object version it belongs to.
+    pub fn evict_prefix(&self, backend: &str, prefix: &str) -> Evicted {
+        let prefix = prefix.trim_matches('/');
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        let digests: std::collections::HashSet<String> = index
+            .owners
+            .iter()
+            .filter(|(_, o)| o.backend == backend && under(&o.key, prefix))
+            .map(|(d, _)| d.clone())
+            .collect();
+        let names: Vec<String> = index
+            .entries
+            .keys()
+            .filter(|name| digests.contains(digest_of(name)))
+            .cloned()
+            .collect();
+        let mut evicted = Evicted::default();
+        for name in &names {
+            if let Some(entry) = index.remove(name) {
+                evicted.blocks += 1;
+                evicted.bytes += entry.size;
+            }
+        }
+        drop(index);
+        for name in names {
+            let _ = fs::remove_file(self.path_of(&name));
+        }
+        evicted
+    }
+
+    /// Blocks, bytes and lookups per backend, for every backend that has blocks or lookups.
+    pub fn usage_by_backend(&self) -> Vec<BackendUsage> {
+        let mut by: HashMap<String, BackendUsage> = HashMap::new();
+        {
+            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            for (name, entry) in &index.entries {
+                if let Some(owner) = index.owners.get(digest_of(name)) {
+                    let usage = by.entry(owner.backend.clone()).or_default();
+                    usage.blocks += 1;
+                    usage.bytes += entry.size;
+                }
+            }
+        }
+        let lookups = self
+            .stats
+            .per_backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (backend, l) in lookups {
+            by.entry(backend).or_default().lookups = l;
+        }
+        let mut out: Vec<BackendUsage> = by
+            .into_iter()
+            .map(|(backend, mut usage)| {
+                usage.backend = backend;
+                usage
+            })
+            .collect();
+        out.sort_by(|a, b| a.backend.cmp(&b.backend));
+        out
     }
 
     fn path_of(&self, name: &str) -> PathBuf {
@@ -383,12 +644,12 @@ impl BlockCache {
             }
         };
         if !present {
-            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            self.stats.lookup(&key.backend, false);
             return None;
         }
         match self.read_verified(&self.path_of(&name), offset, len) {
             Ok(Some(bytes)) => {
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                self.stats.lookup(&key.backend, true);
                 self.stats
                     .bytes_served
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -398,12 +659,12 @@ impl BlockCache {
                 self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(block = %name, "cache block failed its checksum; dropping it");
                 self.remove(&name);
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                self.stats.lookup(&key.backend, false);
                 None
             }
             Err(_) => {
                 self.remove(&name);
-                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                self.stats.lookup(&key.backend, false);
                 None
             }
         }
@@ -417,14 +678,16 @@ impl BlockCache {
         len: usize,
     ) -> std::io::Result<Option<Vec<u8>>> {
         let mut file = File::open(path)?;
-        let mut head = [0u8; 16];
+        let mut head = [0u8; FIXED_HEADER];
         file.read_exact(&mut head)?;
         if &head[..8] != MAGIC {
             return Ok(None);
         }
         let data_len = u64::from_le_bytes(head[8..16].try_into().unwrap_or([0; 8])) as usize;
+        let owner_len = u32::from_le_bytes(head[16..20].try_into().unwrap_or([0; 4])) as usize;
         let chunks = data_len.div_ceil(CHUNK);
         let mut sums = vec![0u8; 4 * chunks];
+        file.seek(SeekFrom::Start((FIXED_HEADER + owner_len) as u64))?;
         file.read_exact(&mut sums)?;
         if offset >= data_len {
             return Ok(Some(Vec::new()));
@@ -434,7 +697,9 @@ impl BlockCache {
         let start = first * CHUNK;
         let stop = ((last + 1) * CHUNK).min(data_len);
         let mut buf = vec![0u8; stop - start];
-        file.seek(SeekFrom::Start((header_len(data_len) + start) as u64))?;
+        file.seek(SeekFrom::Start(
+            (header_len(data_len, owner_len) + start) as u64,
+        ))?;
         file.read_exact(&mut buf)?;
         for chunk in first..=last {
             let from = chunk * CHUNK - start;
@@ -449,11 +714,10 @@ impl BlockCache {
     }
 
     fn remove(&self, name: &str) {
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = index.entries.remove(name) {
-            index.total -= entry.size;
-        }
-        drop(index);
+        self.index
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         let _ = fs::remove_file(self.path_of(name));
     }
 
@@ -474,9 +738,12 @@ impl BlockCache {
             std::process::id(),
             self.temp_counter.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut header = Vec::with_capacity(header_len(data.len()));
+        let owner = key.owner_bytes();
+        let mut header = Vec::with_capacity(header_len(data.len(), owner.len()));
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        header.extend_from_slice(&(owner.len() as u32).to_le_bytes());
+        header.extend_from_slice(&owner);
         for chunk in data.chunks(CHUNK) {
             header.extend_from_slice(&crc32fast::hash(chunk).to_le_bytes());
         }
@@ -495,17 +762,15 @@ impl BlockCache {
             index.clock += 1;
             let clock = index.clock;
             let size = (header.len() + data.len()) as u64;
-            if let Some(old) = index.entries.insert(
+            index.insert(
                 name,
                 Entry {
                     size,
                     reads: 0,
                     last_use: clock,
                 },
-            ) {
-                index.total -= old.size;
-            }
-            index.total += size;
+                || (key.backend.clone(), key.key.clone()),
+            );
         }
         self.evict();
         Ok(())
@@ -531,8 +796,7 @@ impl BlockCache {
             if index.total <= target {
                 break;
             }
-            if let Some(entry) = index.entries.remove(&name) {
-                index.total -= entry.size;
+            if index.remove(&name).is_some() {
                 gone.push(name);
             }
         }
@@ -572,6 +836,95 @@ mod tests {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
             .collect()
+    }
+
+    fn owned(backend: &str, name: &str, etag: &str, index: u64) -> BlockKey {
+        BlockKey {
+            backend: backend.into(),
+            key: name.into(),
+            etag: etag.into(),
+            index,
+        }
+    }
+
+    #[test]
+    fn evicting_a_prefix_drops_every_version_under_it_and_nothing_else_even_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
+        for (backend, name, etag) in [
+            ("s3", "train/a.bin", "v1"),
+            ("s3", "train/a.bin", "v2"),
+            ("s3", "train/deep/b.bin", "v1"),
+            ("s3", "training/c.bin", "v1"), // shares a string prefix, not a directory
+            ("s3", "eval/d.bin", "v1"),
+            ("gcs", "train/a.bin", "v1"),
+        ] {
+            for i in 0..3 {
+                cache
+                    .put(&owned(backend, name, etag, i), &block(1, 1000))
+                    .unwrap();
+            }
+        }
+        drop(cache);
+        // The owners come back from the block headers.
+        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
+        let before = cache.size();
+        let evicted = cache.evict_prefix("s3", "/train/");
+        assert_eq!(evicted.blocks, 9);
+        assert_eq!(cache.size(), before - evicted.bytes);
+        assert!(
+            cache
+                .get(&owned("s3", "train/a.bin", "v2", 0), 0, 10)
+                .is_none()
+        );
+        assert!(
+            cache
+                .get(&owned("s3", "train/deep/b.bin", "v1", 2), 0, 10)
+                .is_none()
+        );
+        assert!(
+            cache
+                .get(&owned("s3", "training/c.bin", "v1", 0), 0, 10)
+                .is_some()
+        );
+        assert!(
+            cache
+                .get(&owned("gcs", "train/a.bin", "v1", 0), 0, 10)
+                .is_some()
+        );
+        let usage = cache.usage_by_backend();
+        let s3 = usage.iter().find(|u| u.backend == "s3").unwrap();
+        assert_eq!(s3.blocks, 6);
+        assert_eq!(s3.lookups, Lookups { hits: 1, misses: 2 });
+        let gcs = usage.iter().find(|u| u.backend == "gcs").unwrap();
+        assert_eq!((gcs.blocks, gcs.lookups.hits), (3, 1));
+        assert_eq!(cache.evict_prefix("s3", "").blocks, 6);
+        assert_eq!(cache.blocks(), 3);
+        drop(cache);
+        let again = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
+        assert_eq!(again.blocks(), 3, "evicted files are gone from disk");
+    }
+
+    #[test]
+    fn the_state_directory_is_not_taken_for_blocks_and_old_format_blocks_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
+        cache.put(&key("a", 0), &block(1, 1000)).unwrap();
+        let state = cache.state_dir().unwrap();
+        fs::write(state.join("job-1.json"), b"{}").unwrap();
+        // A block of the first format, which did not name its object.
+        let old = dir
+            .path()
+            .join("ab")
+            .join("abababababababababababababababab-0");
+        fs::create_dir_all(old.parent().unwrap()).unwrap();
+        fs::write(&old, b"WDBLK001\x05\0\0\0\0\0\0\0").unwrap();
+        drop(cache);
+        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
+        assert_eq!(cache.blocks(), 1);
+        assert!(state.join("job-1.json").exists(), "state is kept");
+        assert!(!old.exists(), "an old-format block is dropped");
+        assert_eq!(cache.get(&key("a", 0), 0, 1000).unwrap(), block(1, 1000));
     }
 
     #[test]
@@ -707,7 +1060,10 @@ mod tests {
         }
         let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
         assert_eq!(cache.blocks(), 50);
-        assert_eq!(cache.size(), 50 * (100_000 + header_len(100_000) as u64));
+        assert_eq!(
+            cache.size(),
+            50 * (100_000 + header_len(100_000, key("obj", 0).owner_bytes().len()) as u64)
+        );
         assert_eq!(
             cache.get(&key("obj", 42), 5, 5).unwrap(),
             block(42, 100_000)[5..10]
@@ -725,7 +1081,7 @@ mod tests {
     #[test]
     fn a_scan_does_not_flush_the_hot_set_and_the_limit_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let size = 100_000 + header_len(100_000) as u64;
+        let size = 100_000 + header_len(100_000, key("obj", 0).owner_bytes().len()) as u64;
         let cache = BlockCache::open(dir.path(), settings(20 * size)).unwrap();
         for i in 0..5 {
             cache.put(&key("hot", i), &block(1, 100_000)).unwrap();
