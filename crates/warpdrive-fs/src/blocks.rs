@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::Instrument;
 
 use crate::core::{Backend, Core};
-use crate::error::{FsError, code_of};
+use crate::error::FsError;
 use crate::inodes::{Node, join, store_path};
 use crate::recent::RecentBlocks;
 
@@ -186,11 +186,7 @@ impl Core {
             Ok(body) => body.rest().await,
             Err(err) => Err(err),
         };
-        self.metrics.request(
-            &self.backends[backend].name,
-            code_of(&result),
-            started.elapsed(),
-        );
+        self.finished_request(backend, result.as_ref().err(), started.elapsed());
         match &result {
             Ok(bytes) => self.count_bytes(backend, bytes.len() as u64),
             Err(_) => self.forget_listings(),
@@ -514,11 +510,7 @@ impl Core {
         if outcome.is_err() {
             self.forget_listings();
         }
-        self.metrics.request(
-            &self.backends[object.backend].name,
-            code_of(&outcome),
-            started.elapsed(),
-        );
+        self.finished_request(object.backend, outcome.as_ref().err(), started.elapsed());
         fetched
     }
 

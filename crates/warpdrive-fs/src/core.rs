@@ -14,7 +14,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::blocks::{Cached, MAX_PENDING_STORES, RECENT_BLOCK_BYTES};
-use crate::error::{FsError, code_of};
+use crate::error::{FsError, ToErrno};
+use crate::health::Health;
 use crate::inodes::{Attr, Inodes, Kind, Node, ROOT};
 use crate::listing::Listing;
 use crate::metrics::FsMetrics;
@@ -22,6 +23,7 @@ use crate::namespace::SyntheticDir;
 use crate::prefetch::{Handle, LEDGER_BLOCKS};
 use crate::readahead::{Ledger, ReadaheadSettings};
 use crate::recent::RecentBlocks;
+use crate::usage::{Usage, UsageReport, UsageSettings};
 
 /// One object store mounted somewhere in the tree.
 #[derive(Debug, Clone)]
@@ -83,6 +85,9 @@ pub struct Core {
     pub(crate) next_handle: AtomicU64,
     pub(crate) ledger: Mutex<Ledger>,
     pub(crate) directory_order: Mutex<HashMap<u64, usize>>,
+    /// Per backend, in configuration order.
+    pub(crate) health: Vec<Health>,
+    pub(crate) usage: Usage,
 }
 
 /// Bytes as KiB permits of the speculative budget (at least one).
@@ -106,7 +111,10 @@ impl Core {
         inodes.index.insert(Inodes::key_of(&root), ROOT);
         inodes.nodes.insert(ROOT, root);
         inodes.next = ROOT + 1;
+        let health = backends.iter().map(|_| Health::default()).collect();
         Self {
+            health,
+            usage: Usage::new(UsageSettings::default()),
             backends,
             tree,
             settings,
@@ -134,6 +142,52 @@ impl Core {
         self.budget = Arc::new(Semaphore::new(budget.min(Semaphore::MAX_PERMITS)));
         self.readahead = settings;
         self
+    }
+
+    /// Groups and bounds the usage table by `settings`.
+    pub fn with_usage(mut self, settings: UsageSettings) -> Self {
+        self.usage = Usage::new(settings);
+        self
+    }
+
+    /// Bytes and files read per backend, prefix and uid.
+    pub fn usage(&self) -> UsageReport {
+        let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+        self.usage.report(&names)
+    }
+
+    /// Counts `bytes` read through handle `fh` by `uid` (the FUSE layer calls it per read).
+    pub fn account(&self, fh: u64, uid: u32, bytes: u64) {
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(handle) = handles.get_mut(&fh) else {
+            return;
+        };
+        let first = !handle.accounted;
+        handle.accounted = true;
+        if let Some(Node::File { backend, key, .. }) = &handle.version {
+            let (backend, key) = (*backend, key.clone());
+            drop(handles);
+            self.usage.record(backend, &key, uid, bytes, first);
+        }
+    }
+
+    /// One backend request finished: counted by outcome and, when it failed, by kind and in
+    /// the backend's health.
+    pub(crate) fn finished_request(
+        &self,
+        backend: usize,
+        error: Option<&FsError>,
+        took: std::time::Duration,
+    ) {
+        let name = &self.backends[backend].name;
+        self.metrics
+            .request(name, error.map_or(0, ToErrno::errno), took);
+        if let Some(err) = error {
+            self.metrics.backend_error(name, err.kind());
+            if matches!(err.kind(), "denied" | "timeout" | "short_body" | "backend") {
+                self.health[backend].failed(err);
+            }
+        }
     }
 
     /// Counts into `metrics` (registered by the binary).
@@ -252,8 +306,7 @@ impl Core {
                 })
             }
         };
-        self.metrics
-            .request(&b.name, code_of(&result), started.elapsed());
+        self.finished_request(backend, result.as_ref().err(), started.elapsed());
         result
     }
 

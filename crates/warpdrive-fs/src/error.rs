@@ -157,6 +157,25 @@ impl FsError {
     }
 }
 
+impl FsError {
+    /// A short, stable name of the failure for metric labels and health reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NoEntry | Self::ObjectMissing { .. } => "not_found",
+            Self::NotDir | Self::IsDir | Self::InvalidName(_) => "request",
+            Self::Denied { .. } => "denied",
+            Self::Changed { .. } => "changed",
+            Self::Timeout { .. } => "timeout",
+            Self::ShortBody { .. } => "short_body",
+            Self::Abandoned => "abandoned",
+            Self::Backend { source, .. } => match source.as_ref() {
+                object_store::Error::NotModified { .. } => "changed",
+                _ => "backend",
+            },
+        }
+    }
+}
+
 impl ToErrno for FsError {
     fn errno(&self) -> i32 {
         match self {

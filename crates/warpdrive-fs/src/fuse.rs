@@ -191,7 +191,7 @@ impl Filesystem for WarpFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -202,13 +202,17 @@ impl Filesystem for WarpFs {
     ) {
         let core = self.core.clone();
         let started = Instant::now();
+        let uid = req.uid();
         let span = tracing::info_span!("fuse", op = "read", ino = ino.0, fh = fh.0, offset, size);
         self.runtime.spawn(
             async move {
                 let result = core.read_handle(fh.0, ino.0, offset, size).await;
                 done(&core, "read", &result, started);
                 match result {
-                    Ok(bytes) => reply.data(&bytes),
+                    Ok(bytes) => {
+                        core.account(fh.0, uid, bytes.len() as u64);
+                        reply.data(&bytes)
+                    }
                     Err(err) => reply.error(Errno::from_i32(err.errno())),
                 }
             }
@@ -370,6 +374,18 @@ fn done<T>(core: &Core, op: &'static str, result: &Result<T, FsError>, started: 
 /// O_WRONLY | O_RDWR: any write access.
 fn libc_o_accmode() -> i32 {
     0o3
+}
+
+/// Tells the kernel to drop what it cached of `inodes` (attributes, pages, a directory's
+/// entries), after an invalidation; inodes it never saw are skipped.
+pub fn forget_in_kernel(notifier: &fuser::Notifier, inodes: &[u64]) {
+    for ino in inodes {
+        if let Err(err) = notifier.inval_inode(INodeNo(*ino), 0, 0)
+            && err.raw_os_error() != Some(errno::ENOENT)
+        {
+            tracing::debug!(ino, %err, "the kernel did not take an invalidation");
+        }
+    }
 }
 
 /// Mounts `fs` at `mount_point` and serves it on background threads until the returned session

@@ -51,7 +51,8 @@ pub(crate) enum Node {
         size: u64,
         mtime: SystemTime,
         etag: Option<String>,
-        checked: Instant,
+        /// When the version was last confirmed; none: confirm it at the next use.
+        checked: Option<Instant>,
     },
 }
 

@@ -130,7 +130,7 @@ impl Core {
                 size: object.size,
                 mtime: object.last_modified.into(),
                 etag: object.e_tag.clone(),
-                checked: Instant::now(),
+                checked: Some(Instant::now()),
             });
             names.insert(name, ino);
         }
@@ -166,7 +166,7 @@ impl Core {
             checked,
             ..
         } = &node
-            && checked.elapsed() >= self.settings.attr_ttl
+            && checked.is_none_or(|at| at.elapsed() >= self.settings.attr_ttl)
         {
             let b = &self.backends[*backend];
             let path = store_path(&join(&b.prefix, key));
@@ -186,7 +186,7 @@ impl Core {
                 size: meta.size,
                 mtime: meta.last_modified.into(),
                 etag: meta.e_tag,
-                checked: Instant::now(),
+                checked: Some(Instant::now()),
             };
             self.intern(fresh.clone());
             return Ok(self.attr_of(ino, &fresh));

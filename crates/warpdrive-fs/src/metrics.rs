@@ -53,6 +53,10 @@ pub const CACHE_EVICTIONS: &str = "cache_evictions";
 pub const CACHE_CHECKSUM_FAILURES: &str = "cache_checksum_failures";
 /// Gauge name: bytes of block files on disk.
 pub const CACHE_SIZE_BYTES: &str = "cache_size_bytes";
+/// Gauge name: bytes of block files on disk as a fraction of `cache.max_size`.
+pub const CACHE_UTILIZATION: &str = "cache_utilization_ratio";
+/// Counter name: failed backend requests by backend and kind (`timeout`, `denied`, ...).
+pub const BACKEND_ERRORS: &str = "backend_errors";
 /// Counter name: keys a listing left out, by backend and reason.
 pub const KEYS_SKIPPED: &str = "keys_skipped";
 
@@ -79,6 +83,12 @@ struct BackendLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    backend: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SkipLabels {
     backend: String,
     reason: &'static str,
@@ -100,6 +110,7 @@ pub struct FsMetrics {
     memory_bytes_served: Counter,
     cache_write_errors: Counter,
     keys_skipped: Family<SkipLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
 }
 
 impl Default for FsMetrics {
@@ -122,6 +133,7 @@ impl Default for FsMetrics {
             memory_bytes_served: Counter::default(),
             cache_write_errors: Counter::default(),
             keys_skipped: Family::default(),
+            errors: Family::default(),
         }
     }
 }
@@ -191,6 +203,11 @@ impl FsMetrics {
             metrics.cache_write_errors.clone(),
         );
         registry.register(
+            BACKEND_ERRORS,
+            "Failed backend requests by kind",
+            metrics.errors.clone(),
+        );
+        registry.register(
             MEMORY_BYTES_SERVED,
             "Bytes served from just-fetched blocks held in memory",
             metrics.memory_bytes_served.clone(),
@@ -228,6 +245,16 @@ impl FsMetrics {
                 backend: backend.to_owned(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// A backend request failed with an error of `kind`.
+    pub fn backend_error(&self, backend: &str, kind: &'static str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                backend: backend.to_owned(),
+                kind,
+            })
+            .inc();
     }
 
     /// Object bytes received from a backend.
@@ -322,6 +349,14 @@ impl Collector for CacheCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(self.0.size() as i64).encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            CACHE_UTILIZATION,
+            "Bytes of block files on disk as a fraction of cache.max_size",
+            None,
+            MetricType::Gauge,
+        )?;
+        let max = self.0.max_size().max(1) as f64;
+        ConstGauge::new(self.0.size() as f64 / max).encode(metric)?;
         Ok(())
     }
 }

@@ -26,7 +26,9 @@ pub(crate) struct Handle {
     /// Parallel mode: the next block a segment GET starts at.
     segments_from: Option<u64>,
     /// The version of the file this handle opened: every read is of it, never of a newer one.
-    version: Option<Node>,
+    pub(crate) version: Option<Node>,
+    /// Whether a read through it was counted in the usage table (a file counts once per open).
+    pub(crate) accounted: bool,
 }
 
 /// What a read asks of readahead, decided under the handles lock and done after it.
@@ -85,6 +87,7 @@ impl Core {
                     stream: None,
                     segments_from: None,
                     version,
+                    accounted: false,
                 },
             );
         if self.readahead.enabled && self.readahead.directory_prefetch {
@@ -399,8 +402,7 @@ impl Core {
             if code != 0 {
                 self.forget_listings();
             }
-            let backend = &self.backends[object.backend].name;
-            self.metrics.request(backend, code, started.elapsed());
+            self.finished_request(object.backend, failed.as_ref(), started.elapsed());
         }
     }
 

@@ -40,6 +40,14 @@ impl RecentBlocks {
         blocks.iter().any(|(k, _)| k == key)
     }
 
+    /// Drops every held block (an eviction asked for fetches afresh).
+    pub(crate) fn clear(&self) {
+        self.blocks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Keeps a block, dropping the oldest ones beyond the limit.
     pub(crate) fn put(&self, key: BlockKey, block: Bytes) {
         if block.len() > self.max_bytes {

@@ -32,6 +32,46 @@ pub struct WarmProgress {
     pub finished: bool,
 }
 
+/// How a warm runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmOptions {
+    /// Objects fetched at once.
+    pub workers: usize,
+    /// Backend bytes per second this warm may fetch at most (none: as fast as the fetch
+    /// slots allow), so a warm beside a running job leaves it bandwidth.
+    pub max_bytes_per_second: Option<u64>,
+}
+
+impl Default for WarmOptions {
+    fn default() -> Self {
+        Self {
+            workers: 8,
+            max_bytes_per_second: None,
+        }
+    }
+}
+
+/// Spaces fetches so the warm's rate stays under its limit: each fetch books its bytes and
+/// waits until the booked total is due.
+struct Pace {
+    limit: Option<u64>,
+    started: tokio::time::Instant,
+    booked: std::sync::atomic::AtomicU64,
+}
+
+impl Pace {
+    async fn book(&self, bytes: u64) {
+        let Some(limit) = self.limit.filter(|l| *l > 0) else {
+            return;
+        };
+        let before = self
+            .booked
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        let due = self.started + std::time::Duration::from_secs_f64(before as f64 / limit as f64);
+        tokio::time::sleep_until(due).await;
+    }
+}
+
 /// Why a warm could not start or went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum WarmError {
@@ -47,7 +87,7 @@ pub enum WarmError {
         known: String,
     },
     /// The prefix tries to leave the backend.
-    #[error("prefix `{0}` is not a key prefix (it contains `..`)")]
+    #[error("prefix `{0}` is not a key prefix (it has an empty, `.` or `..` segment, or a NUL)")]
     BadPrefix(String),
     /// Listing failed.
     #[error("listing the backend failed: {0}")]
@@ -56,35 +96,27 @@ pub enum WarmError {
 
 impl Core {
     /// Fills the cache with every object under `prefix` of backend `backend` (names as in the
-    /// config), `workers` objects at a time, skipping blocks already cached, so running it
-    /// again after an interruption goes on where it stopped. `progress` sees every step.
+    /// config), by `options`, skipping blocks already cached, so running it again after an
+    /// interruption goes on where it stopped. `progress` sees every step.
     pub async fn warm(
         &self,
         backend: &str,
         prefix: &str,
-        workers: usize,
+        options: WarmOptions,
         progress: &watch::Sender<WarmProgress>,
     ) -> Result<WarmProgress, WarmError> {
+        let pace = Pace {
+            limit: options.max_bytes_per_second,
+            started: tokio::time::Instant::now(),
+            booked: Default::default(),
+        };
+        let pace = &pace;
         let Some(cached) = &self.cached else {
             return Err(WarmError::NoCache);
         };
-        let Some(index) = self.backends.iter().position(|b| b.name == backend) else {
-            return Err(WarmError::UnknownBackend {
-                name: backend.to_owned(),
-                known: self
-                    .backends
-                    .iter()
-                    .map(|b| b.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        };
+        let (index, prefix) = self.target(backend, prefix)?;
         let b = &self.backends[index];
-        let prefix = prefix.trim_matches('/');
-        if prefix.split('/').any(|s| s == "..") {
-            return Err(WarmError::BadPrefix(prefix.to_owned()));
-        }
-        let full = join(&b.prefix, prefix);
+        let full = join(&b.prefix, &prefix);
         let list_prefix = (!full.is_empty()).then(|| store_path(&full));
         // List first (full keys, so nested prefixes keep their parents), so the totals and
         // the ETA are known before fetching starts.
@@ -124,7 +156,7 @@ impl Core {
         progress.send_modify(|p| p.listed = true);
         let block_size = cached.cache.block_size();
         futures_util::stream::iter(objects)
-            .for_each_concurrent(workers.max(1), |(key, size, etag)| async move {
+            .for_each_concurrent(options.workers.max(1), |(key, size, etag)| async move {
                 let Some(etag) = etag else {
                     progress.send_modify(|p| {
                         p.files_done += 1;
@@ -165,6 +197,7 @@ impl Core {
                     }
                     let n = claims.len() as u64;
                     let bytes: u64 = (i..i + n).map(|j| object.block_len(j, block_size)).sum();
+                    pace.book(bytes).await;
                     let fetched = {
                         let _slot = self.speculative_slots.acquire().await;
                         let _permit = cached.fetches.acquire().await;
