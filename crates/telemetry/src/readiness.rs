@@ -11,10 +11,20 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 type CheckFn = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 
+/// Whether a failing check makes the process unready, or only shows it degraded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Failing means unready (503).
+    Required,
+    /// Failing is reported as `degraded NAME: reason` while the process stays ready: one of
+    /// several backends, say, whose loss the others do not share.
+    Degradable,
+}
+
 /// The set of checks `/readyz` runs; cheap to clone, shared with the code that registers.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    checks: Arc<Mutex<Vec<(String, CheckFn)>>>,
+    checks: Arc<Mutex<Vec<(String, Severity, CheckFn)>>>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -32,6 +42,8 @@ pub struct CheckResult {
     pub name: String,
     /// `Err` carries a reason safe to show to anyone who can reach the endpoint.
     pub outcome: Result<(), String>,
+    /// Whether a failure makes the process unready.
+    pub severity: Severity,
 }
 
 impl Readiness {
@@ -41,21 +53,41 @@ impl Readiness {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
+        self.add(name.into(), Severity::Required, check);
+    }
+
+    /// Adds a check whose failure shows the process degraded, not unready.
+    pub fn register_degradable<F, Fut>(&self, name: impl Into<String>, check: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.add(name.into(), Severity::Degradable, check);
+    }
+
+    fn add<F, Fut>(&self, name: String, severity: Severity, check: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
         let check: CheckFn = Arc::new(move || Box::pin(check()));
-        self.lock().push((name.into(), check));
+        self.lock().push((name, severity, check));
     }
 
     /// Names of the registered checks, in registration order.
     pub fn names(&self) -> Vec<String> {
-        self.lock().iter().map(|(name, _)| name.clone()).collect()
+        self.lock()
+            .iter()
+            .map(|(name, _, _)| name.clone())
+            .collect()
     }
 
     /// Runs every check concurrently, each bounded by [`CHECK_TIMEOUT`].
     pub async fn evaluate(&self) -> Vec<CheckResult> {
-        let checks: Vec<(String, CheckFn)> = self.lock().clone();
+        let checks: Vec<(String, Severity, CheckFn)> = self.lock().clone();
         let handles: Vec<_> = checks
             .into_iter()
-            .map(|(name, check)| {
+            .map(|(name, severity, check)| {
                 let fut = check();
                 let handle = tokio::spawn(async move {
                     match tokio::time::timeout(CHECK_TIMEOUT, fut).await {
@@ -63,20 +95,24 @@ impl Readiness {
                         Err(_) => Err(format!("timed out after {}s", CHECK_TIMEOUT.as_secs())),
                     }
                 });
-                (name, handle)
+                (name, severity, handle)
             })
             .collect();
         let mut results = Vec::with_capacity(handles.len());
-        for (name, handle) in handles {
+        for (name, severity, handle) in handles {
             let outcome = handle
                 .await
                 .unwrap_or_else(|err| Err(format!("check panicked: {err}")));
-            results.push(CheckResult { name, outcome });
+            results.push(CheckResult {
+                name,
+                outcome,
+                severity,
+            });
         }
         results
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, CheckFn)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Severity, CheckFn)>> {
         self.checks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

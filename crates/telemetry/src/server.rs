@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::readiness::Readiness;
+use crate::readiness::{Readiness, Severity};
 
 /// Content type of the OpenMetrics text exposition format.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -166,9 +166,12 @@ async fn ready(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let mut body = String::new();
     let mut ready = true;
     for result in &results {
-        match &result.outcome {
-            Ok(()) => body.push_str(&format!("ok {}\n", result.name)),
-            Err(reason) => {
+        match (&result.outcome, result.severity) {
+            (Ok(()), _) => body.push_str(&format!("ok {}\n", result.name)),
+            (Err(reason), Severity::Degradable) => {
+                body.push_str(&format!("degraded {}: {reason}\n", result.name));
+            }
+            (Err(reason), Severity::Required) => {
                 ready = false;
                 body.push_str(&format!("failed {}: {reason}\n", result.name));
             }
@@ -228,6 +231,11 @@ mod tests {
         assert_eq!(get(format!("{base}/healthz")).await.0, 200);
         let (status, _, body) = get(format!("{base}/readyz")).await;
         assert_eq!((status, body.as_str()), (200, "ok always\n"));
+
+        readiness.register_degradable("replica", || async { Err("down".to_owned()) });
+        let (status, _, body) = get(format!("{base}/readyz")).await;
+        assert_eq!(status, 200, "a degradable check never makes it unready");
+        assert!(body.contains("degraded replica: down"), "{body}");
 
         readiness.register("truenas", || async {
             Err("cannot reach wss://nas/api/current".to_owned())

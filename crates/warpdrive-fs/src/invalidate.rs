@@ -28,8 +28,8 @@ fn under(key: &str, prefix: &str) -> bool {
 
 impl Core {
     /// The backend named `backend` and `prefix` made a clean relative key prefix, refused
-    /// when it tries to leave the backend.
-    pub(crate) fn target(&self, backend: &str, prefix: &str) -> Result<(usize, String), WarmError> {
+    /// when it tries to leave the backend: the check every prefix request goes through.
+    pub fn target(&self, backend: &str, prefix: &str) -> Result<(usize, String), WarmError> {
         let Some(index) = self.backends.iter().position(|b| b.name == backend) else {
             return Err(WarmError::UnknownBackend {
                 name: backend.to_owned(),
@@ -94,7 +94,12 @@ impl Core {
     }
 
     /// Drops cached blocks of backend `backend` under `prefix`; the next read fetches again.
-    pub fn evict(&self, backend: &str, prefix: &str) -> Result<blockcache::Evicted, WarmError> {
+    /// Returns the inodes of the files known under it, whose pages the kernel should drop too.
+    pub fn evict(
+        &self,
+        backend: &str,
+        prefix: &str,
+    ) -> Result<(blockcache::Evicted, Vec<u64>), WarmError> {
         let Some(cached) = &self.cached else {
             return Err(WarmError::NoCache);
         };
@@ -103,7 +108,18 @@ impl Core {
         let evicted = cached.cache.evict_prefix(&b.name, &prefix);
         // Blocks just fetched and still held in memory would answer reads as well.
         cached.recent.clear();
+        let files = self
+            .inodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .nodes
+            .iter()
+            .filter(|(_, node)| {
+                matches!(node, Node::File { backend, key, .. } if *backend == index && under(key, &prefix))
+            })
+            .map(|(ino, _)| *ino)
+            .collect();
         tracing::info!(%backend, prefix = %prefix, blocks = evicted.blocks, bytes = evicted.bytes, "evicted");
-        Ok(evicted)
+        Ok((evicted, files))
     }
 }

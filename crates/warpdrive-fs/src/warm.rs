@@ -1,6 +1,8 @@
 //! Warm: fill the block cache with everything under a prefix before a job reads it, through
 //! the same claims as readers and readahead, skipping blocks already cached (a rerun resumes).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
@@ -30,6 +32,8 @@ pub struct WarmProgress {
     pub bytes_fetched: u64,
     /// Whether the warm has ended.
     pub finished: bool,
+    /// Whether it ended because it was told to stop (the rest is left for a later run).
+    pub stopped: bool,
 }
 
 /// How a warm runs.
@@ -97,14 +101,17 @@ pub enum WarmError {
 impl Core {
     /// Fills the cache with every object under `prefix` of backend `backend` (names as in the
     /// config), by `options`, skipping blocks already cached, so running it again after an
-    /// interruption goes on where it stopped. `progress` sees every step.
+    /// interruption goes on where it stopped. `progress` sees every step. Setting `stop` ends
+    /// it after the fetches in flight have landed in the cache, so nothing fetched is lost.
     pub async fn warm(
         &self,
         backend: &str,
         prefix: &str,
         options: WarmOptions,
         progress: &watch::Sender<WarmProgress>,
+        stop: &AtomicBool,
     ) -> Result<WarmProgress, WarmError> {
+        let stopping = || stop.load(Ordering::Relaxed);
         let pace = Pace {
             limit: options.max_bytes_per_second,
             started: tokio::time::Instant::now(),
@@ -131,6 +138,10 @@ impl Core {
                 })
             })?
         {
+            if stopping() {
+                progress.send_modify(|p| p.stopped = true);
+                return Ok(progress.borrow().clone());
+            }
             let meta = item.map_err(|e| WarmError::Backend(FsError::store(&b.name, e)))?;
             let location = meta.location.as_ref();
             let key = if b.prefix.is_empty() {
@@ -157,6 +168,9 @@ impl Core {
         let block_size = cached.cache.block_size();
         futures_util::stream::iter(objects)
             .for_each_concurrent(options.workers.max(1), |(key, size, etag)| async move {
+                if stopping() {
+                    return;
+                }
                 let Some(etag) = etag else {
                     progress.send_modify(|p| {
                         p.files_done += 1;
@@ -174,6 +188,9 @@ impl Core {
                 let blocks = size.div_ceil(block_size);
                 let mut i = 0;
                 while i < blocks {
+                    if stopping() {
+                        return; // this object is not done; a later run finishes it
+                    }
                     let key = object.block(&self.backends, i);
                     let len = object.block_len(i, block_size);
                     if cached.cache.contains(&key) {
@@ -186,6 +203,13 @@ impl Core {
                     }
                     // The missing stretch (up to 16 blocks) in one ranged GET.
                     let last = (i + 15).min(blocks - 1);
+                    // Paced before anything is claimed, so a stop while waiting leaves no
+                    // claim behind.
+                    pace.book((i..=last).map(|j| object.block_len(j, block_size)).sum())
+                        .await;
+                    if stopping() {
+                        return;
+                    }
                     let claims = self.claim(cached, &object, i, last);
                     if claims.is_empty() {
                         // Someone is fetching it: wait for that, then count it.
@@ -197,7 +221,6 @@ impl Core {
                     }
                     let n = claims.len() as u64;
                     let bytes: u64 = (i..i + n).map(|j| object.block_len(j, block_size)).sum();
-                    pace.book(bytes).await;
                     let fetched = {
                         let _slot = self.speculative_slots.acquire().await;
                         let _permit = cached.fetches.acquire().await;
@@ -219,7 +242,11 @@ impl Core {
                 });
             })
             .await;
-        progress.send_modify(|p| p.finished = true);
+        let stopped = stopping();
+        progress.send_modify(|p| {
+            p.finished = !stopped;
+            p.stopped = stopped;
+        });
         Ok(progress.borrow().clone())
     }
 }

@@ -41,21 +41,102 @@ pub(crate) enum Command {
     /// with secrets redacted. Exits non-zero naming the first bad key.
     CheckConfig,
     /// Fill the running mount's block cache with every object under a prefix of one backend,
-    /// ahead of a job. Goes through the daemon's control socket (config key
-    /// `control_socket`), so the mount must be running. Blocks already cached are skipped,
-    /// so running it again after an interruption resumes; Ctrl-C stops it. Shows files,
-    /// bytes, throughput and ETA; exits non-zero if any object could not be cached.
-    Warm {
+    /// ahead of a job (the same as `ctl warm`). Reaches the running daemon through its
+    /// control_socket (or control_plane.addr when enabled), so the mount must be running.
+    /// The daemon runs it as a job that survives this command and a daemon restart; this
+    /// command follows its progress (files, bytes, throughput, ETA). Ctrl-C detaches and leaves the job running (`ctl cancel ID` stops
+    /// it). Blocks already cached are skipped, so a rerun resumes. Exits non-zero if any
+    /// object could not be cached.
+    Warm(WarmArgs),
+    /// Talk to the running daemon's control plane: status, backends, jobs, warm, cancel,
+    /// evict, invalidate, usage. Uses control_plane.addr with the token from
+    /// control_plane.token_file when the control plane is enabled, else the local
+    /// control_socket. Tables on a terminal, `--json` for scripts.
+    Ctl {
+        /// Print the daemon's JSON answer instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        /// Use the local control socket even when the TCP control plane is enabled.
+        #[arg(long, global = true)]
+        socket: bool,
+        /// CA bundle (PEM) to trust for an HTTPS control plane, besides the system roots
+        /// (default: control_plane.tls.cert_file, for a self-signed certificate).
+        #[arg(long, global = true, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+}
+
+/// What to warm, and how.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct WarmArgs {
+    /// The backend's `name` in the config.
+    #[arg(long)]
+    pub(crate) backend: String,
+    /// Key prefix inside the backend (a directory path relative to its configured
+    /// `prefix`); empty: all.
+    #[arg(long, default_value = "")]
+    pub(crate) prefix: String,
+    /// Objects fetched at once, 1-256 (backend GETs stay within cache.max_parallel_fetch).
+    #[arg(long, default_value_t = 8)]
+    pub(crate) workers: usize,
+    /// Most backend bytes per second the job may fetch (e.g. 200MiB), to leave bandwidth
+    /// to running jobs; default: no limit.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) max_rate: Option<bytesize::ByteSize>,
+    /// Start the job and return at once, printing its id.
+    #[arg(long)]
+    pub(crate) detach: bool,
+}
+
+/// The `ctl` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CtlCommand {
+    /// Version, uptime, mount and cache totals.
+    Status,
+    /// Each backend's health (a cached probe) and the last error real traffic met.
+    Backends,
+    /// Cache totals and each backend's blocks, bytes, hits and misses.
+    Cache,
+    /// Warm jobs, newest first; with an id, that job's progress.
+    Jobs {
+        /// A job id (`warm-…`).
+        id: Option<String>,
+    },
+    /// Start a warm job (see `warpdrive-mount warm --help`).
+    Warm(WarmArgs),
+    /// Follow a running job's progress until it ends (Ctrl-C detaches again).
+    Attach {
+        /// The job id.
+        id: String,
+    },
+    /// Cancel a running job; the blocks it cached stay.
+    Cancel {
+        /// The job id.
+        id: String,
+    },
+    /// Drop cached blocks of a backend under a prefix (every version); the next read fetches.
+    Evict {
         /// The backend's `name` in the config.
         #[arg(long)]
         backend: String,
-        /// Key prefix inside the backend (relative to its configured `prefix`); empty: all.
+        /// A directory path inside the backend; empty: all of it.
         #[arg(long, default_value = "")]
         prefix: String,
-        /// Objects fetched at once (backend GETs stay within cache.max_parallel_fetch).
-        #[arg(long, default_value_t = 8)]
-        workers: usize,
     },
+    /// Forget listings and ETags under a prefix, so the next open sees changed objects at
+    /// once instead of after attr_ttl.
+    Invalidate {
+        /// The backend's `name` in the config.
+        #[arg(long)]
+        backend: String,
+        /// A directory path inside the backend; empty: all of it.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Bytes and files read per backend, prefix and uid since the daemon started.
+    Usage,
 }
 
 /// Parses the process arguments, with the git commit in `--version`.

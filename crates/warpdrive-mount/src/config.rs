@@ -43,10 +43,14 @@ pub(crate) struct Config {
     pub(crate) cache: CacheSettings,
     /// The object stores shown in the tree.
     pub(crate) backends: Vec<BackendSettings>,
-    /// Unix socket where the running daemon takes `warm` requests; created 0600 (only the
-    /// daemon's user may use it) in a 0700 directory.
+    /// Unix socket where the running daemon answers the control API for local tools
+    /// (`warpdrive-mount ctl`, `warm`) without a token; created 0600 (only the daemon's user
+    /// may use it) in a 0700 directory.
     #[serde(default = "default_control_socket")]
     pub(crate) control_socket: PathBuf,
+    /// The authenticated REST control plane on a TCP address.
+    #[serde(default)]
+    pub(crate) control_plane: ControlPlaneSettings,
     /// /metrics, /healthz, /readyz.
     #[serde(default)]
     pub(crate) metrics: MetricsSettings,
@@ -96,6 +100,56 @@ impl Default for MetadataSettings {
             negative_ttl: Duration::from_secs(5),
             list_cache_entries: 1024,
             list_cache_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The `control_plane:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ControlPlaneSettings {
+    /// Serve the REST API on `addr` (the local socket is always served).
+    pub(crate) enabled: bool,
+    /// Where; loopback unless you mean it.
+    pub(crate) addr: std::net::SocketAddr,
+    /// File holding the bearer token every call must carry (required when enabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate and key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls: Option<tls::ServerTlsSettings>,
+    /// How the usage table groups and bounds what it counts.
+    pub(crate) usage: UsageConfig,
+}
+
+impl Default for ControlPlaneSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8090)),
+            token_file: None,
+            tls: None,
+            usage: UsageConfig::default(),
+        }
+    }
+}
+
+/// The `control_plane.usage:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct UsageConfig {
+    /// Rows kept (backend × prefix × uid); reads beyond are counted as dropped.
+    pub(crate) max_entries: usize,
+    /// Leading directories of a key that make its prefix.
+    pub(crate) prefix_depth: usize,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        let d = warpdrive_fs::UsageSettings::default();
+        Self {
+            max_entries: d.max_entries,
+            prefix_depth: d.prefix_depth,
         }
     }
 }
@@ -407,6 +461,30 @@ impl Schema for Config {
         }
         if !self.control_socket.is_absolute() {
             invalid.push(Invalid::new("control_socket", "must be an absolute path"));
+        }
+        let cp = &self.control_plane;
+        match &cp.token_file {
+            None if cp.enabled => invalid.push(Invalid::new(
+                "control_plane.token_file",
+                "required when control_plane.enabled is true: the control plane never runs without a bearer token",
+            )),
+            Some(path) if !path.is_absolute() => invalid.push(Invalid::new(
+                "control_plane.token_file",
+                "must be an absolute path",
+            )),
+            _ => {}
+        }
+        if cp.usage.max_entries == 0 || cp.usage.max_entries > 1_000_000 {
+            invalid.push(Invalid::new(
+                "control_plane.usage.max_entries",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if cp.usage.prefix_depth > 32 {
+            invalid.push(Invalid::new(
+                "control_plane.usage.prefix_depth",
+                "must be at most 32",
+            ));
         }
         if !self.read_only {
             invalid.push(Invalid::new(
@@ -732,6 +810,18 @@ impl Config {
                     .map_err(|err| Invalid::new(key.clone(), err.to_string()))?;
                 out.push(ResolvedSecret { key, source, value });
             }
+        }
+        if self.control_plane.enabled
+            && let Some(path) = &self.control_plane.token_file
+        {
+            let key = "control_plane.token_file".to_owned();
+            let source = SecretSource::File(path.clone());
+            let value = source
+                .resolve()
+                .map_err(|err| Invalid::new(key.clone(), err.to_string()))?;
+            warpdrive_control::auth::Token::new(value.clone(), &path.display().to_string())
+                .map_err(|err| Invalid::new(key.clone(), err.to_string()))?;
+            out.push(ResolvedSecret { key, source, value });
         }
         Ok(out)
     }

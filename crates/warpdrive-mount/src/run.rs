@@ -36,11 +36,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = load(&cli)?;
     match cli.command {
         Some(Command::CheckConfig) => check_config(&config),
-        Some(Command::Warm {
-            backend,
-            prefix,
-            workers,
-        }) => crate::control::warm(&config.control_socket, &backend, &prefix, workers).await,
+        Some(Command::Warm(args)) => {
+            let reach = crate::control::Reach {
+                socket: false,
+                ca_file: None,
+            };
+            crate::control::warm(&config, &reach, &args).await
+        }
+        Some(Command::Ctl {
+            json,
+            socket,
+            ca_file,
+            command,
+        }) => {
+            let reach = crate::control::Reach { socket, ca_file };
+            crate::control::ctl(&config, &reach, json, command).await
+        }
         None => serve(config).await,
     }
 }
@@ -149,7 +160,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         warpdrive_fs::Core::new(backends, tree, settings)
             .with_cache(cache, config.cache.max_parallel_fetch)
             .with_readahead(readahead)
-            .with_metrics(metrics),
+            .with_metrics(metrics)
+            .with_usage(warpdrive_fs::UsageSettings {
+                max_entries: config.control_plane.usage.max_entries,
+                prefix_depth: config.control_plane.usage.prefix_depth,
+            }),
     );
     let ttls = warpdrive_fs::fuse::Ttls {
         entry: config.metadata.entry_ttl,
@@ -162,10 +177,53 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ttls,
         threads: 4,
     };
-    let control = crate::control::bind(&config.control_socket).await?;
-    let control_task = tokio::spawn(crate::control::serve(control, core.clone()));
+    let state_dir = core
+        .cache()
+        .context("the block cache is required")?
+        .state_dir()
+        .context("config key `cache.path`")?;
+    let jobs = warpdrive_control::jobs::JobStore::open(&state_dir, core.clone())
+        .context("loading warm jobs")?;
+    let probe_point = mount_point.clone();
+    let control = Arc::new(warpdrive_control::server::Control {
+        core: core.clone(),
+        jobs: jobs.clone(),
+        version: telemetry::version_string(env!("CARGO_PKG_VERSION")),
+        mount_point: mount_point.clone(),
+        started: std::time::Instant::now(),
+        kernel: std::sync::OnceLock::new(),
+        mounted: Box::new(move || mounted_at(&probe_point)),
+    });
+    let (socket_file, socket) = crate::control::bind(&config.control_socket).await?;
+    let control_task = tokio::spawn(warpdrive_control::server::serve_unix(
+        socket,
+        warpdrive_control::server::routes(control.clone()),
+    ));
+    let control_plane = if config.control_plane.enabled {
+        let token = secrets
+            .iter()
+            .find(|s| s.key == "control_plane.token_file")
+            .context("control_plane.token_file is required when the control plane is enabled")?;
+        let token =
+            warpdrive_control::auth::Token::new(token.value.clone(), &token.source.to_string())?;
+        let router = warpdrive_control::server::authenticated(control.clone(), token);
+        Some(
+            warpdrive_control::server::serve_tcp(
+                config.control_plane.addr,
+                config.control_plane.tls.as_ref(),
+                router,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let session = warpdrive_fs::fuse::mount(fs, &mount_point, &mount_settings)
         .with_context(|| format!("cannot mount at {}", mount_point.display()))?;
+    let notifier = session.notifier();
+    let _ = control.kernel.set(Arc::new(move |inodes: &[u64]| {
+        warpdrive_fs::fuse::forget_in_kernel(&notifier, inodes)
+    }));
     tracing::info!(mount_point = %mount_point.display(), backends = config.backends.len(), credentials = secrets.len(), "mounted");
 
     let readiness = Readiness::default();
@@ -180,22 +238,51 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     });
+    // Each backend is probed (cached, bounded): one that is down shows as degraded and names
+    // itself; the mount is unready only when no backend answers.
+    for (index, backend) in core.backends().iter().enumerate() {
+        let core = core.clone();
+        readiness.register_degradable(format!("backend {}", backend.name), move || {
+            let core = core.clone();
+            async move { core.probe(index).await }
+        });
+    }
+    let all = core.clone();
+    readiness.register("backends", move || {
+        let core = all.clone();
+        async move {
+            let health = core.health().await;
+            if health.iter().any(|h| h.state == "ok") {
+                Ok(())
+            } else {
+                Err("no backend answers".to_owned())
+            }
+        }
+    });
     tracing::info!(version = %telemetry::version_string(env!("CARGO_PKG_VERSION")), "warpdrive-mount started");
     let served =
         telemetry::server::serve_until_shutdown(&config.metrics, Arc::new(registry), readiness)
             .await;
+    // Warm jobs stop after their fetches in flight land; they resume at the next start.
+    jobs.shutdown(std::time::Duration::from_secs(10)).await;
+    drop(control_plane);
     // Let queued cache writes land (they are written behind reads), within reason.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while core.pending_stores() > 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     control_task.abort();
-    let _ = control_task.await; // drops the socket, which removes its file
+    let _ = control_task.await;
+    drop(socket_file);
     // Unmount on the way out, whatever ended the serving.
     tokio::task::spawn_blocking(move || drop(session))
         .await
         .ok();
-    tracing::info!(mount_point = %mount_point.display(), "unmounted; warpdrive-mount stopped");
+    let backend_bytes = core
+        .stats()
+        .backend_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(mount_point = %mount_point.display(), backend_bytes, "unmounted; warpdrive-mount stopped");
     served?;
     Ok(())
 }
