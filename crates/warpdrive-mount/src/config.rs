@@ -811,19 +811,25 @@ impl Config {
                 out.push(ResolvedSecret { key, source, value });
             }
         }
-        if self.control_plane.enabled
-            && let Some(path) = &self.control_plane.token_file
-        {
-            let key = "control_plane.token_file".to_owned();
-            let source = SecretSource::File(path.clone());
-            let value = source
-                .resolve()
-                .map_err(|err| Invalid::new(key.clone(), err.to_string()))?;
-            warpdrive_control::auth::Token::new(value.clone(), &path.display().to_string())
-                .map_err(|err| Invalid::new(key.clone(), err.to_string()))?;
-            out.push(ResolvedSecret { key, source, value });
+        if self.control_plane.enabled {
+            out.push(self.control_token()?);
         }
         Ok(out)
+    }
+
+    /// The control plane's bearer token, read from `control_plane.token_file` and checked.
+    pub(crate) fn control_token(&self) -> Result<ResolvedSecret, Invalid> {
+        let key = "control_plane.token_file".to_owned();
+        let Some(path) = &self.control_plane.token_file else {
+            return Err(Invalid::new(key, "is not set"));
+        };
+        let source = SecretSource::File(path.clone());
+        let value = source
+            .resolve()
+            .map_err(|err| Invalid::new(key.clone(), err.to_string()))?;
+        warpdrive_control::auth::Token::new(value.clone(), &path.display().to_string())
+            .map_err(|err| Invalid::new(key.clone(), err.to_string()))?;
+        Ok(ResolvedSecret { key, source, value })
     }
 }
 

@@ -80,11 +80,9 @@ fn client(config: &Config, reach: &Reach) -> anyhow::Result<(Client, String)> {
             ),
         ));
     }
-    let secrets = config.resolve_secrets().context("invalid configuration")?;
-    let token = secrets
-        .into_iter()
-        .find(|s| s.key == "control_plane.token_file")
-        .context("control_plane.token_file is not set")?;
+    let token = config
+        .control_token()
+        .map_err(|p| anyhow::anyhow!("config key `{}`: {}", p.key, p.message))?;
     let token = warpdrive_control::auth::Token::new(token.value, &token.source.to_string())?;
     let (scheme, tls) = match &cp.tls {
         None => ("http", None),
@@ -102,6 +100,11 @@ fn client(config: &Config, reach: &Reach) -> anyhow::Result<(Client, String)> {
             ("https", Some(config))
         }
     };
+    if cp.addr.port() == 0 {
+        bail!(
+            "config key `control_plane.addr` has port 0 (any free port), so the port is only in the daemon's log; give it a fixed port, or use --socket"
+        );
+    }
     // A wildcard listen address is reached on loopback.
     let mut addr = cp.addr;
     if addr.ip().is_unspecified() {
