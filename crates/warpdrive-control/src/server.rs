@@ -382,3 +382,144 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.addr)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+    use warpdrive_fs::{Backend, FsSettings, namespace};
+
+    use super::*;
+
+    fn control(dir: &std::path::Path) -> Shared {
+        let store: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        let backends = vec![Backend {
+            name: "mem".into(),
+            store,
+            prefix: String::new(),
+            timeout: Duration::from_secs(5),
+        }];
+        let tree = namespace::build(&[("/mem".to_owned(), 0)]).unwrap();
+        let settings = FsSettings {
+            uid: 0,
+            gid: 0,
+            file_mode: 0o444,
+            dir_mode: 0o555,
+            attr_ttl: Duration::from_secs(60),
+            list_cache_entries: 16,
+            list_cache_ttl: Duration::from_secs(60),
+        };
+        let cache = blockcache::BlockCache::open(
+            &dir.join("cache"),
+            blockcache::Settings {
+                max_size: 1 << 30,
+                block_size: 1 << 20,
+                high_water: 0.9,
+                low_water: 0.8,
+            },
+        )
+        .unwrap();
+        let core = Arc::new(Core::new(backends, tree, settings).with_cache(Arc::new(cache), 4));
+        let jobs =
+            JobStore::open(&core.cache().unwrap().state_dir().unwrap(), core.clone()).unwrap();
+        Arc::new(Control {
+            core,
+            jobs,
+            version: "test".into(),
+            mount_point: dir.to_owned(),
+            started: Instant::now(),
+            kernel: OnceLock::new(),
+            mounted: Box::new(|| true),
+        })
+    }
+
+    #[tokio::test]
+    async fn every_documented_route_is_served_and_every_served_route_is_documented() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = routes(control(dir.path()));
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut documented = 0;
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            for method in methods.as_object().unwrap().keys() {
+                documented += 1;
+                let uri = path.replace("{id}", "warm-none");
+                let mut request = Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&uri);
+                let body = if method == "post" {
+                    request = request.header("content-type", "application/json");
+                    Body::from(r#"{"backend":"mem"}"#)
+                } else {
+                    Body::empty()
+                };
+                let response = router
+                    .clone()
+                    .oneshot(request.body(body).unwrap())
+                    .await
+                    .unwrap();
+                let status = response.status();
+                let text = String::from_utf8_lossy(
+                    &axum::body::to_bytes(response.into_body(), 1 << 20)
+                        .await
+                        .unwrap(),
+                )
+                .into_owned();
+                assert!(
+                    status != StatusCode::METHOD_NOT_ALLOWED && !text.contains("no such endpoint"),
+                    "{method} {path}: {status} {text}"
+                );
+            }
+        }
+        // routes() registers these (method, path) pairs; keep the count in step with it.
+        assert_eq!(
+            documented, 11,
+            "a route was added without documenting it (or the reverse)"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_requests_name_the_field_and_unknown_jobs_are_404() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = routes(control(dir.path()));
+        let send = |method: &str, uri: &str, body: &str| {
+            let request = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_owned()))
+                .unwrap();
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(request).await.unwrap();
+                let status = response.status().as_u16();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let (status, text) = send("POST", "/v1/jobs", r#"{"backend":"mem","workers":0}"#).await;
+        assert_eq!(status, 400);
+        assert!(text.contains("field `workers`"), "{text}");
+        let (status, text) = send("POST", "/v1/jobs", r#"{"backend":"nope"}"#).await;
+        assert_eq!(status, 400);
+        assert!(text.contains("no backend is named `nope`"), "{text}");
+        let (status, text) = send(
+            "POST",
+            "/v1/evict",
+            r#"{"backend":"mem","prefix":"a/../.."}"#,
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert!(text.contains("not a key prefix"), "{text}");
+        let (status, text) = send("POST", "/v1/invalidate", r#"{"backend":"mem","extra":1}"#).await;
+        assert_eq!(status, 400);
+        assert!(text.contains("extra"), "{text}");
+        let (status, _) = send("DELETE", "/v1/jobs/warm-none", "").await;
+        assert_eq!(status, 404);
+    }
+}

@@ -303,7 +303,7 @@ pub(crate) async fn ctl(
             if json {
                 return print_json(&job);
             }
-            table(&mut out, &JOB_HEADER, &job_rows(&[job.clone()]))?;
+            table(&mut out, &JOB_HEADER, &job_rows(std::slice::from_ref(&job)))?;
             if let Some(err) = &job.error {
                 writeln!(out, "error: {err}")?;
             }

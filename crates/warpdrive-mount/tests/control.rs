@@ -150,11 +150,7 @@ fn config(dir: &Path, moto: &Moto) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(&mnt).unwrap();
     let token = dir.join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    std::fs::set_permissions(
-        &token,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let cfg = dir.join("warpdrive.yaml");
     std::fs::write(
         &cfg,
@@ -238,9 +234,16 @@ fn the_control_plane_end_to_end() {
         assert!(text.contains("missing `Authorization: Bearer"), "{text}");
         let (status, text) = send(Some(wrong));
         assert_eq!(status, 401, "{method} {path} with a wrong token: {text}");
-        assert!(text.contains("not accepted") && !text.contains(wrong), "{text}");
+        assert!(
+            text.contains("not accepted") && !text.contains(wrong),
+            "{text}"
+        );
         let (status, text) = send(Some(TOKEN));
-        let expected = if path.ends_with("warm-nope") { 404 } else { 200 };
+        let expected = if path.ends_with("warm-nope") {
+            404
+        } else {
+            200
+        };
         assert_eq!(status, expected, "{method} {path} with the token: {text}");
     }
     // The OpenAPI document describes what is served.
@@ -288,7 +291,10 @@ fn the_control_plane_end_to_end() {
         "{seen:?}"
     );
     let job = get(&d, &format!("/v1/jobs/{id}"));
-    assert_eq!(job["state"], "running", "the restart must come mid-job: {job}");
+    assert_eq!(
+        job["state"], "running",
+        "the restart must come mid-job: {job}"
+    );
     // A second request for the same warm returns the running job, it does not start another.
     let (status, again) = post(
         &d,
@@ -324,7 +330,10 @@ fn the_control_plane_end_to_end() {
     assert_eq!(job["resumed"], 1, "{job}");
     assert_eq!(job["progress"]["bytes_done"], 24 * MIB, "{job}");
     assert_eq!(job["progress"]["bytes_fetched"], 24 * MIB, "{job}");
-    let second_run = metric(&d.metrics, "warpdrive_backend_bytes_total{backend=\"scratch\"}");
+    let second_run = metric(
+        &d.metrics,
+        "warpdrive_backend_bytes_total{backend=\"scratch\"}",
+    );
     assert_eq!(
         first_run + second_run,
         24 * MIB,
@@ -338,7 +347,10 @@ fn the_control_plane_end_to_end() {
         );
     }
     assert_eq!(
-        metric(&d.metrics, "warpdrive_backend_bytes_total{backend=\"scratch\"}"),
+        metric(
+            &d.metrics,
+            "warpdrive_backend_bytes_total{backend=\"scratch\"}"
+        ),
         second_run
     );
 
@@ -376,13 +388,19 @@ fn the_control_plane_end_to_end() {
     assert_eq!(evicted["blocks"], 24, "{evicted}");
     let cache = get(&d, "/v1/cache");
     assert_eq!(cache["backends"][0]["blocks"], 0, "{cache}");
-    let before = metric(&d.metrics, "warpdrive_backend_bytes_total{backend=\"scratch\"}");
+    let before = metric(
+        &d.metrics,
+        "warpdrive_backend_bytes_total{backend=\"scratch\"}",
+    );
     assert_eq!(
         std::fs::read(mnt.join("local/w/f00.bin")).unwrap(),
         warm_files[0]
     );
     assert_eq!(
-        metric(&d.metrics, "warpdrive_backend_bytes_total{backend=\"scratch\"}"),
+        metric(
+            &d.metrics,
+            "warpdrive_backend_bytes_total{backend=\"scratch\"}"
+        ),
         before + MIB,
         "the evicted file was fetched again"
     );
@@ -397,7 +415,10 @@ fn the_control_plane_end_to_end() {
         "within attr_ttl the old version is still trusted"
     );
     write(&srv, "v/y.txt", b"a new file");
-    let out = ctl(&cfg, &["invalidate", "--backend", "scratch", "--prefix", "v"]);
+    let out = ctl(
+        &cfg,
+        &["invalidate", "--backend", "scratch", "--prefix", "v"],
+    );
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("invalidated 1 files"),
@@ -422,14 +443,21 @@ fn the_control_plane_end_to_end() {
         .unwrap();
     assert_eq!(ready.status(), 200);
     let body = ready.text().unwrap();
-    assert!(body.contains("ok backend s3") && body.contains("ok backend scratch"), "{body}");
+    assert!(
+        body.contains("ok backend s3") && body.contains("ok backend scratch"),
+        "{body}"
+    );
     drop(moto);
     std::thread::sleep(Duration::from_millis(5200)); // the cached probe expires
     let ready = http()
         .get(format!("http://{}/readyz", d.metrics))
         .send()
         .unwrap();
-    assert_eq!(ready.status(), 200, "one backend down is degraded, not unready");
+    assert_eq!(
+        ready.status(),
+        200,
+        "one backend down is degraded, not unready"
+    );
     let body = ready.text().unwrap();
     assert!(body.contains("degraded backend s3:"), "{body}");
     assert!(body.contains("ok backend scratch"), "{body}");
@@ -445,12 +473,18 @@ fn the_control_plane_end_to_end() {
     let out = ctl(&cfg, &["backends"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    assert!(text.starts_with("BACKEND") && text.contains("degraded"), "{text}");
+    assert!(
+        text.starts_with("BACKEND") && text.contains("degraded"),
+        "{text}"
+    );
     let out = ctl(&cfg, &["--json", "usage"]);
     let usage: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(usage["rows"].as_array().unwrap().len() >= 1);
+    assert!(!usage["rows"].as_array().unwrap().is_empty());
     let out = ctl(&cfg, &["jobs"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&id), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&id),
+        "{out:?}"
+    );
     // The local socket answers without a token (it is 0600, the daemon's user only).
     let out = ctl(&cfg, &["--socket", "status"]);
     assert!(
@@ -477,7 +511,6 @@ fn own_uid() -> u32 {
         .unwrap()
 }
 
-
 #[test]
 fn the_control_plane_refuses_to_run_without_a_token_and_serves_https_when_configured() {
     let dir = tempfile::tempdir().unwrap();
@@ -499,7 +532,8 @@ fn the_control_plane_refuses_to_run_without_a_token_and_serves_https_when_config
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("control_plane.token_file") && err.contains("never runs without a bearer token"),
+        err.contains("control_plane.token_file")
+            && err.contains("never runs without a bearer token"),
         "{err}"
     );
     // A short token is refused, naming its length only.
@@ -520,21 +554,20 @@ fn the_control_plane_refuses_to_run_without_a_token_and_serves_https_when_config
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("has 5 characters"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("has 5 characters"),
+        "{err}"
+    );
     assert!(!err.contains("short"), "{err}");
 
     // HTTPS with a certificate: ctl trusts it through control_plane.tls.cert_file.
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_file, cert.cert.pem()).unwrap();
     std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    std::fs::set_permissions(
-        &token,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let port = emulators::free_port();
     std::fs::write(
         &cfg,
