@@ -59,6 +59,9 @@ pub struct JobStore {
     core: Arc<Core>,
     jobs: Mutex<HashMap<String, Arc<Entry>>>,
     counter: AtomicU64,
+    /// Held from "is one running already?" to "it is registered", so two requests for the
+    /// same warm at once make one job.
+    starting: Mutex<()>,
 }
 
 impl std::fmt::Debug for JobStore {
@@ -87,6 +90,14 @@ fn save(dir: &Path, job: &Job) -> Result<(), JobError> {
     std::fs::rename(&temp, &path).map_err(err)
 }
 
+/// Whether `id` is one we could have made (`warm-<digits and dashes>`), so it is safe in a
+/// file name.
+fn valid_id(id: &str) -> bool {
+    id.strip_prefix("warm-").is_some_and(|rest| {
+        !rest.is_empty() && rest.len() < 64 && rest.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+    })
+}
+
 fn progress_of(base_fetched: u64, p: &WarmProgress) -> JobProgress {
     JobProgress {
         files_total: p.files_total,
@@ -108,6 +119,7 @@ impl JobStore {
             core,
             jobs: Mutex::default(),
             counter: AtomicU64::new(0),
+            starting: Mutex::default(),
         });
         let entries = std::fs::read_dir(dir).map_err(|source| JobError::Save {
             dir: dir.display().to_string(),
@@ -134,6 +146,11 @@ impl JobStore {
                     continue;
                 }
             };
+            // The id names the file it is saved to: only ids we make, matching their file.
+            if !valid_id(&job.id) || name != format!("{}.json", job.id) {
+                tracing::warn!(file = %path.display(), "skipping a warm job file whose id is not its own");
+                continue;
+            }
             let running = job.state == JobState::Running;
             let id = job.id.clone();
             store.insert(job);
@@ -186,6 +203,7 @@ impl JobStore {
         }
         let (_, prefix) = self.core.target(&spec.backend, &spec.prefix)?;
         let spec = WarmSpec { prefix, ..spec };
+        let _one = self.starting.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = self.list().into_iter().find(|j| {
             j.state == JobState::Running
                 && j.spec.backend == spec.backend
@@ -380,5 +398,139 @@ impl JobStore {
 async fn futures_join(tasks: Vec<JoinHandle<()>>) {
     for task in tasks {
         let _ = task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use warpdrive_fs::{Backend, FsSettings, namespace};
+
+    use super::*;
+
+    fn core(dir: &Path) -> Arc<Core> {
+        core_over(dir, Arc::new(object_store::memory::InMemory::new()))
+    }
+
+    fn core_over(dir: &Path, store: Arc<dyn object_store::ObjectStore>) -> Arc<Core> {
+        let backends = vec![Backend {
+            name: "mem".into(),
+            store,
+            prefix: String::new(),
+            timeout: Duration::from_secs(5),
+        }];
+        let tree = namespace::build(&[("/mem".to_owned(), 0)]).unwrap();
+        let settings = FsSettings {
+            uid: 0,
+            gid: 0,
+            file_mode: 0o444,
+            dir_mode: 0o555,
+            attr_ttl: Duration::from_secs(60),
+            list_cache_entries: 16,
+            list_cache_ttl: Duration::from_secs(60),
+        };
+        let cache = blockcache::BlockCache::open(
+            &dir.join("cache"),
+            blockcache::Settings {
+                max_size: 1 << 30,
+                block_size: 1 << 20,
+                high_water: 0.9,
+                low_water: 0.8,
+            },
+        )
+        .unwrap();
+        Arc::new(Core::new(backends, tree, settings).with_cache(Arc::new(cache), 4))
+    }
+
+    #[tokio::test]
+    async fn a_job_file_whose_id_would_leave_the_state_directory_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = core(dir.path());
+        let state = core.cache().unwrap().state_dir().unwrap();
+        let hostile = Job {
+            id: "../../escape".into(),
+            spec: WarmSpec {
+                backend: "mem".into(),
+                prefix: String::new(),
+                workers: 1,
+                max_bytes_per_second: None,
+            },
+            state: JobState::Running,
+            progress: JobProgress::default(),
+            error: None,
+            created_at: 0,
+            updated_at: 0,
+            resumed: 0,
+        };
+        std::fs::write(
+            state.join("warm-1.json"),
+            serde_json::to_vec(&hostile).unwrap(),
+        )
+        .unwrap();
+        let store = JobStore::open(&state, core).unwrap();
+        assert!(store.list().is_empty());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!dir.path().join("escape.json").exists());
+        assert!(!state.join("../../escape.json").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_requests_for_the_same_warm_make_one_job() {
+        use object_store::ObjectStoreExt;
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Arc::new(object_store::memory::InMemory::new());
+        // Two objects at 1 byte/s: the first is fetched at once, the second waits, so the
+        // job stays running while the requests race.
+        for name in ["p/a", "p/b"] {
+            memory
+                .put(&name.into(), vec![7u8; 1000].into())
+                .await
+                .unwrap();
+        }
+        let core = core_over(dir.path(), memory);
+        let state = core.cache().unwrap().state_dir().unwrap();
+        let store = JobStore::open(&state, core).unwrap();
+        let spec = WarmSpec {
+            backend: "mem".into(),
+            prefix: "p".into(),
+            workers: 1,
+            max_bytes_per_second: Some(1),
+        };
+        let barrier = Arc::new(std::sync::Barrier::new(16));
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, spec, barrier) = (store.clone(), spec.clone(), barrier.clone());
+                tokio::task::spawn_blocking(move || {
+                    barrier.wait();
+                    store.start(spec).map(|(job, new)| (job.id, new))
+                })
+            })
+            .collect();
+        let mut made = 0;
+        let mut ids = std::collections::HashSet::new();
+        for handle in handles {
+            let (id, new) = handle.await.unwrap().unwrap();
+            made += usize::from(new);
+            ids.insert(id);
+        }
+        assert_eq!((made, ids.len()), (1, 1), "one job, returned to all 16");
+        // The first object is fetched at once; the second waits for its turn at 1 byte/s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.list()[0].progress.files_done < 1 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", store.list());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            store.list()[0].state,
+            JobState::Running,
+            "{:?}",
+            store.list()
+        );
+        // A stop does not wait out the pacing.
+        let started = std::time::Instant::now();
+        store.shutdown(Duration::from_secs(20)).await;
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

@@ -64,15 +64,20 @@ struct Pace {
 }
 
 impl Pace {
-    async fn book(&self, bytes: u64) {
+    /// Waits until `bytes` more are due, or until `stop` is set (checked every 100 ms).
+    async fn book(&self, bytes: u64, stop: &AtomicBool) {
         let Some(limit) = self.limit.filter(|l| *l > 0) else {
             return;
         };
-        let before = self
-            .booked
-            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        let before = self.booked.fetch_add(bytes, Ordering::Relaxed);
         let due = self.started + std::time::Duration::from_secs_f64(before as f64 / limit as f64);
-        tokio::time::sleep_until(due).await;
+        while !stop.load(Ordering::Relaxed) {
+            let now = tokio::time::Instant::now();
+            if now >= due {
+                break;
+            }
+            tokio::time::sleep((due - now).min(std::time::Duration::from_millis(100))).await;
+        }
     }
 }
 
@@ -205,8 +210,8 @@ impl Core {
                     let last = (i + 15).min(blocks - 1);
                     // Paced before anything is claimed, so a stop while waiting leaves no
                     // claim behind.
-                    pace.book((i..=last).map(|j| object.block_len(j, block_size)).sum())
-                        .await;
+                    let stretch = (i..=last).map(|j| object.block_len(j, block_size)).sum();
+                    pace.book(stretch, stop).await;
                     if stopping() {
                         return;
                     }
