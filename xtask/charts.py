@@ -176,6 +176,14 @@ def check_warpdrive(label, binary, docs, workdir):
                 with open(token, "w") as out:
                     out.write("header.payload.signature")
                 auth["token_file"] = token
+        # So is the control plane's token, from its Secret.
+        control = config.get("control_plane") or {}
+        if control.get("token_file"):
+            token = os.path.join(tempfile.mkdtemp(dir=workdir), "token")
+            with open(token, "w") as out:
+                out.write("checkconfig-token-0123456789abcdef")
+            os.chmod(token, 0o600)
+            control["token_file"] = token
         with open(path, "w") as out:
             yaml.safe_dump(config, out)
         result = subprocess.run(

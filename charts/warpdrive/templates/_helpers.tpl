@@ -31,5 +31,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $_ := set $config "control_socket" "/run/warpdrive/control.sock" -}}
 {{- $addr := ternary (printf "0.0.0.0:%v" .Values.metrics.port) (printf "127.0.0.1:%v" .Values.metrics.port) .Values.metrics.service.enabled -}}
 {{- $_ := set $config "metrics" (dict "enabled" true "addr" $addr) -}}
+{{- if .Values.controlPlane.enabled -}}
+{{- $cpAddr := ternary (printf "0.0.0.0:%v" .Values.controlPlane.port) (printf "127.0.0.1:%v" .Values.controlPlane.port) .Values.controlPlane.expose -}}
+{{- $_ := set $config "control_plane" (dict "enabled" true "addr" $cpAddr "token_file" "/etc/warpdrive-control/token") -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
