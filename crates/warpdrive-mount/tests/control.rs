@@ -465,9 +465,26 @@ fn the_control_plane_end_to_end() {
         std::fs::read(mnt.join("local/w/f01.bin")).unwrap(),
         warm_files[1]
     );
+    // Real traffic to the stopped backend fails, and is counted by kind and remembered.
+    let (status, _) = post(&d, "/v1/invalidate", serde_json::json!({"backend": "s3"}));
+    assert_eq!(status, 200);
+    let listed = std::fs::read_dir(mnt.join("s3/k")).and_then(|d| d.collect::<Result<Vec<_>, _>>());
+    assert!(listed.is_err(), "{listed:?}");
     let backends = get(&d, "/v1/backends");
     assert_eq!(backends["backends"][1]["state"], "degraded", "{backends}");
     assert_eq!(backends["backends"][0]["state"], "ok", "{backends}");
+    assert!(
+        backends["backends"][1]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("backend `s3`")),
+        "{backends}"
+    );
+    assert!(
+        common::scrape(&d.metrics)
+            .lines()
+            .any(|l| l.starts_with("warpdrive_backend_errors_total{backend=\"s3\"")),
+        "no backend error counted"
+    );
 
     // ---- ctl prints tables, and JSON when asked.
     let out = ctl(&cfg, &["backends"]);
