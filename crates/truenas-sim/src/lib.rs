@@ -17,12 +17,14 @@ use tokio::task::JoinHandle;
 mod ctx;
 mod data;
 mod datasets;
+mod encryption;
 mod faults;
 mod iscsi;
 mod methods;
 mod model;
 mod nvmet;
 mod query;
+mod replication;
 mod rpc;
 mod schema;
 mod server;
@@ -158,6 +160,8 @@ impl Simulator {
             None => model::Model::default(),
         };
         seed(&mut model, &data, &config.pools)?;
+        // As after a reboot: datasets whose key TrueNAS does not keep come back locked.
+        encryption::lock_after_boot(&mut model, &data);
         if let Some(path) = &state_file {
             model
                 .save(path)
@@ -292,6 +296,8 @@ fn seed(
                     creation: datasets::now(),
                     createtxg: txg,
                     encrypted: false,
+                    encryption: None,
+                    locked: false,
                 },
             );
         }

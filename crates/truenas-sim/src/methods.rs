@@ -41,6 +41,8 @@ pub(crate) fn lookup(method: &str) -> Option<(Handler, bool)> {
         "pool.dataset.update" => (datasets::update, true),
         "pool.dataset.delete" => (datasets::delete, true),
         "pool.dataset.promote" => (datasets::promote, true),
+        "pool.dataset.unlock" => (crate::encryption::unlock, true),
+        "replication.run_onetime" => (crate::replication::run_onetime, true),
         "pool.snapshot.query" => (snapshots::query, false),
         "pool.snapshot.create" => (snapshots::create, true),
         "pool.snapshot.update" => (snapshots::update, true),

@@ -42,6 +42,12 @@ pub(crate) struct DatasetRec {
     pub(crate) createtxg: u64,
     /// Encrypted (root of its own key).
     pub(crate) encrypted: bool,
+    /// How it is keyed, when it is an encryption root.
+    #[serde(default)]
+    pub(crate) encryption: Option<crate::encryption::EncryptionRec>,
+    /// Its key is not loaded: data out of sight until `pool.dataset.unlock`.
+    #[serde(default)]
+    pub(crate) locked: bool,
 }
 
 /// A snapshot.

@@ -41,7 +41,13 @@ const NO_AUTH: &[&str] = &[
     "core.set_options",
 ];
 /// Job methods this simulator knows (spec §1.6).
-const JOB_METHODS: &[&str] = &["service.control", "filesystem.setacl", "core.job_wait"];
+const JOB_METHODS: &[&str] = &[
+    "service.control",
+    "filesystem.setacl",
+    "core.job_wait",
+    "replication.run_onetime",
+    "pool.dataset.unlock",
+];
 
 /// State shared by every connection.
 pub(crate) struct Shared {
@@ -383,6 +389,11 @@ async fn call(
         ),
         "service.control" => {
             let body = service_control(&params);
+            run_job(shared, conn, method, body).await
+        }
+        // Jobs over the model: the work is done, then reported as the job's outcome.
+        "replication.run_onetime" | "pool.dataset.unlock" => {
+            let body = model_call(shared, method, params).await;
             run_job(shared, conn, method, body).await
         }
         "filesystem.setacl" => {

@@ -389,7 +389,16 @@ pub(crate) fn insert_dataset(
         creation: now(),
         createtxg: txg,
         encrypted: schema::bool_or(data, "encryption", false),
+        encryption: None,
+        locked: false,
     };
+    if rec.encrypted {
+        let options = data.get("encryption_options").cloned().unwrap_or(json!({}));
+        rec.encryption = Some(crate::encryption::from_options(
+            &options,
+            "pool_dataset_create",
+        )?);
+    }
     apply_props(&mut rec, data);
     if let Some(Value::Array(props)) = data.get("user_properties") {
         for item in props {
@@ -675,6 +684,10 @@ pub(crate) fn destroy_dataset(ctx: &mut Ctx<'_>, name: &str) {
         ctx.data.dataset_dir(name)
     };
     let _ = data::remove(&path);
+    if rec.locked {
+        let _ = crate::encryption::reveal(ctx.data, name, rec.volume);
+        let _ = data::remove(&path);
+    }
     if !rec.origin.is_empty() {
         crate::snapshots::reap_deferred(ctx, &rec.origin);
     }

@@ -159,8 +159,8 @@ pub(crate) fn render(ctx: &Ctx<'_>, name: &str, children: bool, user_props: bool
             Value::Null
         },
     );
-    e.insert("key_loaded".into(), json!(rec.encrypted));
-    e.insert("locked".into(), json!(false));
+    e.insert("key_loaded".into(), json!(rec.encrypted && !rec.locked));
+    e.insert("locked".into(), json!(rec.locked));
     e.insert(
         "mountpoint".into(),
         if rec.volume {
@@ -231,14 +231,19 @@ pub(crate) fn render(ctx: &Ctx<'_>, name: &str, children: bool, user_props: bool
             None,
         ),
     );
-    let algorithm = if rec.encrypted { "aes-256-gcm" } else { "off" };
+    let algorithm = rec
+        .encryption
+        .as_ref()
+        .map_or(if rec.encrypted { "aes-256-gcm" } else { "off" }, |enc| {
+            enc.algorithm.as_str()
+        });
     e.insert(
         "encryption_algorithm".into(),
         prop(
             json!(algorithm),
             algorithm,
             if rec.encrypted {
-                json!("AES-256-GCM")
+                json!(algorithm.to_uppercase())
             } else {
                 Value::Null
             },
@@ -246,9 +251,23 @@ pub(crate) fn render(ctx: &Ctx<'_>, name: &str, children: bool, user_props: bool
             None,
         ),
     );
+    let key_format = rec
+        .encryption
+        .as_ref()
+        .map_or("none", |enc| enc.key_format.as_str());
     e.insert(
         "key_format".into(),
-        prop(json!("none"), "none", Value::Null, "NONE", None),
+        prop(
+            json!(key_format),
+            key_format,
+            if key_format == "none" {
+                Value::Null
+            } else {
+                json!(key_format.to_uppercase())
+            },
+            "NONE",
+            None,
+        ),
     );
     e.insert(
         "pbkdf2iters".into(),
