@@ -361,6 +361,9 @@ impl Controller for ControllerService {
                 capabilities::check_capability(volume.id.protocol, capability)
                     .map_err(Status::invalid_argument)?;
                 let _held = self.locks.try_lock(&volume.id.dataset)?;
+                // After a NAS reboot an encrypted volume is locked: unlock it with the
+                // controller-publish secret before the node stages it.
+                volumes::unlock(&self.client, &volume, &req.secrets).await?;
                 let publish_context = exports::publish(&self.client, &volume, &req.node_id).await?;
                 volumes::record_published(&self.client, &volume, &req.node_id, true).await?;
                 Ok(ControllerPublishVolumeResponse { publish_context })

@@ -51,6 +51,8 @@ pub(crate) struct VolumeParams {
     pub(crate) sparse: bool,
     pub(crate) encryption: bool,
     pub(crate) encryption_algorithm: Option<String>,
+    /// TrueNAS generates (and keeps) the key.
+    pub(crate) encryption_generate_key: bool,
     pub(crate) name_prefix: String,
     pub(crate) name_suffix: String,
     pub(crate) name_template: Option<String>,
@@ -342,6 +344,17 @@ impl VolumeParams {
                 "AES-256-GCM",
             ],
         )?;
+        let encryption_generate_key = boolean(params, "encryptionGenerateKey", false)?;
+        if !encryption && (encryption_generate_key || params.contains_key("encryptionAlgorithm")) {
+            return Err(bad(
+                if encryption_generate_key {
+                    "encryptionGenerateKey"
+                } else {
+                    "encryptionAlgorithm"
+                },
+                "applies only with encryption: \"true\"",
+            ));
+        }
         let name_template = params.get("nameTemplate").cloned();
         if let Some(template) = &name_template {
             let rest = template
@@ -413,6 +426,7 @@ impl VolumeParams {
             sparse: boolean(params, "zfs.sparse", true)?,
             encryption,
             encryption_algorithm,
+            encryption_generate_key,
             name_prefix: params.get("namePrefix").cloned().unwrap_or_default(),
             name_suffix: params.get("nameSuffix").cloned().unwrap_or_default(),
             name_template,

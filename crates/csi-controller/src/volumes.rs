@@ -8,7 +8,9 @@ use crate::error::ControllerError;
 use csi_api::csi::{CapacityRange, VolumeContentSource, volume_content_source};
 use csi_api::{Protocol, SnapshotId, VolumeId};
 use serde_json::json;
-use truenas::api::{Dataset, DatasetChanges, Encryption, NewDataset, NewDatasetKind, NewSnapshot};
+use truenas::api::{
+    Dataset, DatasetChanges, Encryption, EncryptionKey, NewDataset, NewDatasetKind, NewSnapshot,
+};
 use truenas::query::{Filter, Query};
 use truenas::{Client, Error};
 
@@ -29,6 +31,8 @@ const LOOKUP_FIELDS: &[&str] = &[
     "volblocksize",
     "refquota",
     "origin",
+    "encrypted",
+    "locked",
 ];
 
 /// A volume the driver owns, read from its dataset.
@@ -396,10 +400,7 @@ pub(crate) async fn create_dataset(
             if params.encryption {
                 new.encryption = Some(Encryption {
                     algorithm: params.encryption_algorithm.clone(),
-                    passphrase: plan
-                        .secrets
-                        .get("encryptionPassphrase")
-                        .map(|p| secrecy::SecretString::from(p.clone())),
+                    key: creation_key(params.encryption_generate_key, plan.secrets)?,
                 });
             }
             client
@@ -749,4 +750,97 @@ pub(crate) async fn list(
         .into_iter()
         .filter_map(ManagedVolume::from_dataset)
         .collect())
+}
+
+/// Secret keys the driver reads an encryption secret from (provisioner, controller-publish).
+pub(crate) const PASSPHRASE_SECRET: &str = "encryptionPassphrase";
+/// A 64-hex-digit key instead of a passphrase.
+pub(crate) const KEY_SECRET: &str = "encryptionKey";
+
+/// The secret a request carries for an encrypted volume, checked (never echoed): a
+/// passphrase of at least 8 characters, or 64 hex digits; `None` when it carries neither.
+pub(crate) fn secret_key(
+    secrets: &HashMap<String, String>,
+) -> Result<Option<EncryptionKey>, ControllerError> {
+    match (secrets.get(PASSPHRASE_SECRET), secrets.get(KEY_SECRET)) {
+        (Some(_), Some(_)) => Err(ControllerError::invalid_argument(format!(
+            "secrets: give {PASSPHRASE_SECRET} or {KEY_SECRET}, not both"
+        ))),
+        (Some(passphrase), None) => {
+            if passphrase.chars().count() < 8 {
+                return Err(ControllerError::invalid_argument(format!(
+                    "secret {PASSPHRASE_SECRET}: must be at least 8 characters (it has {})",
+                    passphrase.chars().count()
+                )));
+            }
+            Ok(Some(EncryptionKey::Passphrase(passphrase.clone().into())))
+        }
+        (None, Some(key)) => {
+            if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ControllerError::invalid_argument(format!(
+                    "secret {KEY_SECRET}: must be 64 hexadecimal digits (it has {} characters)",
+                    key.chars().count()
+                )));
+            }
+            Ok(Some(EncryptionKey::Hex(key.clone().into())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// How a new encrypted volume is keyed: a generated key (TrueNAS keeps it and unlocks it at
+/// boot), or the provisioner secret's passphrase or key (not kept: the volume is locked after
+/// a NAS reboot until a publish brings the secret again).
+fn creation_key(
+    generate: bool,
+    secrets: &HashMap<String, String>,
+) -> Result<EncryptionKey, ControllerError> {
+    match (generate, secret_key(secrets)?) {
+        (true, None) => Ok(EncryptionKey::Generate),
+        (true, Some(_)) => Err(ControllerError::invalid_argument(format!(
+            "StorageClass parameter `encryptionGenerateKey` is \"true\" but the provisioner secret also has {PASSPHRASE_SECRET} or {KEY_SECRET}; use one"
+        ))),
+        (false, Some(key)) => Ok(key),
+        (false, None) => Err(ControllerError::invalid_argument(format!(
+            "StorageClass parameter `encryption` is \"true\": set `encryptionGenerateKey: \"true\"`, or put {PASSPHRASE_SECRET} (8+ characters) or {KEY_SECRET} (64 hex digits) in the provisioner secret (csi.storage.k8s.io/provisioner-secret-name)"
+        ))),
+    }
+}
+
+/// Unlocks a volume whose dataset came back locked (a NAS reboot) with the secret the request
+/// carries; FAILED_PRECONDITION naming the dataset when it has none or the wrong one.
+pub(crate) async fn unlock(
+    client: &Client,
+    volume: &ManagedVolume,
+    secrets: &HashMap<String, String>,
+) -> Result<(), ControllerError> {
+    if !volume.dataset.locked {
+        return Ok(());
+    }
+    let dataset = &volume.id.dataset;
+    let Some(key) = secret_key(secrets)? else {
+        return Err(ControllerError::failed_precondition(format!(
+            "volume {}: dataset {dataset} is locked (its key is not loaded, as after a NAS reboot) and the request carries no {PASSPHRASE_SECRET} or {KEY_SECRET} secret to unlock it; set csi.storage.k8s.io/controller-publish-secret-name (and -namespace) on the StorageClass to the Secret the volume was created with",
+            volume.id
+        )));
+    };
+    tracing::info!(volume = %volume.id, %dataset, "unlocking an encrypted volume that is locked");
+    let outcome = match client.replication().unlock(dataset, &key).await {
+        Ok(outcome) => outcome,
+        // Someone else unlocked it in the meantime.
+        Err(err) if err.to_string().contains("is not locked") => return Ok(()),
+        Err(err) => return Err(crate::error::from_truenas("unlocking the volume", err)),
+    };
+    if outcome.unlocked.iter().any(|d| d == dataset) {
+        return Ok(());
+    }
+    let reason = outcome
+        .failed
+        .get(dataset)
+        .and_then(|f| f.error.clone())
+        .unwrap_or_else(|| "no reason given".into());
+    Err(ControllerError::failed_precondition(format!(
+        "volume {}: dataset {dataset} stays locked: TrueNAS refused the secret ({reason}); the request's {PASSPHRASE_SECRET}/{KEY_SECRET} must be the one the volume was created with",
+        volume.id
+    )))
 }

@@ -159,7 +159,10 @@ pub(crate) fn unlock(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
             ])),
         ),
     ]);
-    let args = schema::args(params, &[req("id", Ty::Str), opt("unlock_options", options)])?;
+    let args = schema::args(
+        params,
+        &[req("id", Ty::Str), opt("unlock_options", options)],
+    )?;
     let id = args[0].as_str().unwrap_or_default().to_owned();
     let Some(rec) = ctx.m.datasets.get(&id) else {
         return Err(Failure::call(2, format!("{id} not found")));
@@ -168,7 +171,10 @@ pub(crate) fn unlock(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         return Err(Failure::invalid("id", format!("{id} is not encrypted")));
     }
     if !rec.locked {
-        return Err(Failure::invalid("id", format!("{id} dataset is not locked")));
+        return Err(Failure::invalid(
+            "id",
+            format!("{id} dataset is not locked"),
+        ));
     }
     let mut unlocked = Vec::new();
     let mut failed = serde_json::Map::new();
@@ -188,7 +194,10 @@ pub(crate) fn unlock(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
             continue;
         };
         let Some(enc) = &rec.encryption else {
-            failed.insert(name, json!({"error": "Dataset is not encrypted", "skipped": []}));
+            failed.insert(
+                name,
+                json!({"error": "Dataset is not encrypted", "skipped": []}),
+            );
             continue;
         };
         let given = secret.map(|s| {

@@ -70,7 +70,11 @@ pub(crate) fn run_onetime(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     }
     let sources: Vec<String> = data["source_datasets"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     if sources.is_empty() {
         return Err(Failure::invalid(
@@ -108,7 +112,10 @@ pub(crate) fn run_onetime(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         ));
     }
     let source = &sources[0];
-    let target = data["target_dataset"].as_str().unwrap_or_default().to_owned();
+    let target = data["target_dataset"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let fail = |message: String| Err(Failure::call(14, message));
     let Some(source_rec) = ctx.m.datasets.get(source).cloned() else {
         return fail(format!("Source dataset {source:?} does not exist"));
@@ -189,12 +196,17 @@ pub(crate) fn run_onetime(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     } else {
         ctx.data.dataset_dir(&target)
     };
-    let io = |err: std::io::Error| Failure::call(14, format!("zfs recv into {target:?} failed: {err}"));
+    let io =
+        |err: std::io::Error| Failure::call(14, format!("zfs recv into {target:?} failed: {err}"));
     data::copy_tree(&ctx.data.snapshot_path(&latest.id), &dest, &|_| false).map_err(io)?;
     for snap in snaps {
         let id = format!("{target}@{}", snap.name);
-        data::copy_tree(&ctx.data.snapshot_path(&snap.id), &ctx.data.snapshot_path(&id), &|_| false)
-            .map_err(io)?;
+        data::copy_tree(
+            &ctx.data.snapshot_path(&snap.id),
+            &ctx.data.snapshot_path(&id),
+            &|_| false,
+        )
+        .map_err(io)?;
         let txg = ctx.m.next_txg();
         ctx.m.snapshots.insert(
             id.clone(),

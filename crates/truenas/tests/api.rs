@@ -158,7 +158,7 @@ async fn datasets_create_query_update_delete_with_spec_errors() {
     };
     tuned.encryption = Some(truenas::api::Encryption {
         algorithm: Some("AES-256-GCM".into()),
-        passphrase: None,
+        key: truenas::api::EncryptionKey::Generate,
     });
     let tuned = ds.create(&tuned).await.unwrap();
     assert_eq!(tuned.recordsize.unwrap().parsed, Some(1 << 20));

@@ -39,6 +39,13 @@ pub struct Dataset {
     /// Whether it is encrypted.
     #[serde(default)]
     pub encrypted: bool,
+    /// Whether its key is not loaded (after a NAS reboot, a passphrase or supplied key):
+    /// its data cannot be served until it is unlocked.
+    #[serde(default)]
+    pub locked: bool,
+    /// `PASSPHRASE`, `HEX` or `RAW` for an encryption root.
+    #[serde(default)]
+    pub key_format: Option<Property<String>>,
     /// Nested descendants (when the query asked for them).
     #[serde(default)]
     pub children: Vec<Dataset>,
@@ -262,13 +269,34 @@ pub struct NewDataset {
     pub properties: Vec<(String, Value)>,
 }
 
+/// The secret an encrypted dataset is created with, and unlocked by.
+#[derive(Clone)]
+pub enum EncryptionKey {
+    /// TrueNAS generates a key and keeps it (unlocked at boot).
+    Generate,
+    /// A passphrase of at least 8 characters.
+    Passphrase(SecretString),
+    /// 64 hex digits.
+    Hex(SecretString),
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Generate => "Generate",
+            Self::Passphrase(_) => "Passphrase([redacted])",
+            Self::Hex(_) => "Hex([redacted])",
+        })
+    }
+}
+
 /// Encryption of a new dataset.
 #[derive(Clone)]
 pub struct Encryption {
     /// e.g. `AES-256-GCM`.
     pub algorithm: Option<String>,
-    /// Passphrase (≥ 8 chars); `None` means TrueNAS generates a key.
-    pub passphrase: Option<SecretString>,
+    /// Where the key comes from.
+    pub key: EncryptionKey,
 }
 
 impl fmt::Debug for NewDataset {
@@ -398,11 +426,14 @@ impl NewDataset {
             if let Some(algorithm) = &encryption.algorithm {
                 options.insert("algorithm".into(), json!(algorithm));
             }
-            match &encryption.passphrase {
-                Some(passphrase) => {
+            match &encryption.key {
+                EncryptionKey::Passphrase(passphrase) => {
                     options.insert("passphrase".into(), json!(passphrase.expose_secret()));
                 }
-                None => {
+                EncryptionKey::Hex(key) => {
+                    options.insert("key".into(), json!(key.expose_secret()));
+                }
+                EncryptionKey::Generate => {
                     options.insert("generate_key".into(), json!(true));
                 }
             }

@@ -15,13 +15,14 @@ mod dataset;
 mod iscsi;
 mod nvmet;
 mod pool;
+mod replication;
 mod sharing;
 mod snapshot;
 mod system;
 
 pub use dataset::{
-    Compression, Dataset, DatasetChanges, DatasetType, Datasets, Encryption, NewDataset,
-    NewDatasetKind, VolBlockSize,
+    Compression, Dataset, DatasetChanges, DatasetType, Datasets, Encryption, EncryptionKey,
+    NewDataset, NewDatasetKind, VolBlockSize,
 };
 pub use iscsi::{
     Extent, Initiator, Iscsi, IscsiGlobal, NewExtent, NewTarget, Portal, PortalListen, Target,
@@ -32,6 +33,7 @@ pub use nvmet::{
     PortSubsystem, Subsystem,
 };
 pub use pool::{Pool, Pools};
+pub use replication::{Replication, Unlocked};
 pub use sharing::{NewNfsShare, NewSmbShare, NfsShare, NfsShares, SmbShare, SmbShares};
 pub use snapshot::{NewSnapshot, Rollback, Snapshot, Snapshots};
 pub use system::{ServiceVerb, System, SystemInfo};
@@ -92,6 +94,10 @@ impl Client {
     /// Version and liveness.
     pub fn system(&self) -> System<'_> {
         System(self)
+    }
+    /// Local replication (zfs send | zfs recv) and dataset unlocking, both jobs.
+    pub fn replication(&self) -> Replication<'_> {
+        Replication(self)
     }
 }
 
