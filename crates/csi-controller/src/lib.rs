@@ -69,9 +69,9 @@ impl ControllerService {
         }
         let params = VolumeParams::parse(&req.parameters)?;
         capabilities::check_capabilities(params.protocol, &req.volume_capabilities)?;
-        if params.detached {
+        if params.detached && params.encryption {
             return Err(ControllerError::invalid_argument(
-                "StorageClass parameter `detached`: detached clones need TrueNAS replication, which this version does not drive; use detached: \"false\"",
+                "StorageClass parameters `detached` and `encryption`: a detached copy is made by a local replication, which would not carry the encryption; use one of them",
             ));
         }
         let volume_name = params.volume_name(&req.name)?;
@@ -581,15 +581,14 @@ impl Controller for ControllerService {
                 if req.source_volume_id.is_empty() {
                     return Err(Status::invalid_argument("source_volume_id: required"));
                 }
-                if let Some(key) = req.parameters.keys().find(|k| !k.starts_with("csi.storage.k8s.io/")) {
-                    return Err(Status::invalid_argument(format!(
-                        "unknown VolumeSnapshotClass parameter `{key}` (detachedSnapshots is not supported by this version)"
-                    )));
-                }
+                let params = snapshots::SnapshotParams::parse(&req.parameters)?;
                 let _held = self.locks.try_lock(&format!("snapshot:{}", req.name))?;
                 let source = volumes::require(&self.client, &req.source_volume_id).await?;
-                let snapshot = snapshots::create(&self.client, &source, &req.name).await?;
-                Ok(CreateSnapshotResponse { snapshot: Some(snapshot.to_csi()) })
+                let _volume = self.locks.try_lock(&source.id.dataset)?;
+                let snapshot = snapshots::create(&self.client, &source, &req.name, &params).await?;
+                Ok(CreateSnapshotResponse {
+                    snapshot: Some(snapshot.to_csi()),
+                })
             })
             .await
     }
@@ -636,7 +635,7 @@ impl Controller for ControllerService {
                         .iter()
                         .filter(|s: &&snapshots::ManagedSnapshot| {
                             req.source_volume_id.is_empty()
-                                || s.id.volume.to_string() == req.source_volume_id
+                                || s.source.to_string() == req.source_volume_id
                         })
                         .map(|s| list_snapshots_response::Entry {
                             snapshot: Some(s.to_csi()),

@@ -33,6 +33,9 @@ pub(crate) const ISCSI_EXTENT_ID: &str = "tns-csi:iscsi_extent_id";
 /// On snapshots: the CSI snapshot name (only snapshots with it set locally are ours).
 pub(crate) const CSI_SNAPSHOT_NAME: &str = "tns-csi:csi_snapshot_name";
 pub(crate) const SOURCE_VOLUME_ID: &str = "tns-csi:source_volume_id";
+/// On a snapshot: its data was copied out of its volume (a detached snapshot), so it lives on
+/// a dataset of its own and outlives the volume.
+pub(crate) const DETACHED: &str = "tns-csi:detached";
 /// Value of [`MANAGED_BY`].
 pub(crate) const MANAGER: &str = "tns-csi";
 /// Placeholder IQN that keeps an initiator group closed until a node is published (an empty

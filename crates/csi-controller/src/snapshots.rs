@@ -15,8 +15,75 @@ use crate::volumes::{self, ManagedVolume};
 
 /// A snapshot the driver made.
 pub(crate) struct ManagedSnapshot {
+    /// Where it lives: the volume's dataset, or for a detached snapshot the dataset its data
+    /// was copied to (`<detachedSnapshotsParentDataset>/<name>`).
     pub(crate) id: SnapshotId,
+    /// The volume it was taken of.
+    pub(crate) source: VolumeId,
     pub(crate) inner: Snapshot,
+}
+
+/// How CreateSnapshot keeps the data (VolumeSnapshotClass parameters).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SnapshotParams {
+    /// Copy the data out with a local replication into this parent dataset.
+    pub(crate) detached_parent: Option<String>,
+}
+
+impl SnapshotParams {
+    /// Parses `detachedSnapshots` and `detachedSnapshotsParentDataset`; anything else that is
+    /// not a `csi.storage.k8s.io/` key is refused by name.
+    pub(crate) fn parse(
+        parameters: &std::collections::HashMap<String, String>,
+    ) -> Result<Self, ControllerError> {
+        if let Some(key) = parameters.keys().find(|k| {
+            !k.starts_with("csi.storage.k8s.io/")
+                && *k != "detachedSnapshots"
+                && *k != "detachedSnapshotsParentDataset"
+        }) {
+            return Err(ControllerError::invalid_argument(format!(
+                "unknown VolumeSnapshotClass parameter `{key}`; known: detachedSnapshots, detachedSnapshotsParentDataset"
+            )));
+        }
+        let detached = match parameters.get("detachedSnapshots").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ControllerError::invalid_argument(format!(
+                    "VolumeSnapshotClass parameter `detachedSnapshots`: `{other}` is not \"true\" or \"false\""
+                )));
+            }
+        };
+        let parent = parameters.get("detachedSnapshotsParentDataset");
+        match (detached, parent) {
+            (false, None) => Ok(Self::default()),
+            (false, Some(_)) => Err(ControllerError::invalid_argument(
+                "VolumeSnapshotClass parameter `detachedSnapshotsParentDataset` applies only with detachedSnapshots: \"true\"",
+            )),
+            (true, None) => Err(ControllerError::invalid_argument(
+                "VolumeSnapshotClass parameter `detachedSnapshotsParentDataset` is required with detachedSnapshots: \"true\" (e.g. tank/k8s-snapshots)",
+            )),
+            (true, Some(parent)) => {
+                let parent = parent.trim_matches('/');
+                let valid = parent.contains('/')
+                    && parent.split('/').all(|c| {
+                        !c.is_empty()
+                            && c != "."
+                            && c != ".."
+                            && c.chars()
+                                .all(|ch| ch.is_ascii_alphanumeric() || "_-:.".contains(ch))
+                    });
+                if !valid {
+                    return Err(ControllerError::invalid_argument(format!(
+                        "VolumeSnapshotClass parameter `detachedSnapshotsParentDataset`: `{parent}` is not a dataset below a pool (pool/name)"
+                    )));
+                }
+                Ok(Self {
+                    detached_parent: Some(parent.to_owned()),
+                })
+            }
+        }
+    }
 }
 
 impl ManagedSnapshot {
@@ -31,13 +98,22 @@ impl ManagedSnapshot {
         if !local || snapshot.property("defer_destroy") == Some("on") {
             return None;
         }
-        let volume: VolumeId = snapshot.property(props::SOURCE_VOLUME_ID)?.parse().ok()?;
+        let source: VolumeId = snapshot.property(props::SOURCE_VOLUME_ID)?.parse().ok()?;
+        let volume = if snapshot.property(props::DETACHED) == Some("true") {
+            VolumeId {
+                protocol: source.protocol,
+                dataset: snapshot.dataset.clone(),
+            }
+        } else {
+            source.clone()
+        };
         let id = SnapshotId {
             volume,
             name: snapshot.snapshot_name.clone(),
         };
         Some(Self {
             id,
+            source,
             inner: snapshot,
         })
     }
@@ -53,7 +129,7 @@ impl ManagedSnapshot {
         csi_api::csi::Snapshot {
             size_bytes: size,
             snapshot_id: self.id.to_string(),
-            source_volume_id: self.id.volume.to_string(),
+            source_volume_id: self.source.to_string(),
             creation_time: self
                 .inner
                 .created_secs()
@@ -77,6 +153,7 @@ pub(crate) async fn create(
     client: &Client,
     source: &ManagedVolume,
     name: &str,
+    params: &SnapshotParams,
 ) -> Result<ManagedSnapshot, ControllerError> {
     if !valid_name(name) {
         return Err(ControllerError::invalid_argument(format!(
@@ -93,12 +170,12 @@ pub(crate) async fn create(
         .into_iter()
         .find_map(ManagedSnapshot::from_snapshot)
     {
-        if existing.id.volume.dataset == source.id.dataset {
+        if existing.source.dataset == source.id.dataset {
             return Ok(existing);
         }
         return Err(ControllerError::already_exists(format!(
             "snapshot name {name} is already used for volume {}",
-            existing.id.volume
+            existing.source
         )));
     }
     let mut properties = BTreeMap::new();
@@ -106,6 +183,9 @@ pub(crate) async fn create(
     properties.insert(props::CSI_SNAPSHOT_NAME.to_owned(), name.to_owned());
     properties.insert(props::SOURCE_VOLUME_ID.to_owned(), source.id.to_string());
     properties.insert(props::CAPACITY.to_owned(), source.capacity.to_string());
+    if let Some(parent) = &params.detached_parent {
+        return create_detached(client, source, name, parent, properties).await;
+    }
     let new = NewSnapshot {
         dataset: source.id.dataset.clone(),
         name: name.to_owned(),
@@ -130,6 +210,77 @@ pub(crate) async fn create(
             source.id
         ))
     })
+}
+
+/// A detached snapshot: a plain ZFS snapshot of the volume, copied by a local replication job
+/// into `<parent>/<name>` (a hidden volume of the driver's, destroyed with its last
+/// snapshot), marked there as ours, and the snapshot on the volume removed, so the volume can
+/// be deleted at once and the snapshot lives on. Each step is safe to repeat.
+async fn create_detached(
+    client: &Client,
+    source: &ManagedVolume,
+    name: &str,
+    parent: &str,
+    mut properties: BTreeMap<String, String>,
+) -> Result<ManagedSnapshot, ControllerError> {
+    let copy = format!("{parent}/{name}");
+    volumes::ensure_dataset(client, parent).await?;
+    let temp = NewSnapshot {
+        dataset: source.id.dataset.clone(),
+        name: name.to_owned(),
+        recursive: false,
+        properties: BTreeMap::new(),
+    };
+    match client.snapshots().create(&temp).await {
+        Ok(_) | Err(truenas::Error::AlreadyExists { .. }) => {}
+        Err(err) => {
+            return Err(crate::error::from_truenas(
+                "taking the snapshot to copy out",
+                err,
+            ));
+        }
+    }
+    // The copy is one of the driver's datasets from birth: managed, already deleted (so no
+    // listing shows it as a volume), removed by `reap` when its last snapshot goes.
+    let overrides: BTreeMap<String, String> = [
+        (props::MANAGED_BY, props::MANAGER.to_owned()),
+        (props::CSI_VOLUME_NAME, format!("detached-snapshot:{name}")),
+        (props::PROTOCOL, source.id.protocol.to_string()),
+        (props::CAPACITY, source.capacity.to_string()),
+        (props::DELETED, "true".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    client
+        .replication()
+        .copy_snapshot(&source.id.dataset, name, &copy, &overrides)
+        .await
+        .map_err(tn(
+            "copying the snapshot out of its volume (a local replication job)",
+        ))?;
+    properties.insert(props::DETACHED.to_owned(), "true".to_owned());
+    let zfs_id = format!("{copy}@{name}");
+    client
+        .snapshots()
+        .update_user_properties(&zfs_id, &properties.into_iter().collect::<Vec<_>>(), &[])
+        .await
+        .map_err(tn("marking the detached snapshot"))?;
+    client
+        .snapshots()
+        .delete(&format!("{}@{name}", source.id.dataset), false, false)
+        .await
+        .map_err(tn(
+            "removing the snapshot from its volume after copying it out",
+        ))?;
+    let snapshot = client
+        .snapshots()
+        .get(&zfs_id)
+        .await
+        .map_err(tn("reading the detached snapshot"))?
+        .ok_or_else(|| ControllerError::unavailable("the detached snapshot vanished; retry"))?;
+    ManagedSnapshot::from_snapshot(snapshot)
+        .ok_or_else(|| ControllerError::internal("the detached snapshot lost its markers"))
 }
 
 /// DeleteSnapshot after parsing: destroys it (deferred while clones use it), then the hidden
@@ -173,9 +324,8 @@ pub(crate) async fn list(
     let mut query = Query::all()
         .filter(Filter::eq(marker, "LOCAL"))
         .order_by("id", false);
-    if let Some(volume) = source {
-        query = query.filter(Filter::eq("dataset", volume.dataset.as_str()));
-    }
+    // Detached snapshots of a volume live elsewhere: they are found by their source below.
+    let _ = &mut query;
     let all: Vec<ManagedSnapshot> = client
         .snapshots()
         .query(&query)
@@ -183,7 +333,7 @@ pub(crate) async fn list(
         .map_err(tn("listing snapshots"))?
         .into_iter()
         .filter_map(ManagedSnapshot::from_snapshot)
-        .filter(|s| source.is_none_or(|v| s.id.volume == *v))
+        .filter(|s| source.is_none_or(|v| s.source == *v))
         .collect();
     let more = limit > 0 && all.len() > offset + limit;
     let page = all

@@ -263,6 +263,11 @@ pub(crate) async fn ensure_parent_of(
     ensure_parent(client, &params.parent_dataset()).await
 }
 
+/// Makes a dataset (and its ancestors) if it is missing.
+pub(crate) async fn ensure_dataset(client: &Client, name: &str) -> Result<(), ControllerError> {
+    ensure_parent(client, name).await
+}
+
 async fn ensure_parent(client: &Client, parent: &str) -> Result<(), ControllerError> {
     if client
         .datasets()
@@ -482,22 +487,49 @@ pub(crate) async fn create_dataset(
                     format!("{}@{name}", id.dataset)
                 }
             };
-            match client
-                .snapshots()
-                .clone_to(&snapshot, &plan.dataset, &BTreeMap::new())
-                .await
-            {
-                Ok(()) => {}
-                Err(Error::AlreadyExists { .. }) => {}
-                Err(err) => return Err(crate::error::from_truenas("cloning the source", err)),
-            }
-            if matches!(source, Source::Volume(_)) {
-                // Deferred: it disappears when its last clone does, so nothing leaks.
+            if params.detached {
+                // A copy that depends on nothing (zfs send | recv on the NAS), born carrying
+                // its metadata so a retry finds it as ours; then neither the source snapshot
+                // nor the copy of it on the new volume is needed.
+                let (from, name) = snapshot.split_once('@').unwrap_or((&snapshot, ""));
+                let overrides: BTreeMap<String, String> = metadata.iter().cloned().collect();
+                client
+                    .replication()
+                    .copy_snapshot(from, name, &plan.dataset, &overrides)
+                    .await
+                    .map_err(tn(
+                        "copying the source into an independent volume (a local replication job)",
+                    ))?;
                 client
                     .snapshots()
-                    .delete(&snapshot, true, false)
+                    .delete(&format!("{}@{name}", plan.dataset), false, false)
                     .await
-                    .map_err(tn("releasing the clone's source snapshot"))?;
+                    .map_err(tn("removing the replicated snapshot from the new volume"))?;
+                if matches!(source, Source::Volume(_)) {
+                    client
+                        .snapshots()
+                        .delete(&snapshot, false, false)
+                        .await
+                        .map_err(tn("removing the temporary source snapshot"))?;
+                }
+            } else {
+                match client
+                    .snapshots()
+                    .clone_to(&snapshot, &plan.dataset, &BTreeMap::new())
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(Error::AlreadyExists { .. }) => {}
+                    Err(err) => return Err(crate::error::from_truenas("cloning the source", err)),
+                }
+                if matches!(source, Source::Volume(_)) {
+                    // Deferred: it disappears when its last clone does, so nothing leaks.
+                    client
+                        .snapshots()
+                        .delete(&snapshot, true, false)
+                        .await
+                        .map_err(tn("releasing the clone's source snapshot"))?;
+                }
             }
             let grow = if params.protocol.is_block() {
                 DatasetChanges {

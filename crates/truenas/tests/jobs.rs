@@ -36,14 +36,21 @@ async fn a_local_replication_copies_a_snapshot_into_an_independent_dataset() {
     )
     .unwrap();
     let jobs = client.replication();
-    jobs.copy_snapshot("tank/src", "csi-snap.1", "tank/copy")
+    let overrides =
+        std::collections::BTreeMap::from([("org.example:owner".to_owned(), "me".to_owned())]);
+    jobs.copy_snapshot("tank/src", "csi-snap.1", "tank/copy", &overrides)
         .await
         .unwrap();
     // A retry finds the copy there and succeeds.
-    jobs.copy_snapshot("tank/src", "csi-snap.1", "tank/copy")
+    jobs.copy_snapshot("tank/src", "csi-snap.1", "tank/copy", &overrides)
         .await
         .unwrap();
     let copy = client.datasets().get("tank/copy").await.unwrap().unwrap();
+    assert_eq!(
+        copy.user_property("org.example:owner"),
+        Some("me"),
+        "born with its overrides"
+    );
     assert!(
         copy.origin.as_ref().is_none_or(|o| o.rawvalue.is_empty()),
         "{:?}",
@@ -83,7 +90,7 @@ async fn a_local_replication_copies_a_snapshot_into_an_independent_dataset() {
         .await
         .unwrap();
     let err = jobs
-        .copy_snapshot("tank/other", "nope", "tank/x")
+        .copy_snapshot("tank/other", "nope", "tank/x", &overrides)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("matching snapshots"), "{err}");
@@ -97,7 +104,7 @@ async fn a_local_replication_copies_a_snapshot_into_an_independent_dataset() {
         .await
         .unwrap();
     let err = jobs
-        .copy_snapshot("tank/other", "s", "tank/copy")
+        .copy_snapshot("tank/other", "s", "tank/copy", &overrides)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("refusing to overwrite"), "{err}");

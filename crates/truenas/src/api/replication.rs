@@ -48,13 +48,15 @@ fn escape(name: &str) -> String {
 
 impl Replication<'_> {
     /// Copies snapshot `snapshot` of `source` into a new dataset `target` (zfs send | recv,
-    /// LOCAL): the target holds the data and that snapshot and depends on nothing. A retry
-    /// after the copy landed succeeds without copying again.
+    /// LOCAL): the target holds the data and that snapshot and depends on nothing. Properties
+    /// are not sent; `overrides` are set on the target as it is received (zfs recv -o), so it
+    /// is born carrying them. A retry after the copy landed succeeds without copying again.
     pub async fn copy_snapshot(
         &self,
         source: &str,
         snapshot: &str,
         target: &str,
+        overrides: &BTreeMap<String, String>,
     ) -> Result<(), Error> {
         let data = json!({
             "direction": "PUSH",
@@ -62,7 +64,8 @@ impl Replication<'_> {
             "source_datasets": [source],
             "target_dataset": target,
             "recursive": false,
-            "properties": true,
+            "properties": false,
+            "properties_override": overrides,
             "replicate": false,
             "name_regex": escape(snapshot),
             "retention_policy": "NONE",
