@@ -3,91 +3,15 @@
 //! bind mounts, loop devices and filesystems (needs root, as CI runs).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
 
-use csi_api::csi::controller_client::ControllerClient;
-use csi_api::csi::node_client::NodeClient;
 use csi_api::csi::volume_capability::access_mode::Mode;
-use csi_api::csi::volume_capability::{AccessMode, AccessType, MountVolume};
 use csi_api::csi::*;
-use tonic::transport::Channel;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tns-csi");
+mod common;
 
-/// The driver process and everything it may have left on the host, removed even on failure.
-struct World {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let root = self
-            .dir
-            .path()
-            .canonicalize()
-            .unwrap_or_else(|_| self.dir.path().to_owned());
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<String> = mountinfo
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-            .filter(|p| p.starts_with(&*root.to_string_lossy()))
-            .collect();
-        points.reverse();
-        for point in points {
-            let _ = Command::new("umount").arg("-l").arg(point).status();
-        }
-        let out = Command::new("losetup")
-            .args(["-l", "-n", "-O", "NAME,BACK-FILE"])
-            .output();
-        for line in out
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-            .lines()
-        {
-            let mut parts = line.split_whitespace();
-            if let (Some(name), Some(file)) = (parts.next(), parts.next())
-                && file.starts_with(&*root.to_string_lossy())
-            {
-                let _ = Command::new("losetup").arg("-d").arg(name).status();
-            }
-        }
-    }
-}
-
-async fn channel(socket: PathBuf) -> Channel {
-    tonic::transport::Endpoint::try_from("http://[::]:1")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap()
-}
-
-fn mount_cap(mode: Mode) -> VolumeCapability {
-    VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume::default())),
-        access_mode: Some(AccessMode { mode: mode as i32 }),
-    }
-}
-
-fn mounted(path: &Path) -> bool {
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(&*path.to_string_lossy()))
-}
+use common::{mount_cap, mounted, start_all};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protocol_lives_a_whole_life_through_controller_node_and_simulator() {
@@ -326,71 +250,6 @@ async fn every_protocol_lives_a_whole_life_through_controller_node_and_simulator
             .collect();
         assert!(left.is_empty(), "{protocol}: left {left:?}");
     }
-}
-
-/// Starts the simulator and `tns-csi --mode all --host simulated`; returns clients.
-async fn start_all() -> (
-    World,
-    truenas_sim::Simulator,
-    ControllerClient<Channel>,
-    NodeClient<Channel>,
-) {
-    let uid = std::fs::read_to_string("/proc/self/status").unwrap();
-    assert!(
-        uid.lines().any(|l| l.starts_with("Uid:\t0")),
-        "needs root (CI runs as root)"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("sim-data");
-    let config = truenas_sim::SimConfig::new(&data);
-    let sim = truenas_sim::Simulator::start(config.clone()).await.unwrap();
-    let key = dir.path().join("key");
-    std::fs::write(&key, &config.api_key).unwrap();
-    let socket = dir.path().join("csi.sock");
-    let child = Command::new(BIN)
-        .args([
-            "--mode",
-            "all",
-            "--host",
-            "simulated",
-            "--node-id",
-            "node-1",
-            "--insecure-transport",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--truenas-url")
-        .arg(sim.url())
-        .arg("--api-key-file")
-        .arg(&key)
-        .arg("--sim-data-dir")
-        .arg(&data)
-        .arg("--state-dir")
-        .arg(dir.path().join("node-state"))
-        .arg("--kubelet-dir")
-        .arg(dir.path())
-        .arg("--endpoint")
-        .arg(format!("unix://{}", socket.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let world = World { child, dir };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the driver did not open its socket"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let channel = channel(socket).await;
-    (
-        world,
-        sim,
-        ControllerClient::new(channel.clone()),
-        NodeClient::new(channel),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
