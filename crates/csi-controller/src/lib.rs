@@ -85,7 +85,7 @@ impl ControllerService {
         let _held = self.locks.try_lock(&dataset)?;
         let capacity = volumes::capacity_for(&params, req.capacity_range.as_ref())?;
         let source = Source::parse(req.volume_content_source.as_ref())?;
-        let plan = Plan {
+        let mut plan = Plan {
             csi_name: &req.name,
             params: &params,
             dataset: dataset.clone(),
@@ -97,10 +97,11 @@ impl ControllerService {
                 .clone()
                 .unwrap_or_else(|| self.settings.default_server.clone()),
             secrets: &req.secrets,
+            fresh: false,
         };
         let client = &self.client;
-        let existing = volumes::load(client, &dataset).await?;
-        let adopted = match existing {
+        let found = volumes::lookup(client, &dataset, &params.parent_dataset()).await?;
+        let adopted = match found.volume {
             None => false,
             Some(None) => {
                 return Err(ControllerError::already_exists(format!(
@@ -154,11 +155,12 @@ impl ControllerService {
             }
         };
         if !adopted {
-            volumes::ensure_parent_of(client, &params).await?;
-            if let Err(err) = volumes::create_dataset(client, &plan).await {
+            volumes::ensure_parent_of(client, &params, found.parent.as_ref()).await?;
+            if let Err(err) = volumes::create_dataset(client, &plan, found.parent.as_ref()).await {
                 self.roll_back(&plan).await;
                 return Err(err);
             }
+            plan.fresh = true;
         }
         let (export, ids) = match exports::ensure(client, &plan).await {
             Ok(done) => done,
@@ -184,14 +186,12 @@ impl ControllerService {
             record.push((props::DELETED.to_owned(), "false".into()));
             record.push((props::RETAINED.to_owned(), "false".into()));
         }
-        volumes::set_props(client, &dataset, record).await?;
-        let volume = match volumes::load(client, &dataset).await? {
-            Some(Some(volume)) => volume,
-            _ => {
-                return Err(ControllerError::unavailable(format!(
-                    "volume {dataset} vanished while it was being created; retry"
-                )));
-            }
+        // The update answers with the dataset: the volume is read from that, not looked up.
+        let entry = volumes::record(client, &dataset, record).await?;
+        let Some(volume) = volumes::from_entry(entry) else {
+            return Err(ControllerError::unavailable(format!(
+                "volume {dataset} lost its metadata while it was being created; retry"
+            )));
         };
         // VolumeAttributesClass parameters given at creation (checked above).
         if !req.mutable_parameters.is_empty() {

@@ -147,6 +147,55 @@ pub(crate) async fn load(
     Ok(found.into_iter().next().map(ManagedVolume::from_dataset))
 }
 
+/// What CreateVolume learns in one query: the volume's dataset (as `load` reports it) and its
+/// parent (to know whether it must be made, and how much room it has).
+pub(crate) struct Lookup {
+    /// `None` if absent, `Some(None)` if present but not ours.
+    pub(crate) volume: Option<Option<ManagedVolume>>,
+    /// The parent dataset, if it exists.
+    pub(crate) parent: Option<Dataset>,
+}
+
+/// Reads the dataset and its parent with one exact query.
+pub(crate) async fn lookup(
+    client: &Client,
+    dataset: &str,
+    parent: &str,
+) -> Result<Lookup, ControllerError> {
+    let mut fields = LOOKUP_FIELDS.to_vec();
+    fields.push("available");
+    let query = Query::all()
+        .filter(Filter::cond(
+            "id",
+            truenas::query::Op::In,
+            json!([dataset, parent]),
+        ))
+        .select(&fields)
+        .extra("retrieve_children", false);
+    let found = client
+        .datasets()
+        .query(&query)
+        .await
+        .map_err(tn("looking up the volume's dataset and its parent"))?;
+    let mut lookup = Lookup {
+        volume: None,
+        parent: None,
+    };
+    for row in found {
+        if row.id == dataset {
+            lookup.volume = Some(ManagedVolume::from_dataset(row));
+        } else if row.id == parent {
+            lookup.parent = Some(row);
+        }
+    }
+    Ok(lookup)
+}
+
+/// A volume from the entry `pool.dataset.update` answered with (no second lookup).
+pub(crate) fn from_entry(dataset: Dataset) -> Option<ManagedVolume> {
+    ManagedVolume::from_dataset(dataset)
+}
+
 /// Loads a volume by id for an RPC that needs it to exist and be live.
 pub(crate) async fn require(
     client: &Client,
@@ -255,11 +304,15 @@ fn user_props(pairs: &[(&str, String)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Makes the parent dataset of a StorageClass if it is missing.
+/// Makes the parent dataset of a StorageClass if the lookup found it missing.
 pub(crate) async fn ensure_parent_of(
     client: &Client,
     params: &VolumeParams,
+    known: Option<&Dataset>,
 ) -> Result<(), ControllerError> {
+    if known.is_some() {
+        return Ok(());
+    }
     ensure_parent(client, &params.parent_dataset()).await
 }
 
@@ -299,6 +352,10 @@ pub(crate) struct Plan<'a> {
     pub(crate) source: Option<Source>,
     pub(crate) server: String,
     pub(crate) secrets: &'a HashMap<String, String>,
+    /// The dataset was made by this call (nothing of it existed before), so its exports
+    /// cannot exist yet: they are created without a lookup first, and looked up only when a
+    /// create is refused.
+    pub(crate) fresh: bool,
 }
 
 impl Plan<'_> {
@@ -346,13 +403,21 @@ impl Plan<'_> {
 
 /// Refuses a filesystem quota the parent dataset has no room for: ZFS would accept the quota
 /// and fail writes later, so the CO hears it now (RESOURCE_EXHAUSTED).
-async fn check_room(client: &Client, parent: &str, capacity: u64) -> Result<(), ControllerError> {
-    let available = client
-        .datasets()
-        .get(parent)
-        .await
-        .map_err(tn("reading the parent dataset's free space"))?
-        .and_then(|d| d.available_bytes());
+async fn check_room(
+    client: &Client,
+    parent: &str,
+    known: Option<&Dataset>,
+    capacity: u64,
+) -> Result<(), ControllerError> {
+    let available = match known {
+        Some(parent) => parent.available_bytes(),
+        None => client
+            .datasets()
+            .get(parent)
+            .await
+            .map_err(tn("reading the parent dataset's free space"))?
+            .and_then(|d| d.available_bytes()),
+    };
     match available {
         Some(available) if capacity > available => Err(ControllerError::NoSpace(format!(
             "a {capacity}-byte volume does not fit: {parent} has {available} bytes available"
@@ -365,6 +430,7 @@ async fn check_room(client: &Client, parent: &str, capacity: u64) -> Result<(), 
 pub(crate) async fn create_dataset(
     client: &Client,
     plan: &Plan<'_>,
+    parent: Option<&Dataset>,
 ) -> Result<(), ControllerError> {
     let params = plan.params;
     let metadata = plan.metadata();
@@ -380,7 +446,7 @@ pub(crate) async fn create_dataset(
                 };
                 new
             } else {
-                check_room(client, &params.parent_dataset(), plan.capacity).await?;
+                check_room(client, &params.parent_dataset(), parent, plan.capacity).await?;
                 let mut new = NewDataset::filesystem(&plan.dataset);
                 new.kind = NewDatasetKind::Filesystem {
                     refquota: Some(plan.capacity),
@@ -611,6 +677,15 @@ pub(crate) async fn set_props(
     dataset: &str,
     pairs: Vec<(String, String)>,
 ) -> Result<(), ControllerError> {
+    record(client, dataset, pairs).await.map(|_| ())
+}
+
+/// Sets user properties and returns the dataset as TrueNAS answered (the updated entry).
+pub(crate) async fn record(
+    client: &Client,
+    dataset: &str,
+    pairs: Vec<(String, String)>,
+) -> Result<Dataset, ControllerError> {
     let changes = DatasetChanges {
         set_user_properties: pairs,
         ..Default::default()
@@ -619,8 +694,7 @@ pub(crate) async fn set_props(
         .datasets()
         .update(dataset, &changes)
         .await
-        .map_err(tn("recording the volume's metadata"))?;
-    Ok(())
+        .map_err(tn("recording the volume's metadata"))
 }
 
 /// Destroys a volume whose DeleteVolume already ran, once nothing depends on it any more:

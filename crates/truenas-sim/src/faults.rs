@@ -139,6 +139,17 @@ impl Faults {
         map.get(method).copied().unwrap_or(0)
     }
 
+    /// Calls received so far, by method.
+    pub fn calls_by_method(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counters
+            .by_method
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     /// Login attempts.
     pub fn logins(&self) -> u64 {
         self.counters.logins.load(Ordering::Relaxed)

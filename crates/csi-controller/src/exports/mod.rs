@@ -194,6 +194,33 @@ where
     }
 }
 
+/// Creates an object that cannot exist yet (its dataset was just made), looking it up only
+/// when the create is refused because it does: one call instead of two on the usual path.
+pub(crate) async fn create_or_find<T, F, FF, C, CF, M>(
+    steps: Steps<M>,
+    find: F,
+    create: C,
+) -> Result<T, ControllerError>
+where
+    F: Fn() -> FF,
+    FF: Future<Output = Result<Option<T>, Error>>,
+    C: FnOnce() -> CF,
+    CF: Future<Output = Result<T, Error>>,
+    M: FnOnce() -> String,
+{
+    match create().await {
+        Ok(made) => Ok(made),
+        // Refused: either it exists after all, or the refusal is the answer.
+        Err(err @ (Error::AlreadyExists { .. } | Error::Validation { .. })) => {
+            match find().await.map_err(|e| from_truenas(steps.lookup, e))? {
+                Some(found) => Ok(found),
+                None => Err(from_truenas(steps.create, err)),
+            }
+        }
+        Err(err) => Err(from_truenas(steps.create, err)),
+    }
+}
+
 /// Polls while TrueNAS says a new zvol is not a block device yet.
 pub(crate) async fn with_zvol_wait<T, F, Fut>(mut attempt: F) -> Result<T, Error>
 where

@@ -5,7 +5,7 @@ use truenas::Client;
 use truenas::api::NewNfsShare;
 
 use crate::error::{ControllerError, tn};
-use crate::exports::{Exported, Exporter, Names};
+use crate::exports::{Exported, Exporter, Names, Steps, create_or_find, find_or_create};
 use crate::props;
 use crate::volumes::{ManagedVolume, Plan};
 
@@ -16,26 +16,27 @@ impl Exporter for Nfs {
     async fn ensure(&self, client: &Client, plan: &Plan<'_>) -> Result<Exported, ControllerError> {
         let (params, dataset, name) = (plan.params, &plan.dataset, &plan.volume_name);
         let path = format!("/mnt/{dataset}");
-        let existing = client
-            .nfs()
-            .by_path(&path)
-            .await
-            .map_err(tn("looking up the NFS share"))?;
-        let share = match existing.into_iter().next() {
-            Some(share) => share,
-            None => client
-                .nfs()
-                .create(&NewNfsShare {
-                    path: path.clone(),
-                    comment: params.comment(name),
-                    networks: params.nfs_networks.clone(),
-                    hosts: params.nfs_hosts.clone(),
-                    ro: false,
-                    maproot_user: Some(params.nfs_maproot_user.clone()),
-                    maproot_group: Some(params.nfs_maproot_group.clone()),
-                })
-                .await
-                .map_err(tn("creating the NFS share"))?,
+        let find = || async { Ok(client.nfs().by_path(&path).await?.into_iter().next()) };
+        let new = NewNfsShare {
+            path: path.clone(),
+            comment: params.comment(name),
+            networks: params.nfs_networks.clone(),
+            hosts: params.nfs_hosts.clone(),
+            ro: false,
+            maproot_user: Some(params.nfs_maproot_user.clone()),
+            maproot_group: Some(params.nfs_maproot_group.clone()),
+        };
+        let shares = client.nfs();
+        let create = || shares.create(&new);
+        let steps = Steps {
+            lookup: "looking up the NFS share",
+            create: "creating the NFS share",
+            missing: || format!("no NFS share of {path} and none could be made"),
+        };
+        let share = if plan.fresh {
+            create_or_find(steps, find, create).await?
+        } else {
+            find_or_create(steps, find, create).await?
         };
         let ids = vec![(props::NFS_SHARE_ID.to_owned(), share.id.to_string())];
         Ok((Export::Nfs { share_path: path }, ids))

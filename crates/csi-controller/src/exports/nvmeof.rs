@@ -9,7 +9,9 @@ use truenas::api::{Host, NewNamespace, NewPort, NewSubsystem};
 use truenas::query::{Filter, Query};
 
 use crate::error::{ControllerError, tn};
-use crate::exports::{Exported, Exporter, Names, Steps, find_or_create, with_zvol_wait};
+use crate::exports::{
+    Exported, Exporter, Names, Steps, create_or_find, find_or_create, with_zvol_wait,
+};
 use crate::volumes::{ManagedVolume, Plan};
 use crate::{names, props};
 
@@ -21,34 +23,48 @@ impl Exporter for Nvmeof {
         let (params, dataset) = (plan.params, &plan.dataset);
         let name = &names::nvme_subsystem(&plan.volume_name);
         let nvmet = client.nvmet();
-        let subsys = match nvmet
-            .subsystem_by_name(name)
-            .await
-            .map_err(tn("looking up the NVMe-oF subsystem"))?
-        {
-            Some(subsys) => subsys,
-            None => nvmet
-                .create_subsystem(&NewSubsystem {
-                    name: name.clone(),
-                    subnqn: None,
-                    allow_any_host: params.allow_any_host,
-                })
-                .await
-                .map_err(tn("creating the NVMe-oF subsystem"))?,
+        // A fresh zvol has no subsystem, namespace or port link yet: each is created without a
+        // lookup first (and looked up only if the create is refused).
+        let subsystem_steps = Steps {
+            lookup: "looking up the NVMe-oF subsystem",
+            create: "creating the NVMe-oF subsystem",
+            missing: || format!("no NVMe-oF subsystem {name} and none could be made"),
+        };
+        let find_subsystem = || nvmet.subsystem_by_name(name);
+        let new_subsystem = NewSubsystem {
+            name: name.clone(),
+            subnqn: None,
+            allow_any_host: params.allow_any_host,
+        };
+        let create_subsystem = || nvmet.create_subsystem(&new_subsystem);
+        let subsys = if plan.fresh {
+            create_or_find(subsystem_steps, find_subsystem, create_subsystem).await?
+        } else {
+            find_or_create(subsystem_steps, find_subsystem, create_subsystem).await?
         };
         let device = format!("zvol/{dataset}");
-        let namespaces = nvmet
-            .namespaces(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
-            .await
-            .map_err(tn("looking up the NVMe-oF namespace"))?;
-        let namespace = match namespaces.into_iter().find(|n| n.device_path == device) {
-            Some(ns) => ns,
-            None => with_zvol_wait(|| {
+        let find_namespace = || async {
+            Ok(nvmet
+                .namespaces(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
+                .await?
+                .into_iter()
+                .find(|n| n.device_path == device))
+        };
+        let create_namespace = || {
+            with_zvol_wait(|| {
                 let new = NewNamespace::zvol(subsys.id, dataset);
                 async move { nvmet.create_namespace(&new).await }
             })
-            .await
-            .map_err(tn("creating the NVMe-oF namespace"))?,
+        };
+        let namespace_steps = Steps {
+            lookup: "looking up the NVMe-oF namespace",
+            create: "creating the NVMe-oF namespace",
+            missing: || format!("no NVMe-oF namespace for {device} and none could be made"),
+        };
+        let namespace = if plan.fresh {
+            create_or_find(namespace_steps, find_namespace, create_namespace).await?
+        } else {
+            find_or_create(namespace_steps, find_namespace, create_namespace).await?
         };
         let port_number = params.port.unwrap_or(4420);
         let tcp_port = || async {
@@ -76,15 +92,24 @@ impl Exporter for Nvmeof {
             },
         )
         .await?;
-        let links = nvmet
-            .port_subsystems(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
-            .await
-            .map_err(tn("looking up NVMe-oF port links"))?;
-        if !links.iter().any(|l| l.port.id == port.id) {
-            nvmet
-                .link_port(port.id, subsys.id)
-                .await
-                .map_err(tn("linking the subsystem to its port"))?;
+        let find_link = || async {
+            Ok(nvmet
+                .port_subsystems(&Query::all().filter(Filter::eq("subsys.id", subsys.id)))
+                .await?
+                .into_iter()
+                .find(|l| l.port.id == port.id)
+                .map(|_| ()))
+        };
+        let create_link = || async { nvmet.link_port(port.id, subsys.id).await.map(|_| ()) };
+        let link_steps = Steps {
+            lookup: "looking up NVMe-oF port links",
+            create: "linking the subsystem to its port",
+            missing: || format!("subsystem {name} is not linked to port {port_number}"),
+        };
+        if plan.fresh {
+            create_or_find(link_steps, find_link, create_link).await?;
+        } else {
+            find_or_create(link_steps, find_link, create_link).await?;
         }
         let export = Export::Nvmeof {
             port: port_number.to_string(),
