@@ -121,6 +121,14 @@ impl QueryArgs {
         }
     }
 
+    /// The only filter, when it is `[field, "in", [values]]` (lookups of a few by name).
+    pub(crate) fn only_membership(&self, field: &str) -> Option<&Vec<Value>> {
+        match self.filters.as_slice() {
+            [Value::Array(f)] if f.len() == 3 && f[0] == field && f[1] == "in" => f[2].as_array(),
+            _ => None,
+        }
+    }
+
     /// Filters, orders, pages, projects: the reply of a `*.query`.
     pub(crate) fn apply(&self, rows: Vec<Value>) -> Result<Value, Failure> {
         let mut rows: Vec<Value> = rows

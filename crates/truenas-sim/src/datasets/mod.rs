@@ -62,9 +62,16 @@ pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         .cloned()
         .collect();
     // A single `id =` filter opens the dataset directly instead of rendering all of them.
+    // So does `id in [...]` (TrueNAS too resolves named datasets without walking the pool).
     let names = match q.only_equality("id").or_else(|| q.only_equality("name")) {
         Some(Value::String(id)) => names.into_iter().filter(|n| n == id).collect(),
-        _ => names,
+        _ => match q.only_membership("id").or_else(|| q.only_membership("name")) {
+            Some(ids) => names
+                .into_iter()
+                .filter(|n| ids.iter().any(|id| id.as_str() == Some(n.as_str())))
+                .collect(),
+            None => names,
+        },
     };
     let rows = names
         .iter()
