@@ -65,7 +65,10 @@ pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     // So does `id in [...]` (TrueNAS too resolves named datasets without walking the pool).
     let names = match q.only_equality("id").or_else(|| q.only_equality("name")) {
         Some(Value::String(id)) => names.into_iter().filter(|n| n == id).collect(),
-        _ => match q.only_membership("id").or_else(|| q.only_membership("name")) {
+        _ => match q
+            .only_membership("id")
+            .or_else(|| q.only_membership("name"))
+        {
             Some(ids) => names
                 .into_iter()
                 .filter(|n| ids.iter().any(|id| id.as_str() == Some(n.as_str())))
