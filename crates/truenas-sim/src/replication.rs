@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::ctx::Ctx;
 use crate::data;
@@ -155,24 +155,7 @@ pub(crate) fn run_onetime(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         ));
     }
     // zfs recv: a new dataset with no origin, the size of the source for a zvol.
-    let mut props = json!({});
-    if source_rec.volume {
-        props["volsize"] = json!(
-            source_rec
-                .props
-                .get("volsize")
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        );
-        props["volblocksize"] = json!(
-            source_rec
-                .props
-                .get("volblocksize")
-                .cloned()
-                .unwrap_or_else(|| "16384".into())
-        );
-        props["sparse"] = json!(true);
-    }
+    let props = crate::snapshots::copy_props(&source_rec);
     // The data arrives by the copy below, so the dataset is made as a clone would be (no
     // fresh zvol file or directory), then its origin cleared.
     datasets::insert_dataset(ctx, &target, source_rec.volume, &props, &latest.id)?;

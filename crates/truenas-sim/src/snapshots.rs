@@ -348,24 +348,7 @@ pub(crate) fn clone(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         return fail(&format!("cannot create '{target}': parent does not exist"));
     }
     let source = ctx.m.datasets[&snap.dataset].clone();
-    let mut props = json!({});
-    if source.volume {
-        props["volsize"] = json!(
-            source
-                .props
-                .get("volsize")
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        );
-        props["volblocksize"] = json!(
-            source
-                .props
-                .get("volblocksize")
-                .cloned()
-                .unwrap_or_else(|| "16384".into())
-        );
-        props["sparse"] = json!(true);
-    }
+    let props = copy_props(&source);
     datasets::insert_dataset(ctx, &target, source.volume, &props, &snapshot)?;
     if let Some(rec) = ctx.m.datasets.get_mut(&target) {
         if source.volume {
@@ -399,6 +382,30 @@ pub(crate) fn clone(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     data::copy_tree(&ctx.data.snapshot_path(&snapshot), &dest, &|_| false)
         .map_err(|err| Failure::call(14, format!("Failed to clone snapshot: {err}")))?;
     Ok(json!(true))
+}
+
+/// The create arguments of a dataset made from `source`'s data (a clone or a received
+/// copy): for a zvol its size and block size, sparse (the data is copied, not reserved).
+pub(crate) fn copy_props(source: &crate::model::DatasetRec) -> Value {
+    let mut props = json!({});
+    if source.volume {
+        props["volsize"] = json!(
+            source
+                .props
+                .get("volsize")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        );
+        props["volblocksize"] = json!(
+            source
+                .props
+                .get("volblocksize")
+                .cloned()
+                .unwrap_or_else(|| "16384".into())
+        );
+        props["sparse"] = json!(true);
+    }
+    props
 }
 
 /// `pool.snapshot.rollback`.

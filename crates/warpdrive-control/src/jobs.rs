@@ -405,8 +405,6 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
 mod tests {
     use std::time::Duration;
 
-    use warpdrive_fs::{Backend, FsSettings, namespace};
-
     use super::*;
 
     fn core(dir: &Path) -> Arc<Core> {
@@ -414,33 +412,7 @@ mod tests {
     }
 
     fn core_over(dir: &Path, store: Arc<dyn object_store::ObjectStore>) -> Arc<Core> {
-        let backends = vec![Backend {
-            name: "mem".into(),
-            store,
-            prefix: String::new(),
-            timeout: Duration::from_secs(5),
-        }];
-        let tree = namespace::build(&[("/mem".to_owned(), 0)]).unwrap();
-        let settings = FsSettings {
-            uid: 0,
-            gid: 0,
-            file_mode: 0o444,
-            dir_mode: 0o555,
-            attr_ttl: Duration::from_secs(60),
-            list_cache_entries: 16,
-            list_cache_ttl: Duration::from_secs(60),
-        };
-        let cache = blockcache::BlockCache::open(
-            &dir.join("cache"),
-            blockcache::Settings {
-                max_size: 1 << 30,
-                block_size: 1 << 20,
-                high_water: 0.9,
-                low_water: 0.8,
-            },
-        )
-        .unwrap();
-        Arc::new(Core::new(backends, tree, settings).with_cache(Arc::new(cache), 4))
+        crate::test_support::memory_core(dir, store)
     }
 
     #[tokio::test]

@@ -385,45 +385,15 @@ impl axum::serve::Listener for TlsListener {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
-    use warpdrive_fs::{Backend, FsSettings, namespace};
 
     use super::*;
 
     fn control(dir: &std::path::Path) -> Shared {
-        let store: Arc<dyn object_store::ObjectStore> =
-            Arc::new(object_store::memory::InMemory::new());
-        let backends = vec![Backend {
-            name: "mem".into(),
-            store,
-            prefix: String::new(),
-            timeout: Duration::from_secs(5),
-        }];
-        let tree = namespace::build(&[("/mem".to_owned(), 0)]).unwrap();
-        let settings = FsSettings {
-            uid: 0,
-            gid: 0,
-            file_mode: 0o444,
-            dir_mode: 0o555,
-            attr_ttl: Duration::from_secs(60),
-            list_cache_entries: 16,
-            list_cache_ttl: Duration::from_secs(60),
-        };
-        let cache = blockcache::BlockCache::open(
-            &dir.join("cache"),
-            blockcache::Settings {
-                max_size: 1 << 30,
-                block_size: 1 << 20,
-                high_water: 0.9,
-                low_water: 0.8,
-            },
-        )
-        .unwrap();
-        let core = Arc::new(Core::new(backends, tree, settings).with_cache(Arc::new(cache), 4));
+        let core =
+            crate::test_support::memory_core(dir, Arc::new(object_store::memory::InMemory::new()));
         let jobs =
             JobStore::open(&core.cache().unwrap().state_dir().unwrap(), core.clone()).unwrap();
         Arc::new(Control {

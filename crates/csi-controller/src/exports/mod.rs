@@ -184,14 +184,7 @@ where
     if let Some(found) = find().await.map_err(|e| from_truenas(steps.lookup, e))? {
         return Ok(found);
     }
-    match create().await {
-        Ok(made) => Ok(made),
-        Err(Error::AlreadyExists { .. } | Error::Validation { .. }) => find()
-            .await
-            .map_err(|e| from_truenas(steps.lookup, e))?
-            .ok_or_else(|| ControllerError::internal((steps.missing)())),
-        Err(err) => Err(from_truenas(steps.create, err)),
-    }
+    create_or_find(steps, find, create).await
 }
 
 /// Creates an object that cannot exist yet (its dataset was just made), looking it up only
@@ -214,6 +207,9 @@ where
         Err(err @ (Error::AlreadyExists { .. } | Error::Validation { .. })) => {
             match find().await.map_err(|e| from_truenas(steps.lookup, e))? {
                 Some(found) => Ok(found),
+                None if matches!(err, Error::AlreadyExists { .. }) => {
+                    Err(ControllerError::internal((steps.missing)()))
+                }
                 None => Err(from_truenas(steps.create, err)),
             }
         }
