@@ -175,16 +175,7 @@ pub(crate) fn run_onetime(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         }
         // zfs recv -o: user properties (with a `:`) and native ones, raw values.
         if let Some(Value::Object(overrides)) = data.get("properties_override") {
-            for (key, value) in overrides {
-                let value = value
-                    .as_str()
-                    .map_or_else(|| value.to_string(), str::to_owned);
-                if key.contains(':') {
-                    rec.user.insert(key.clone(), value);
-                } else {
-                    rec.props.insert(key.clone(), value.to_lowercase());
-                }
-            }
+            crate::snapshots::set_properties(rec, overrides);
         }
     }
     let dest = if source_rec.volume {

@@ -362,16 +362,7 @@ pub(crate) fn clone(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
             );
         }
         if let Some(Value::Object(extra)) = data.get("dataset_properties") {
-            for (key, value) in extra {
-                let value = value
-                    .as_str()
-                    .map_or_else(|| value.to_string(), str::to_owned);
-                if key.contains(':') {
-                    rec.user.insert(key.clone(), value);
-                } else {
-                    rec.props.insert(key.clone(), value.to_lowercase());
-                }
-            }
+            set_properties(rec, extra);
         }
     }
     let dest = if source.volume {
@@ -382,6 +373,24 @@ pub(crate) fn clone(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     data::copy_tree(&ctx.data.snapshot_path(&snapshot), &dest, &|_| false)
         .map_err(|err| Failure::call(14, format!("Failed to clone snapshot: {err}")))?;
     Ok(json!(true))
+}
+
+/// Sets properties given at creation (`dataset_properties` of a clone, `properties_override`
+/// of a received copy): user properties (with a `:`) as given, native ones lower-cased raw.
+pub(crate) fn set_properties(
+    rec: &mut crate::model::DatasetRec,
+    properties: &serde_json::Map<String, Value>,
+) {
+    for (key, value) in properties {
+        let value = value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned);
+        if key.contains(':') {
+            rec.user.insert(key.clone(), value);
+        } else {
+            rec.props.insert(key.clone(), value.to_lowercase());
+        }
+    }
 }
 
 /// The create arguments of a dataset made from `source`'s data (a clone or a received

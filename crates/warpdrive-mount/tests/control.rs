@@ -540,12 +540,15 @@ fn the_control_plane_refuses_to_run_without_a_token_and_serves_https_when_config
     );
     let base = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("{base}control_plane: {{ enabled: true }}\n")).unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let check = || {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check-config")
+            .output()
+            .unwrap()
+    };
+    let out = check();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -564,12 +567,7 @@ fn the_control_plane_refuses_to_run_without_a_token_and_serves_https_when_config
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("check-config")
-        .output()
-        .unwrap();
+    let out = check();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("has 5 characters"),
