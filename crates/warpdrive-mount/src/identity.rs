@@ -349,7 +349,10 @@ pub(crate) fn start(
             .auth
             .refresh_interval
             .unwrap_or(Duration::from_secs(300)),
-        wait: settings.request_timeout,
+        // Half the backend's own call timeout: a reader with no valid credential must hear
+        // "no valid credential" (EACCES, logged with backend and provider) before the call's
+        // timeout turns the same wait into an anonymous EIO timeout.
+        wait: settings.request_timeout / 2,
         ..RefreshSettings::default()
     };
     let name = &settings.name;
