@@ -23,6 +23,7 @@ pub type ReadyCheck =
 pub struct IdentityService {
     version: String,
     controller: bool,
+    topology: bool,
     ready: ReadyCheck,
 }
 
@@ -32,8 +33,16 @@ impl IdentityService {
         Self {
             version: version.into(),
             controller,
+            topology: false,
             ready,
         }
+    }
+
+    /// Advertises VOLUME_ACCESSIBILITY_CONSTRAINTS: volumes are reachable only from nodes of
+    /// their system's topology segment (several TrueNAS systems).
+    pub fn with_topology(mut self, topology: bool) -> Self {
+        self.topology = topology;
+        self
     }
 }
 
@@ -61,6 +70,15 @@ impl Identity for IdentityService {
                 },
             )),
         }];
+        if self.topology {
+            capabilities.push(PluginCapability {
+                r#type: Some(plugin_capability::Type::Service(
+                    plugin_capability::Service {
+                        r#type: service::Type::VolumeAccessibilityConstraints as i32,
+                    },
+                )),
+            });
+        }
         if self.controller {
             capabilities.insert(
                 0,

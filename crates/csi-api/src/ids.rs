@@ -1,8 +1,12 @@
 //! Volume and snapshot ids: self-describing, so a restarted controller finds everything on
 //! TrueNAS with exact lookups and no local state.
 //!
-//! - volume: `<protocol>:<dataset>` e.g. `nfs:tank/csi/pvc-1`
-//! - snapshot: `<protocol>:<dataset>@<snapshot>` e.g. `nfs:tank/csi/pvc-1@snapshot-2`
+//! - volume: `[<system>:]<protocol>:<dataset>` e.g. `nfs:tank/csi/pvc-1` or
+//!   `nas-b:nfs:tank/csi/pvc-1`
+//! - snapshot: `<volume id>@<snapshot>` e.g. `nfs:tank/csi/pvc-1@snapshot-2`
+//!
+//! The system is the name of a configured TrueNAS system; an id without one was made by a
+//! single-system deployment and belongs to the default system.
 
 use std::fmt;
 use std::str::FromStr;
@@ -75,9 +79,24 @@ fn valid_dataset(dataset: &str) -> bool {
         })
 }
 
+/// Whether `name` can be a system name in an id: a DNS label (lowercase letters, digits and
+/// `-`, at most 63) that is not a protocol name, so `nfs:tank/x` never reads as a system.
+pub fn valid_system_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.parse::<Protocol>().is_err()
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// A volume id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VolumeId {
+    /// The TrueNAS system it lives on; `None` for an id of a single-system deployment.
+    pub system: Option<String>,
     /// How it is attached.
     pub protocol: Protocol,
     /// Its dataset or zvol on TrueNAS.
@@ -86,6 +105,9 @@ pub struct VolumeId {
 
 impl fmt::Display for VolumeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(system) = &self.system {
+            write!(f, "{system}:")?;
+        }
         write!(f, "{}:{}", self.protocol, self.dataset)
     }
 }
@@ -93,16 +115,27 @@ impl fmt::Display for VolumeId {
 impl FromStr for VolumeId {
     type Err = IdError;
     fn from_str(text: &str) -> Result<Self, IdError> {
-        let (protocol, dataset) = text
-            .split_once(':')
-            .ok_or_else(|| IdError(format!("volume id `{text}` is not `<protocol>:<dataset>`")))?;
-        let protocol = protocol.parse()?;
+        let shape = || {
+            IdError(format!(
+                "volume id `{text}` is not `[<system>:]<protocol>:<dataset>`"
+            ))
+        };
+        let (first, rest) = text.split_once(':').ok_or_else(shape)?;
+        let (system, protocol, dataset) = match first.parse::<Protocol>() {
+            Ok(protocol) => (None, protocol, rest),
+            Err(_) if valid_system_name(first) => {
+                let (protocol, dataset) = rest.split_once(':').ok_or_else(shape)?;
+                (Some(first.to_owned()), protocol.parse()?, dataset)
+            }
+            Err(err) => return Err(err),
+        };
         if !valid_dataset(dataset) {
             return Err(IdError(format!(
                 "volume id `{text}` does not name a dataset"
             )));
         }
         Ok(Self {
+            system,
             protocol,
             dataset: dataset.to_owned(),
         })
@@ -184,5 +217,40 @@ mod tests {
         for bad in ["nfs:tank/x", "nfs:tank/x@", "nfs:tank/x@a b"] {
             assert!(bad.parse::<SnapshotId>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ids_may_name_their_system_and_old_ids_still_parse() {
+        let volume: VolumeId = "nas-b:iscsi:tank/csi/pvc-1".parse().unwrap();
+        assert_eq!(volume.system.as_deref(), Some("nas-b"));
+        assert_eq!(volume.protocol, Protocol::Iscsi);
+        assert_eq!(volume.dataset, "tank/csi/pvc-1");
+        assert_eq!(volume.to_string(), "nas-b:iscsi:tank/csi/pvc-1");
+        let old: VolumeId = "nfs:tank/csi/pvc-1".parse().unwrap();
+        assert_eq!(old.system, None);
+        // A colon inside an old id's dataset does not make its protocol a system.
+        let colon: VolumeId = "nfs:tank/csi/a:b".parse().unwrap();
+        assert_eq!(
+            (colon.system, colon.dataset.as_str()),
+            (None, "tank/csi/a:b")
+        );
+        let snapshot: SnapshotId = "nas-b:nfs:tank/csi/pvc-1@s1".parse().unwrap();
+        assert_eq!(snapshot.volume.system.as_deref(), Some("nas-b"));
+        assert_eq!(snapshot.zfs_id(), "tank/csi/pvc-1@s1");
+        assert_eq!(snapshot.to_string(), "nas-b:nfs:tank/csi/pvc-1@s1");
+        for bad in [
+            "NAS:nfs:tank/x",
+            "nas-b:ftp:tank/x",
+            "nas-b:nfs:tank",
+            "nas-b:tank/x",
+            "-b:nfs:tank/x",
+            "nas_b:nfs:tank/x",
+        ] {
+            assert!(bad.parse::<VolumeId>().is_err(), "{bad}");
+        }
+        for name in ["nfs", "smb", "iscsi", "nvmeof", "", "A", "a_b"] {
+            assert!(!valid_system_name(name), "{name}");
+        }
+        assert!(valid_system_name("nas-1"));
     }
 }

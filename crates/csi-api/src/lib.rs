@@ -19,7 +19,7 @@ pub mod metrics;
 
 pub use context::{ContextError, Export, VolumeContext};
 pub use identity::{IdentityService, ReadyCheck};
-pub use ids::{IdError, Protocol, SnapshotId, VolumeId};
+pub use ids::{IdError, Protocol, SnapshotId, VolumeId, valid_system_name};
 pub use locks::{NameBusy, NameHeld, NameLocks};
 pub use metrics::CsiMetrics;
 

@@ -13,29 +13,27 @@ mod nodes;
 mod params;
 mod props;
 mod snapshots;
+mod systems;
 mod volumes;
 
 use std::sync::Arc;
 
+use crate::error::ControllerError;
+use crate::params::VolumeParams;
+use crate::volumes::{Plan, Source};
 use csi_api::csi::controller_server::Controller;
 use csi_api::csi::controller_service_capability::{Rpc, rpc};
 use csi_api::csi::volume_capability::AccessType;
 use csi_api::csi::*;
 use csi_api::{CsiMetrics, NameLocks, SnapshotId, VolumeContext, VolumeId};
 use tonic::{Request, Response, Status};
-use truenas::Client;
-
-use crate::error::ControllerError;
-use crate::params::VolumeParams;
-use crate::volumes::{Plan, Source};
 
 pub use nodes::{NodeDirectory, StaticNodes};
+pub use systems::{System, Systems};
 
-/// What the controller needs besides the TrueNAS client.
+/// What the controller needs besides the TrueNAS systems.
 #[derive(Clone)]
 pub struct ControllerSettings {
-    /// Address nodes use for data when a StorageClass gives no `server` (the API URL's host).
-    pub default_server: String,
     /// The nodes ControllerPublishVolume may give access to.
     pub nodes: Arc<dyn NodeDirectory>,
 }
@@ -43,21 +41,40 @@ pub struct ControllerSettings {
 /// The Controller service.
 #[derive(Clone)]
 pub struct ControllerService {
-    client: Client,
+    systems: Arc<Systems>,
     settings: Arc<ControllerSettings>,
     locks: NameLocks,
     metrics: CsiMetrics,
 }
 
 impl ControllerService {
-    /// A controller working through `client`.
-    pub fn new(client: Client, settings: ControllerSettings, metrics: CsiMetrics) -> Self {
+    /// A controller working on `systems`.
+    pub fn new(systems: Arc<Systems>, settings: ControllerSettings, metrics: CsiMetrics) -> Self {
         Self {
-            client,
+            systems,
             settings: Arc::new(settings),
             locks: NameLocks::default(),
             metrics,
         }
+    }
+
+    /// The system a volume id names, and the id parsed; a malformed id is NOT_FOUND.
+    fn route(&self, volume_id: &str) -> Result<(&System, VolumeId), ControllerError> {
+        let id: VolumeId = volume_id.parse().map_err(|err| {
+            ControllerError::not_found(format!("volume {volume_id} does not exist: {err}"))
+        })?;
+        Ok((self.systems.for_id(&id)?, id))
+    }
+
+    /// Loads a live volume by id from the system the id names; its id stays as given.
+    async fn require(
+        &self,
+        volume_id: &str,
+    ) -> Result<(&System, volumes::ManagedVolume), ControllerError> {
+        let (system, id) = self.route(volume_id)?;
+        let mut volume = volumes::require(&system.client, &id).await?;
+        volume.id.system = id.system;
+        Ok((system, volume))
     }
 
     async fn create_volume_inner(
@@ -85,6 +102,7 @@ impl ControllerService {
         let _held = self.locks.try_lock(&dataset)?;
         let capacity = volumes::capacity_for(&params, req.capacity_range.as_ref())?;
         let source = Source::parse(req.volume_content_source.as_ref())?;
+        let system = self.place(&params, source.as_ref(), &req, &dataset).await?;
         let mut plan = Plan {
             csi_name: &req.name,
             params: &params,
@@ -95,11 +113,11 @@ impl ControllerService {
             server: params
                 .server
                 .clone()
-                .unwrap_or_else(|| self.settings.default_server.clone()),
+                .unwrap_or_else(|| system.default_server.clone()),
             secrets: &req.secrets,
             fresh: false,
         };
-        let client = &self.client;
+        let client = &system.client;
         let found = volumes::lookup(client, &dataset, &params.parent_dataset()).await?;
         let adopted = match found.volume {
             None => false,
@@ -157,7 +175,7 @@ impl ControllerService {
         if !adopted {
             volumes::ensure_parent_of(client, &params, found.parent.as_ref()).await?;
             if let Err(err) = volumes::create_dataset(client, &plan, found.parent.as_ref()).await {
-                self.roll_back(&plan).await;
+                roll_back(client, &plan).await;
                 return Err(err);
             }
             plan.fresh = true;
@@ -166,7 +184,7 @@ impl ControllerService {
             Ok(done) => done,
             Err(err) => {
                 if !adopted {
-                    self.roll_back(&plan).await;
+                    roll_back(client, &plan).await;
                 }
                 return Err(err);
             }
@@ -181,6 +199,9 @@ impl ControllerService {
             props::VOLUME_CONTEXT.to_owned(),
             serde_json::to_string(&context.to_map()).unwrap_or_default(),
         ));
+        if let Some(name) = self.systems.id_name(system) {
+            record.push((props::SYSTEM.to_owned(), name));
+        }
         if adopted {
             record.push((props::CSI_VOLUME_NAME.to_owned(), req.name.clone()));
             record.push((props::DELETED.to_owned(), "false".into()));
@@ -188,34 +209,97 @@ impl ControllerService {
         }
         // The update answers with the dataset: the volume is read from that, not looked up.
         let entry = volumes::record(client, &dataset, record).await?;
-        let Some(volume) = volumes::from_entry(entry) else {
+        let Some(mut volume) = volumes::from_entry(entry) else {
             return Err(ControllerError::unavailable(format!(
                 "volume {dataset} lost its metadata while it was being created; retry"
             )));
         };
+        volume.id.system = self.systems.id_name(system);
         // VolumeAttributesClass parameters given at creation (checked above).
         if !req.mutable_parameters.is_empty() {
             modify::modify(client, &volume, &req.mutable_parameters).await?;
         }
         Ok(CreateVolumeResponse {
-            volume: Some(volume.to_csi()),
+            volume: Some(to_csi(system, &volume)),
+        })
+    }
+
+    /// The system a CreateVolume makes its volume on: the content source's (a clone lives
+    /// beside its origin), else the best candidate by StorageClass `system` and topology that
+    /// already holds the volume (a retry) or, failing that, the first one connected.
+    async fn place(
+        &self,
+        params: &VolumeParams,
+        source: Option<&Source>,
+        req: &CreateVolumeRequest,
+        dataset: &str,
+    ) -> Result<&System, ControllerError> {
+        let requirements = req.accessibility_requirements.as_ref();
+        if let Some(source) = source {
+            let origin = match source {
+                Source::Snapshot(id) => &id.volume,
+                Source::Volume(id) => id,
+            };
+            let system = self.systems.for_id(origin)?;
+            if params.system.as_deref().is_some_and(|p| p != system.name)
+                && self.systems.has_topology()
+            {
+                return Err(ControllerError::invalid_argument(format!(
+                    "StorageClass parameter `system`: the content source is on system `{}`, and a clone is made on its origin's system",
+                    system.name
+                )));
+            }
+            self.systems.candidates(Some(&system.name), requirements)?;
+            return Ok(system);
+        }
+        let candidates = self
+            .systems
+            .candidates(params.system.as_deref(), requirements)?;
+        if let [only] = candidates.as_slice() {
+            return Ok(only);
+        }
+        let mut connected = None;
+        let mut problems = Vec::new();
+        for system in candidates {
+            if let Some(problem) = system.client.connection_problem() {
+                problems.push(format!("{}: {problem}", system.name));
+                continue;
+            }
+            if volumes::load(&system.client, dataset).await?.is_some() {
+                return Ok(system);
+            }
+            connected.get_or_insert(system);
+        }
+        connected.ok_or_else(|| {
+            ControllerError::unavailable(format!(
+                "no TrueNAS system that may hold this volume is connected ({})",
+                problems.join("; ")
+            ))
         })
     }
 
     /// Counts the live volumes on TrueNAS by protocol into `tns_csi_volumes` (one listing
     /// query of the managed datasets).
     pub async fn count_volumes(&self) -> Result<(), Status> {
-        let volumes = volumes::list(&self.client, 0, 0).await?;
-        let counts: Vec<(csi_api::Protocol, u64)> =
-            volumes.iter().map(|v| (v.id.protocol, 1)).collect();
+        let mut counts: Vec<(csi_api::Protocol, u64)> = Vec::new();
+        for system in self.systems.all() {
+            // A system that is down keeps its last count out rather than failing the others.
+            match volumes::list(&system.client, 0, 0).await {
+                Ok(volumes) => counts.extend(volumes.iter().map(|v| (v.id.protocol, 1))),
+                Err(err) => tracing::debug!(system = %system.name, %err, "could not count volumes"),
+            }
+        }
         self.metrics.set_volumes(&counts);
         Ok(())
     }
 
     /// GetCapacity with no parameters: the free space of every pool together, and the largest
     /// volume any one of them can hold.
-    async fn capacity_of_all_pools(&self) -> Result<GetCapacityResponse, ControllerError> {
-        let pools = self
+    async fn capacity_of_all_pools(
+        &self,
+        system: &System,
+    ) -> Result<GetCapacityResponse, ControllerError> {
+        let pools = system
             .client
             .pools()
             .list()
@@ -223,7 +307,7 @@ impl ControllerService {
             .map_err(error::tn("listing the pools"))?;
         let (mut total, mut largest) = (0u64, 0u64);
         for pool in pools {
-            if let Some(root) = self
+            if let Some(root) = system
                 .client
                 .datasets()
                 .get(&pool.name)
@@ -242,17 +326,174 @@ impl ControllerService {
         })
     }
 
-    /// Undoes a half-made create so nothing is left behind (best effort; a retry also completes).
-    async fn roll_back(&self, plan: &Plan<'_>) {
-        let id = VolumeId {
-            protocol: plan.params.protocol,
-            dataset: plan.dataset.clone(),
-        };
-        if let Ok(Some(Some(_))) = volumes::load(&self.client, &plan.dataset).await
-            && let Err(err) = volumes::destroy(&self.client, &id).await
+    /// GetCapacity with parameters, on one system: the parent dataset's room (or the pool's).
+    async fn capacity_on(
+        &self,
+        system: &System,
+        params: &VolumeParams,
+    ) -> Result<GetCapacityResponse, ControllerError> {
+        let datasets = system.client.datasets();
+        let parent = params.parent_dataset();
+        let found = match datasets
+            .get(&parent)
+            .await
+            .map_err(error::tn("reading the parent dataset"))?
         {
-            tracing::warn!(volume = %id, %err, "could not roll back a failed create; a retry will complete or clean it");
+            Some(dataset) => Some(dataset),
+            None => datasets
+                .get(&params.pool)
+                .await
+                .map_err(error::tn("reading the pool's root dataset"))?,
+        };
+        let dataset = found.ok_or_else(|| {
+            ControllerError::invalid_argument(format!(
+                "StorageClass parameter `pool`: pool {} does not exist on system {}",
+                params.pool, system.name
+            ))
+        })?;
+        let available = dataset.available_bytes().unwrap_or(0) as i64;
+        Ok(GetCapacityResponse {
+            available_capacity: available,
+            maximum_volume_size: Some(available),
+            minimum_volume_size: Some(if params.protocol.is_block() {
+                params.volblocksize.bytes() as i64
+            } else {
+                1 << 30
+            }),
+        })
+    }
+
+    /// Volumes of every system, in system then id order, from a paging position on.
+    async fn list_page(
+        &self,
+        start: ListPosition,
+        max: usize,
+    ) -> Result<
+        (
+            Vec<csi_api::csi::list_volumes_response::Entry>,
+            Option<ListPosition>,
+        ),
+        ControllerError,
+    > {
+        let mut entries = Vec::new();
+        let systems = self.systems.all();
+        if start.system >= systems.len() && !(start.system == 0 && start.offset == 0) {
+            return Err(ControllerError::Aborted(format!(
+                "starting_token {} is past the end",
+                start.token(self.systems.has_topology())
+            )));
         }
+        let mut at = start;
+        while at.system < systems.len() {
+            let system = &systems[at.system];
+            let want = if max == 0 { 0 } else { max - entries.len() + 1 };
+            let page = volumes::list(&system.client, at.offset as u32, want as u32)
+                .await
+                .map_err(|err| with_system(self.systems.has_topology(), system, err))?;
+            if at.offset > 0 && page.is_empty() {
+                let total = volumes::list(&system.client, 0, 0).await?.len();
+                if at.offset > total {
+                    return Err(ControllerError::Aborted(format!(
+                        "starting_token {} is past the end ({total} volumes)",
+                        at.token(self.systems.has_topology())
+                    )));
+                }
+            }
+            for mut volume in page {
+                if max > 0 && entries.len() == max {
+                    return Ok((entries, Some(at)));
+                }
+                volume.id.system = self.systems.listed_name(system, &volume.dataset);
+                entries.push(list_volumes_response::Entry {
+                    volume: Some(to_csi(system, &volume)),
+                    status: Some(list_volumes_response::VolumeStatus {
+                        published_node_ids: volume.published_nodes(),
+                        volume_condition: None,
+                    }),
+                });
+                at.offset += 1;
+            }
+            at = ListPosition {
+                system: at.system + 1,
+                offset: 0,
+            };
+        }
+        Ok((entries, None))
+    }
+}
+
+/// Where a ListVolumes page starts: a system and an offset into its volumes. The token is the
+/// offset alone with one system (as before there were several), `<system index>.<offset>`
+/// with several.
+#[derive(Debug, Clone, Copy, Default)]
+struct ListPosition {
+    system: usize,
+    offset: usize,
+}
+
+impl ListPosition {
+    fn parse(token: &str) -> Result<Self, Status> {
+        if token.is_empty() {
+            return Ok(Self::default());
+        }
+        let bad = || {
+            Status::aborted(format!(
+                "starting_token `{token}` is not one this driver issued"
+            ))
+        };
+        match token.split_once('.') {
+            None => Ok(Self {
+                system: 0,
+                offset: token.parse().map_err(|_| bad())?,
+            }),
+            Some((system, offset)) => Ok(Self {
+                system: system.parse().map_err(|_| bad())?,
+                offset: offset.parse().map_err(|_| bad())?,
+            }),
+        }
+    }
+
+    fn token(self, several: bool) -> String {
+        if several {
+            format!("{}.{}", self.system, self.offset)
+        } else {
+            self.offset.to_string()
+        }
+    }
+}
+
+/// The CSI volume with the topology of the system it lives on.
+fn to_csi(system: &System, volume: &volumes::ManagedVolume) -> csi_api::csi::Volume {
+    let mut csi = volume.to_csi();
+    csi.accessible_topology = system.accessible_topology();
+    csi
+}
+
+/// With several systems, an error says which one it came from.
+fn with_system(several: bool, system: &System, err: ControllerError) -> ControllerError {
+    if !several {
+        return err;
+    }
+    match err {
+        ControllerError::TrueNas { what, source } => ControllerError::TrueNas {
+            what: format!("TrueNAS system {}: {what}", system.name),
+            source,
+        },
+        other => other,
+    }
+}
+
+/// Undoes a half-made create so nothing is left behind (best effort; a retry also completes).
+async fn roll_back(client: &truenas::Client, plan: &Plan<'_>) {
+    let id = VolumeId {
+        system: None,
+        protocol: plan.params.protocol,
+        dataset: plan.dataset.clone(),
+    };
+    if let Ok(Some(Some(_))) = volumes::load(client, &plan.dataset).await
+        && let Err(err) = volumes::destroy(client, &id).await
+    {
+        tracing::warn!(volume = %id, %err, "could not roll back a failed create; a retry will complete or clean it");
     }
 }
 
@@ -307,8 +548,9 @@ impl Controller for ControllerService {
                 let Ok(id) = req.volume_id.parse::<VolumeId>() else {
                     return Ok(DeleteVolumeResponse {}); // never ours: nothing to delete
                 };
+                let system = self.systems.for_id(&id)?;
                 let _held = self.locks.try_lock(&id.dataset)?;
-                match volumes::load(&self.client, &id.dataset).await? {
+                match volumes::load(&system.client, &id.dataset).await? {
                     None => Ok(DeleteVolumeResponse {}),
                     Some(None) => Err(Status::failed_precondition(format!(
                         "dataset {} is not managed by tns-csi; not deleting it",
@@ -316,7 +558,7 @@ impl Controller for ControllerService {
                     ))),
                     Some(Some(volume)) if volume.deleted => Ok(DeleteVolumeResponse {}),
                     Some(Some(volume)) => {
-                        volumes::delete(&self.client, volume).await?;
+                        volumes::delete(&system.client, volume).await?;
                         Ok(DeleteVolumeResponse {})
                     }
                 }
@@ -357,15 +599,16 @@ impl Controller for ControllerService {
                     .volume_capability
                     .as_ref()
                     .ok_or_else(|| Status::invalid_argument("volume_capability: required"))?;
-                let volume = volumes::require(&self.client, &req.volume_id).await?;
+                let (system, volume) = self.require(&req.volume_id).await?;
+                let client = &system.client;
                 capabilities::check_capability(volume.id.protocol, capability)
                     .map_err(Status::invalid_argument)?;
                 let _held = self.locks.try_lock(&volume.id.dataset)?;
                 // After a NAS reboot an encrypted volume is locked: unlock it with the
                 // controller-publish secret before the node stages it.
-                volumes::unlock(&self.client, &volume, &req.secrets).await?;
-                let publish_context = exports::publish(&self.client, &volume, &req.node_id).await?;
-                volumes::record_published(&self.client, &volume, &req.node_id, true).await?;
+                volumes::unlock(client, &volume, &req.secrets).await?;
+                let publish_context = exports::publish(client, &volume, &req.node_id).await?;
+                volumes::record_published(client, &volume, &req.node_id, true).await?;
                 Ok(ControllerPublishVolumeResponse { publish_context })
             })
             .await
@@ -381,8 +624,12 @@ impl Controller for ControllerService {
                 if req.volume_id.is_empty() {
                     return Err(Status::invalid_argument("volume_id: required"));
                 }
-                let Ok(volume) = volumes::require(&self.client, &req.volume_id).await else {
-                    return Ok(ControllerUnpublishVolumeResponse {}); // gone: unpublished everywhere
+                let (system, volume) = match self.require(&req.volume_id).await {
+                    Ok(found) => found,
+                    Err(ControllerError::NotFound(_)) => {
+                        return Ok(ControllerUnpublishVolumeResponse {}); // gone: unpublished everywhere
+                    }
+                    Err(err) => return Err(err.into()),
                 };
                 let _held = self.locks.try_lock(&volume.id.dataset)?;
                 // No node id: unpublish from every node (CSI), i.e. every recorded one.
@@ -392,8 +639,8 @@ impl Controller for ControllerService {
                     vec![req.node_id.clone()]
                 };
                 for node in &nodes {
-                    exports::unpublish(&self.client, &volume, node).await?;
-                    volumes::record_published(&self.client, &volume, node, false).await?;
+                    exports::unpublish(&system.client, &volume, node).await?;
+                    volumes::record_published(&system.client, &volume, node, false).await?;
                 }
                 Ok(ControllerUnpublishVolumeResponse {})
             })
@@ -413,7 +660,7 @@ impl Controller for ControllerService {
                 if req.volume_capabilities.is_empty() {
                     return Err(Status::invalid_argument("volume_capabilities: required"));
                 }
-                let volume = volumes::require(&self.client, &req.volume_id).await?;
+                let (_, volume) = self.require(&req.volume_id).await?;
                 let problems: Vec<String> = req
                     .volume_capabilities
                     .iter()
@@ -445,37 +692,14 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         self.metrics
             .observe("ListVolumes", async {
-                let offset = offset_token(&req.starting_token)?;
+                let start = ListPosition::parse(&req.starting_token)?;
                 let max = max_entries(req.max_entries)?;
-                let limit = if max == 0 { 0 } else { max + 1 };
-                let mut page = volumes::list(&self.client, offset as u32, limit as u32).await?;
-                if offset > 0 && page.is_empty() {
-                    let total = volumes::list(&self.client, 0, 0).await?.len();
-                    if offset > total {
-                        return Err(Status::aborted(format!(
-                            "starting_token {offset} is past the end ({total} volumes)"
-                        )));
-                    }
-                }
-                let next_token = if max > 0 && page.len() > max {
-                    page.truncate(max);
-                    (offset + max).to_string()
-                } else {
-                    String::new()
-                };
-                let entries = page
-                    .iter()
-                    .map(|v| list_volumes_response::Entry {
-                        volume: Some(v.to_csi()),
-                        status: Some(list_volumes_response::VolumeStatus {
-                            published_node_ids: v.published_nodes(),
-                            volume_condition: None,
-                        }),
-                    })
-                    .collect();
+                let (entries, next) = self.list_page(start, max).await?;
                 Ok(ListVolumesResponse {
                     entries,
-                    next_token,
+                    next_token: next
+                        .map(|at| at.token(self.systems.has_topology()))
+                        .unwrap_or_default(),
                 })
             })
             .await
@@ -488,12 +712,17 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         self.metrics
             .observe("GetCapacity", async {
-                if req.parameters.is_empty() {
-                    // Parameters are optional: then the answer is about all the storage.
-                    return self.capacity_of_all_pools().await.map_err(Status::from);
-                }
-                let params = VolumeParams::parse(&req.parameters)?;
-                if !req.volume_capabilities.is_empty()
+                let pinned = req.parameters.get("system").map(String::as_str);
+                let systems = self
+                    .systems
+                    .for_capacity(pinned, req.accessible_topology.as_ref())?;
+                let params = if req.parameters.is_empty() {
+                    None
+                } else {
+                    Some(VolumeParams::parse(&req.parameters)?)
+                };
+                if let Some(params) = &params
+                    && !req.volume_capabilities.is_empty()
                     && capabilities::check_capabilities(params.protocol, &req.volume_capabilities)
                         .is_err()
                 {
@@ -503,35 +732,42 @@ impl Controller for ControllerService {
                         minimum_volume_size: None,
                     });
                 }
-                let datasets = self.client.datasets();
-                let parent = params.parent_dataset();
-                let found = match datasets
-                    .get(&parent)
-                    .await
-                    .map_err(error::tn("reading the parent dataset"))?
-                {
-                    Some(dataset) => Some(dataset),
-                    None => datasets
-                        .get(&params.pool)
-                        .await
-                        .map_err(error::tn("reading the pool's root dataset"))?,
-                };
-                let dataset = found.ok_or_else(|| {
-                    Status::invalid_argument(format!(
-                        "StorageClass parameter `pool`: pool {} does not exist",
-                        params.pool
-                    ))
-                })?;
-                let available = dataset.available_bytes().unwrap_or(0) as i64;
-                Ok(GetCapacityResponse {
-                    available_capacity: available,
-                    maximum_volume_size: Some(available),
-                    minimum_volume_size: Some(if params.protocol.is_block() {
-                        params.volblocksize.bytes() as i64
-                    } else {
-                        1 << 30
+                // Several systems in one segment add up; one that is down is left out (and
+                // logged) unless none answers.
+                let mut answer: Option<GetCapacityResponse> = None;
+                let mut failed = None;
+                for system in systems {
+                    let one = match &params {
+                        None => self.capacity_of_all_pools(system).await,
+                        Some(params) => self.capacity_on(system, params).await,
+                    };
+                    match one {
+                        Ok(one) => {
+                            answer = Some(match answer {
+                                None => one,
+                                Some(sum) => GetCapacityResponse {
+                                    available_capacity: sum.available_capacity + one.available_capacity,
+                                    maximum_volume_size: sum.maximum_volume_size.max(one.maximum_volume_size),
+                                    minimum_volume_size: sum.minimum_volume_size,
+                                },
+                            });
+                        }
+                        Err(err @ ControllerError::InvalidArgument(_)) => return Err(err.into()),
+                        Err(err) => {
+                            tracing::warn!(system = %system.name, %err, "no capacity from this TrueNAS system");
+                            failed = Some(with_system(self.systems.has_topology(), system, err));
+                        }
+                    }
+                }
+                match (answer, failed) {
+                    (Some(answer), _) => Ok(answer),
+                    (None, Some(err)) => Err(err.into()),
+                    (None, None) => Ok(GetCapacityResponse {
+                        available_capacity: 0,
+                        maximum_volume_size: None,
+                        minimum_volume_size: None,
                     }),
-                })
+                }
             })
             .await
     }
@@ -583,9 +819,10 @@ impl Controller for ControllerService {
                 }
                 let params = snapshots::SnapshotParams::parse(&req.parameters)?;
                 let _held = self.locks.try_lock(&format!("snapshot:{}", req.name))?;
-                let source = volumes::require(&self.client, &req.source_volume_id).await?;
+                let (system, source) = self.require(&req.source_volume_id).await?;
                 let _volume = self.locks.try_lock(&source.id.dataset)?;
-                let snapshot = snapshots::create(&self.client, &source, &req.name, &params).await?;
+                let snapshot =
+                    snapshots::create(&system.client, &source, &req.name, &params).await?;
                 Ok(CreateSnapshotResponse {
                     snapshot: Some(snapshot.to_csi()),
                 })
@@ -607,8 +844,9 @@ impl Controller for ControllerService {
                     return Ok(DeleteSnapshotResponse {});
                 };
                 let _held = self.locks.try_lock(&format!("snapshot:{}", id.name))?;
+                let system = self.systems.for_id(&id.volume)?;
                 let _volume = self.locks.try_lock(&id.volume.dataset)?;
-                snapshots::delete(&self.client, &id).await?;
+                snapshots::delete(&system.client, &id).await?;
                 Ok(DeleteSnapshotResponse {})
             })
             .await
@@ -625,7 +863,7 @@ impl Controller for ControllerService {
                 let max = max_entries(req.max_entries)?;
                 if !req.snapshot_id.is_empty() {
                     let entries = match req.snapshot_id.parse::<SnapshotId>() {
-                        Ok(id) => snapshots::get(&self.client, &id)
+                        Ok(id) => snapshots::get(&self.systems.for_id(&id.volume)?.client, &id)
                             .await?
                             .into_iter()
                             .collect(),
@@ -659,15 +897,46 @@ impl Controller for ControllerService {
                         }
                     }
                 };
-                let (page, more) =
-                    snapshots::list(&self.client, source.as_ref(), offset, max).await?;
-                if offset > 0 && page.is_empty() && !more {
-                    let (all, _) = snapshots::list(&self.client, source.as_ref(), 0, 0).await?;
-                    if offset > all.len() {
-                        return Err(Status::aborted(format!(
-                            "starting_token {offset} is past the end"
-                        )));
+                let several = self.systems.has_topology();
+                let (page, more, total) = if !several || source.is_some() {
+                    // One system to ask: page on TrueNAS.
+                    let client = match &source {
+                        Some(id) => &self.systems.for_id(id)?.client,
+                        None => &self.systems.all()[0].client,
+                    };
+                    let (page, more) =
+                        snapshots::list(client, source.as_ref(), offset, max).await?;
+                    let total = if offset > 0 && page.is_empty() && !more {
+                        snapshots::list(client, source.as_ref(), 0, 0)
+                            .await?
+                            .0
+                            .len()
+                    } else {
+                        usize::MAX
+                    };
+                    (page, more, total)
+                } else {
+                    // Every system: their snapshots together, in system order.
+                    let mut all = Vec::new();
+                    for system in self.systems.all() {
+                        let (mut some, _) = snapshots::list(&system.client, None, 0, 0)
+                            .await
+                            .map_err(|err| with_system(several, system, err))?;
+                        all.append(&mut some);
                     }
+                    let total = all.len();
+                    let more = max > 0 && total > offset + max;
+                    let take = if max == 0 { usize::MAX } else { max };
+                    (
+                        all.into_iter().skip(offset).take(take).collect(),
+                        more,
+                        total,
+                    )
+                };
+                if offset > total {
+                    return Err(Status::aborted(format!(
+                        "starting_token {offset} is past the end"
+                    )));
                 }
                 let next_token = if more {
                     (offset + max).to_string()
@@ -702,13 +971,14 @@ impl Controller for ControllerService {
                     .capacity_range
                     .as_ref()
                     .ok_or_else(|| Status::invalid_argument("capacity_range: required"))?;
-                let volume = volumes::require(&self.client, &req.volume_id).await?;
+                let (system, volume) = self.require(&req.volume_id).await?;
                 let _held = self.locks.try_lock(&volume.id.dataset)?;
                 let required = u64::try_from(range.required_bytes).map_err(|_| {
                     Status::invalid_argument("capacity_range.required_bytes must not be negative")
                 })?;
                 let block_size = volume.dataset.volblocksize_bytes().unwrap_or(16384);
-                let capacity = volumes::expand(&self.client, &volume, block_size, required).await?;
+                let capacity =
+                    volumes::expand(&system.client, &volume, block_size, required).await?;
                 if range.limit_bytes > 0 && capacity as i64 > range.limit_bytes {
                     return Err(Status::out_of_range(format!(
                         "the volume is {capacity} bytes, over limit_bytes {}",
@@ -739,9 +1009,9 @@ impl Controller for ControllerService {
                 if req.volume_id.is_empty() {
                     return Err(Status::invalid_argument("volume_id: required"));
                 }
-                let volume = volumes::require(&self.client, &req.volume_id).await?;
+                let (system, volume) = self.require(&req.volume_id).await?;
                 let _held = self.locks.try_lock(&volume.id.dataset)?;
-                modify::modify(&self.client, &volume, &req.mutable_parameters).await?;
+                modify::modify(&system.client, &volume, &req.mutable_parameters).await?;
                 Ok(ControllerModifyVolumeResponse {})
             })
             .await
@@ -760,7 +1030,7 @@ impl Controller for ControllerService {
                 let missing =
                     || Status::not_found(format!("snapshot {} does not exist", req.snapshot_id));
                 let id: SnapshotId = req.snapshot_id.parse().map_err(|_| missing())?;
-                let snapshot = snapshots::get(&self.client, &id)
+                let snapshot = snapshots::get(&self.systems.for_id(&id.volume)?.client, &id)
                     .await?
                     .ok_or_else(missing)?;
                 Ok(GetSnapshotResponse {
@@ -780,10 +1050,10 @@ impl Controller for ControllerService {
                 if req.volume_id.is_empty() {
                     return Err(Status::invalid_argument("volume_id: required"));
                 }
-                let volume = volumes::require(&self.client, &req.volume_id).await?;
-                let problem = exports::condition(&self.client, &volume).await?;
+                let (system, volume) = self.require(&req.volume_id).await?;
+                let problem = exports::condition(&system.client, &volume).await?;
                 Ok(ControllerGetVolumeResponse {
-                    volume: Some(volume.to_csi()),
+                    volume: Some(to_csi(system, &volume)),
                     status: Some(controller_get_volume_response::VolumeStatus {
                         published_node_ids: volume.published_nodes(),
                         volume_condition: Some(csi_api::csi::VolumeCondition {

@@ -61,11 +61,14 @@ pub(crate) struct VolumeParams {
     pub(crate) adopt_existing: bool,
     pub(crate) pvc_name: Option<String>,
     pub(crate) pvc_namespace: Option<String>,
+    /// The configured TrueNAS system to create on (`None`: chosen by topology).
+    pub(crate) system: Option<String>,
     /// Digest of the parameters that shape the volume (same name + other digest = AlreadyExists).
     pub(crate) digest: String,
 }
 
 const KNOWN: &[&str] = &[
+    "system",
     "protocol",
     "pool",
     "parentDataset",
@@ -199,6 +202,18 @@ impl VolumeParams {
                 unknown.join(", ")
             )));
         }
+        let system = match params.get("system") {
+            None => None,
+            Some(name) if csi_api::valid_system_name(name) => Some(name.clone()),
+            Some(name) => {
+                return Err(bad(
+                    "system",
+                    format!(
+                        "`{name}` is not a system name (lowercase letters, digits and -, as in the driver's config)"
+                    ),
+                ));
+            }
+        };
         let protocol: Protocol = params
             .get("protocol")
             .ok_or_else(|| bad("protocol", "required: nfs, smb, nvmeof or iscsi"))?
@@ -435,6 +450,7 @@ impl VolumeParams {
             adopt_existing: boolean(params, "adoptExisting", false)?,
             pvc_name: params.get("csi.storage.k8s.io/pvc/name").cloned(),
             pvc_namespace: params.get("csi.storage.k8s.io/pvc/namespace").cloned(),
+            system,
             digest: digest.iter().take(8).map(|b| format!("{b:02x}")).collect(),
         })
     }

@@ -36,6 +36,9 @@ pub(crate) const SOURCE_VOLUME_ID: &str = "tns-csi:source_volume_id";
 /// On a snapshot: its data was copied out of its volume (a detached snapshot), so it lives on
 /// a dataset of its own and outlives the volume.
 pub(crate) const DETACHED: &str = "tns-csi:detached";
+/// The system name a volume was made on by a several-system deployment: its id names the
+/// system (volumes without it have ids of a single-system deployment).
+pub(crate) const SYSTEM: &str = "tns-csi:system";
 /// Value of [`MANAGED_BY`].
 pub(crate) const MANAGER: &str = "tns-csi";
 /// Placeholder IQN that keeps an initiator group closed until a node is published (an empty

@@ -101,6 +101,7 @@ impl ManagedSnapshot {
         let source: VolumeId = snapshot.property(props::SOURCE_VOLUME_ID)?.parse().ok()?;
         let volume = if snapshot.property(props::DETACHED) == Some("true") {
             VolumeId {
+                system: source.system.clone(),
                 protocol: source.protocol,
                 dataset: snapshot.dataset.clone(),
             }

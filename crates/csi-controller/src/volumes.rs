@@ -60,6 +60,7 @@ impl ManagedVolume {
         let context = serde_json::from_str(&prop(props::VOLUME_CONTEXT)).unwrap_or_default();
         Some(Self {
             id: VolumeId {
+                system: None,
                 protocol,
                 dataset: dataset.id.clone(),
             },
@@ -196,18 +197,16 @@ pub(crate) fn from_entry(dataset: Dataset) -> Option<ManagedVolume> {
     ManagedVolume::from_dataset(dataset)
 }
 
-/// Loads a volume by id for an RPC that needs it to exist and be live.
+/// Loads a volume by id for an RPC that needs it to exist and be live (the id's system is
+/// the caller's to set).
 pub(crate) async fn require(
     client: &Client,
-    volume_id: &str,
+    id: &VolumeId,
 ) -> Result<ManagedVolume, ControllerError> {
-    let id: VolumeId = volume_id.parse().map_err(|err| {
-        ControllerError::not_found(format!("volume {volume_id} does not exist: {err}"))
-    })?;
     match load(client, &id.dataset).await? {
         Some(Some(volume)) if !volume.deleted && volume.id.protocol == id.protocol => Ok(volume),
         _ => Err(ControllerError::not_found(format!(
-            "volume {volume_id} does not exist"
+            "volume {id} does not exist"
         ))),
     }
 }

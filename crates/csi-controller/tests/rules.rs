@@ -271,9 +271,11 @@ async fn the_volumes_metric_counts_live_volumes_by_protocol() {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = csi_api::CsiMetrics::register(&mut registry);
     let service = csi_controller::ControllerService::new(
-        h.truenas.clone(),
+        std::sync::Arc::new(csi_controller::Systems::single(
+            h.truenas.clone(),
+            "127.0.0.1".into(),
+        )),
         csi_controller::ControllerSettings {
-            default_server: "127.0.0.1".into(),
             nodes: std::sync::Arc::new(csi_controller::StaticNodes::new(NODES)),
         },
         metrics,

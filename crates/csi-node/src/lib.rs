@@ -67,6 +67,8 @@ pub struct NodeSettings {
     pub command_timeout: Duration,
     /// The kubelet's directory: every staging and target path must be inside it.
     pub kubelet_dir: PathBuf,
+    /// Topology segments besides the node's own (which TrueNAS systems it reaches).
+    pub topology: std::collections::BTreeMap<String, String>,
 }
 
 impl NodeSettings {
@@ -82,6 +84,7 @@ impl NodeSettings {
             device_wait: Duration::from_secs(30),
             command_timeout: Duration::from_secs(120),
             kubelet_dir: PathBuf::from("/var/lib/kubelet"),
+            topology: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -287,10 +290,16 @@ impl Node for NodeService {
                     node_id: self.settings.node_id.clone(),
                     max_volumes_per_node: self.settings.max_volumes,
                     accessible_topology: Some(Topology {
-                        segments: HashMap::from([(
-                            "topology.tns.csi.io/node".to_owned(),
-                            self.settings.node_id.clone(),
-                        )]),
+                        segments: self
+                            .settings
+                            .topology
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .chain([(
+                                "topology.tns.csi.io/node".to_owned(),
+                                self.settings.node_id.clone(),
+                            )])
+                            .collect::<HashMap<_, _>>(),
                     }),
                 })
             })

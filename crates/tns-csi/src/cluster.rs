@@ -72,6 +72,27 @@ impl NodeDirectory for KubernetesNodes {
     }
 }
 
+/// This node's labels whose key starts with one of `prefixes`: which TrueNAS systems it
+/// reaches, for NodeGetInfo's topology.
+pub(crate) async fn node_labels(
+    client: kube::Client,
+    node: &str,
+    prefixes: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+    let found = api
+        .get(node)
+        .await
+        .map_err(|err| anyhow::anyhow!("reading the labels of node {node}: {err}"))?;
+    Ok(found
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(key, _)| prefixes.iter().any(|p| key.starts_with(p.as_str())))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -79,9 +100,27 @@ mod tests {
 
     use super::*;
 
-    /// A Kubernetes API server that answers the CSINode list the way kube-apiserver does.
+    /// A Kubernetes API server that answers the CSINode list and a Node get the way
+    /// kube-apiserver does.
     async fn api_server(lists: Arc<AtomicUsize>) -> String {
-        let app = axum::Router::new().route(
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/nodes/worker-1",
+                axum::routing::get(|| async {
+                    let body = serde_json::json!({
+                        "apiVersion": "v1",
+                        "kind": "Node",
+                        "metadata": {"name": "worker-1", "labels": {
+                            "system.tns.csi.io/nas-a": "true",
+                            "system.tns.csi.io/nas-b": "true",
+                            "kubernetes.io/hostname": "worker-1",
+                            "topology.kubernetes.io/zone": "z1"
+                        }}
+                    });
+                    ([("content-type", "application/json")], body.to_string())
+                }),
+            )
+            .route(
             "/apis/storage.k8s.io/v1/csinodes",
             axum::routing::get(move || {
                 let lists = lists.clone();
@@ -133,5 +172,38 @@ mod tests {
         );
         let err = gone.contains("worker-1").await.unwrap_err();
         assert!(err.starts_with("listing CSINode objects"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn node_topology_comes_from_labels_under_the_prefixes() {
+        let url = api_server(Arc::new(AtomicUsize::new(0))).await;
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let labels = node_labels(
+            client.clone(),
+            "worker-1",
+            &[
+                "system.tns.csi.io/".to_owned(),
+                "topology.kubernetes.io/zone".to_owned(),
+            ],
+        )
+        .await
+        .unwrap();
+        let keys: Vec<&str> = labels.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "system.tns.csi.io/nas-a",
+                "system.tns.csi.io/nas-b",
+                "topology.kubernetes.io/zone"
+            ]
+        );
+        let err = node_labels(client, "worker-9", &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("reading the labels of node worker-9"),
+            "{err}"
+        );
     }
 }

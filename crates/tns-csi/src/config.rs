@@ -1,5 +1,6 @@
 //! The config schema of `tns-csi` and its rules.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use credentials::{SecretSource, SecretString};
@@ -16,9 +17,17 @@ pub(crate) const DEFAULT_METRICS_PORT: u16 = 9809;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Config {
-    /// How to reach TrueNAS; only the controller needs it.
+    /// How to reach TrueNAS (one system); only the controller needs it.
     #[serde(default)]
     pub(crate) truenas: Option<TrueNasSettings>,
+    /// Several TrueNAS systems instead of `truenas`: each with a `name` (in volume ids and the
+    /// StorageClass `system` parameter) and a topology segment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) systems: Vec<TrueNasSettings>,
+    /// With several systems: the one that volume ids without a system name (made while the
+    /// driver had one system) belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) default_system: Option<String>,
     /// Which CSI services to serve, and where.
     #[serde(default)]
     pub(crate) csi: CsiSettings,
@@ -91,6 +100,14 @@ pub(crate) struct CsiSettings {
     /// cluster (empty here) the CSINode objects that list tns.csi.io decide.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) known_nodes: Vec<String>,
+    /// Node mode: topology segments this node reports (which TrueNAS systems it reaches),
+    /// e.g. `system.tns.csi.io/nas-a: "true"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) topology: BTreeMap<String, String>,
+    /// Node mode, in a cluster: also report this node's labels whose key starts with one of
+    /// these prefixes (read from its Node object at start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) topology_from_node_labels: Vec<String>,
 }
 
 fn default_kubelet_dir() -> PathBuf {
@@ -124,6 +141,8 @@ impl Default for CsiSettings {
             max_volumes: 0,
             kubelet_dir: default_kubelet_dir(),
             known_nodes: Vec::new(),
+            topology: BTreeMap::new(),
+            topology_from_node_labels: Vec::new(),
         }
     }
 }
@@ -167,7 +186,7 @@ impl CsiSettings {
         if self.mode.controller() && !has_truenas {
             invalid.push(Invalid::new(
                 "truenas",
-                "controller mode needs the truenas section (url and API key); node mode does not",
+                "controller mode needs the truenas section (url and API key) or `systems`; node mode does not",
             ));
         }
         if self.host == Host::Simulated && self.sim_data_dir.is_none() {
@@ -180,6 +199,11 @@ impl CsiSettings {
             && let Err(err) = csi_api::node_identity(id)
         {
             invalid.push(Invalid::new("csi.node_id", err.to_string()));
+        }
+        for key in self.topology.keys() {
+            if let Err(why) = topology_key(key) {
+                invalid.push(Invalid::new(format!("csi.topology.{key}"), why));
+            }
         }
         for (i, id) in self.known_nodes.iter().enumerate() {
             if let Err(err) = csi_api::node_identity(id) {
@@ -219,6 +243,40 @@ pub(crate) struct TrueNasSettings {
     /// Certificate trust for `wss://`.
     #[serde(default)]
     pub(crate) tls: ClientTlsSettings,
+    /// In `systems`: the system's name (lowercase letters, digits and `-`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) name: Option<String>,
+    /// In `systems`: the topology segment its volumes are accessible from; by default
+    /// `system.tns.csi.io/<name>: "true"`, which nodes that reach it report.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) topology: BTreeMap<String, String>,
+}
+
+/// The topology key prefix of the default segment of a system.
+pub(crate) const SYSTEM_TOPOLOGY_PREFIX: &str = "system.tns.csi.io/";
+
+/// Whether `key` can be a topology key (a Kubernetes label key: optional DNS prefix and `/`,
+/// then a name of at most 63 characters).
+fn topology_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let prefix_ok = prefix.len() <= 253
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c));
+    if name_ok && prefix_ok && (key.contains('/') != prefix.is_empty()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{key}` is not a label key (e.g. topology.kubernetes.io/zone)"
+        ))
+    }
 }
 
 impl TrueNasSettings {
@@ -232,28 +290,63 @@ impl TrueNasSettings {
         )
     }
 
-    /// Reads the API key; errors name the key path and the variable or file.
-    pub(crate) fn resolve_api_key(&self) -> Result<(SecretSource, SecretString), Invalid> {
+    /// Reads the API key; errors name the key path (`at`: `truenas` or `systems.N`) and the
+    /// variable or file.
+    pub(crate) fn resolve_api_key(
+        &self,
+        at: &str,
+    ) -> Result<(SecretSource, SecretString), Invalid> {
         let source = self
             .api_key_source()
-            .map_err(|err| Invalid::new("truenas.api_key", err.to_string()))?;
+            .map_err(|err| Invalid::new(format!("{at}.api_key"), err.to_string()))?;
         let source = source.ok_or_else(|| {
             Invalid::new(
-                "truenas.api_key_file",
-                "the TrueNAS API key is required: set truenas.api_key_file, truenas.api_key_env \
-                 or truenas.api_key: \"${VAR}\"",
+                format!("{at}.api_key_file"),
+                format!(
+                    "the TrueNAS API key is required: set {at}.api_key_file, {at}.api_key_env \
+                 or {at}.api_key: \"${{VAR}}\""
+                ),
             )
         })?;
         let key = source.resolve().map_err(|err| {
-            Invalid::new("truenas.api_key", format!("cannot read the API key: {err}"))
+            Invalid::new(
+                format!("{at}.api_key"),
+                format!("cannot read the API key: {err}"),
+            )
         })?;
         Ok((source, key))
+    }
+
+    /// The system's topology segment: the configured one, or `system.tns.csi.io/<name>`.
+    pub(crate) fn segment(&self) -> BTreeMap<String, String> {
+        if !self.topology.is_empty() {
+            return self.topology.clone();
+        }
+        let name = self.name.clone().unwrap_or_default();
+        BTreeMap::from([(format!("{SYSTEM_TOPOLOGY_PREFIX}{name}"), "true".to_owned())])
+    }
+}
+
+impl Config {
+    /// Every TrueNAS system with the key path it was configured at (`truenas` or
+    /// `systems.N`).
+    pub(crate) fn systems(&self) -> Vec<(String, &TrueNasSettings)> {
+        match &self.truenas {
+            Some(one) => vec![("truenas".to_owned(), one)],
+            None => self
+                .systems
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("systems.{i}"), s))
+                .collect(),
+        }
     }
 }
 
 impl Schema for Config {
     const ENV_PREFIX: &'static str = "TNS_CSI_";
-    const SECRET_REFERENCE_KEYS: &'static [&'static str] = &["truenas.api_key"];
+    const SECRET_REFERENCE_KEYS: &'static [&'static str] =
+        &["truenas.api_key", "systems.*.api_key"];
 
     fn validate(&self) -> Vec<Invalid> {
         let mut invalid = Vec::new();
@@ -261,26 +354,78 @@ impl Schema for Config {
             invalid.push(Invalid::new("log.level", err.to_string()));
         }
         if let Some(truenas) = &self.truenas {
-            truenas.validate(&mut invalid);
+            truenas.validate("truenas", &mut invalid);
+            if truenas.name.is_some() || !truenas.topology.is_empty() {
+                invalid.push(Invalid::new(
+                    "truenas.name",
+                    "name and topology belong to entries of `systems` (several TrueNAS systems); the single `truenas` section has neither",
+                ));
+            }
+            if !self.systems.is_empty() {
+                invalid.push(Invalid::new(
+                    "systems",
+                    "set either `truenas` (one system) or `systems` (several), not both",
+                ));
+            }
         }
-        self.csi.validate(self.truenas.is_some(), &mut invalid);
+        let mut names = std::collections::BTreeSet::new();
+        for (i, system) in self.systems.iter().enumerate() {
+            let at = format!("systems.{i}");
+            system.validate(&at, &mut invalid);
+            match system.name.as_deref() {
+                None => invalid.push(Invalid::new(
+                    format!("{at}.name"),
+                    "required: the system's name in volume ids and the StorageClass `system` parameter (e.g. nas-a)",
+                )),
+                Some(name) if !csi_api::valid_system_name(name) => invalid.push(Invalid::new(
+                    format!("{at}.name"),
+                    format!("`{name}` must be 1-63 lowercase letters, digits and -, and not nfs, smb, nvmeof or iscsi"),
+                )),
+                Some(name) if !names.insert(name) => invalid.push(Invalid::new(
+                    format!("{at}.name"),
+                    format!("`{name}` names two systems"),
+                )),
+                Some(_) => {}
+            }
+            for key in system.topology.keys() {
+                if let Err(why) = topology_key(key) {
+                    invalid.push(Invalid::new(format!("{at}.topology.{key}"), why));
+                }
+            }
+        }
+        match (&self.default_system, self.systems.len()) {
+            (Some(name), _) if !names.contains(name.as_str()) => invalid.push(Invalid::new(
+                "default_system",
+                format!("`{name}` is not the name of one of `systems`"),
+            )),
+            (None, 2..) => invalid.push(Invalid::new(
+                "default_system",
+                "required with several systems: the system that volume ids without a system name belong to (the one the driver used before it had several)",
+            )),
+            _ => {}
+        }
+        self.csi.validate(
+            self.truenas.is_some() || !self.systems.is_empty(),
+            &mut invalid,
+        );
         invalid
     }
 }
 
 impl TrueNasSettings {
-    fn validate(&self, invalid: &mut Vec<Invalid>) {
+    fn validate(&self, at: &str, invalid: &mut Vec<Invalid>) {
+        let url_key = format!("{at}.url");
         match url::Url::parse(&self.url) {
-            Err(err) => invalid.push(Invalid::new("truenas.url", format!("not a URL ({err}); expected wss://HOST/api/current"))),
+            Err(err) => invalid.push(Invalid::new(url_key, format!("not a URL ({err}); expected wss://HOST/api/current"))),
             Ok(url) if !matches!(url.scheme(), "wss" | "ws") => invalid.push(Invalid::new(
-                "truenas.url",
+                url_key,
                 format!("scheme `{}` is not supported; expected wss://HOST/api/current (the TrueNAS WebSocket API)", url.scheme()),
             )),
             Ok(url) if url.host_str().is_none_or(str::is_empty) => {
-                invalid.push(Invalid::new("truenas.url", "has no host; expected wss://HOST/api/current"))
+                invalid.push(Invalid::new(url_key, "has no host; expected wss://HOST/api/current"))
             }
             Ok(url) if url.scheme() == "ws" && !self.allow_insecure_transport => invalid.push(Invalid::new(
-                "truenas.url",
+                url_key,
                 "plain ws:// would send the API key in clear text, and TrueNAS revokes keys seen that \
                  way; use wss://, or set truenas.allow_insecure_transport: true (--insecure-transport) \
                  for a local simulator",
@@ -288,16 +433,18 @@ impl TrueNasSettings {
             Ok(_) => {}
         }
         match self.api_key_source() {
-            Err(err) => invalid.push(Invalid::new("truenas.api_key", err.to_string())),
+            Err(err) => invalid.push(Invalid::new(format!("{at}.api_key"), err.to_string())),
             Ok(None) => invalid.push(Invalid::new(
-                "truenas.api_key_file",
-                "the TrueNAS API key is required: set truenas.api_key_file (a mounted Secret), \
-                 truenas.api_key_env (a variable name) or truenas.api_key: \"${VAR}\"",
+                format!("{at}.api_key_file"),
+                format!(
+                    "the TrueNAS API key is required: set {at}.api_key_file (a mounted Secret), \
+                 {at}.api_key_env (a variable name) or {at}.api_key: \"${{VAR}}\""
+                ),
             )),
             Ok(Some(_)) => {}
         }
         if let Err(err) = self.tls.validate() {
-            invalid.push(Invalid::new("truenas.tls", err.to_string()));
+            invalid.push(Invalid::new(format!("{at}.tls"), err.to_string()));
         }
     }
 }
@@ -359,6 +506,71 @@ mod tests {
     }
 
     #[test]
+    fn several_systems_are_named_with_a_default_and_checked_by_key() {
+        let two = "systems:\n  - { name: nas-a, url: 'wss://a/api/current', api_key_env: KA }\n  - { name: nas-b, url: 'wss://b/api/current', api_key_env: KB, topology: { topology.kubernetes.io/zone: z2 } }\n";
+        let err = load(two, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("config key `default_system`: required with several systems"),
+            "{err}"
+        );
+        let config = load(&format!("{two}default_system: nas-b\n"), &[]).unwrap();
+        let segments: Vec<_> = config
+            .systems
+            .iter()
+            .map(TrueNasSettings::segment)
+            .collect();
+        assert_eq!(
+            segments[0],
+            BTreeMap::from([("system.tns.csi.io/nas-a".to_owned(), "true".to_owned())])
+        );
+        assert_eq!(
+            segments[1],
+            BTreeMap::from([("topology.kubernetes.io/zone".to_owned(), "z2".to_owned())])
+        );
+        for (yaml, wanted) in [
+            (
+                "systems: [{ url: 'wss://a/api/current', api_key_env: K }]\n",
+                "config key `systems.0.name`: required",
+            ),
+            (
+                "systems: [{ name: nfs, url: 'wss://a/api/current', api_key_env: K }]\n",
+                "config key `systems.0.name`: `nfs` must be",
+            ),
+            (
+                "systems: [{ name: a, url: 'wss://a/api/current', api_key_env: K }, { name: a, url: 'wss://b/api/current', api_key_env: K }]\ndefault_system: a\n",
+                "config key `systems.1.name`: `a` names two systems",
+            ),
+            (
+                "systems: [{ name: a, url: 'ws://a/api/current', api_key_env: K }]\n",
+                "config key `systems.0.url`: plain ws://",
+            ),
+            (
+                "systems: [{ name: a, url: 'wss://a/api/current' }]\n",
+                "config key `systems.0.api_key_file`: the TrueNAS API key is required: set systems.0.api_key_file",
+            ),
+            (
+                "systems: [{ name: a, url: 'wss://a/api/current', api_key_env: K, topology: { 'bad key!': x } }]\n",
+                "config key `systems.0.topology.bad key!`",
+            ),
+            (
+                "systems: [{ name: a, url: 'wss://a/api/current', api_key_env: K }]\ndefault_system: b\n",
+                "config key `default_system`: `b` is not the name",
+            ),
+            (
+                "truenas: { url: 'wss://a/api/current', api_key_env: K }\nsystems: [{ name: a, url: 'wss://a/api/current', api_key_env: K }]\n",
+                "config key `systems`: set either `truenas`",
+            ),
+            (
+                "truenas: { name: a, url: 'wss://a/api/current', api_key_env: K }\n",
+                "config key `truenas.name`",
+            ),
+        ] {
+            let err = load(yaml, &[]).unwrap_err().to_string();
+            assert!(err.contains(wanted), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
     fn env_overrides_reach_nested_keys() {
         let config = load(
             "truenas: { url: 'wss://a/api/current', api_key_env: K }\n",
@@ -383,7 +595,12 @@ mod tests {
             key_file.display()
         );
         let config = load(&yaml, &[]).unwrap();
-        let (_, key) = config.truenas.as_ref().unwrap().resolve_api_key().unwrap();
+        let (_, key) = config
+            .truenas
+            .as_ref()
+            .unwrap()
+            .resolve_api_key("truenas")
+            .unwrap();
         for shown in [
             format!("{config:?}"),
             format!("{config:#?}"),

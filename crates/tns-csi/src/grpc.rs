@@ -2,13 +2,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use csi_api::csi::controller_server::ControllerServer;
 use csi_api::csi::identity_server::IdentityServer;
 use csi_api::{CsiMetrics, IdentityService, ReadyCheck};
-use csi_controller::{ControllerService, ControllerSettings, NodeDirectory, StaticNodes};
+use csi_controller::{ControllerService, ControllerSettings, NodeDirectory, StaticNodes, Systems};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
@@ -41,12 +40,33 @@ async fn node_directory(csi: &CsiSettings) -> anyhow::Result<Arc<dyn NodeDirecto
     Ok(Arc::new(StaticNodes::new(known)))
 }
 
+/// The topology segments the node reports: `csi.topology`, plus in a cluster its Node
+/// object's labels under `csi.topology_from_node_labels`.
+async fn node_topology(
+    csi: &CsiSettings,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut segments = csi.topology.clone();
+    if csi.topology_from_node_labels.is_empty() {
+        return Ok(segments);
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
+        tracing::warn!("not in a cluster: csi.topology_from_node_labels is ignored");
+        return Ok(segments);
+    }
+    let node = csi.node_id.clone().unwrap_or_default();
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API to read this node's labels (csi.topology_from_node_labels needs RBAC to get nodes)")?;
+    let labels = crate::cluster::node_labels(client, &node, &csi.topology_from_node_labels).await?;
+    segments.extend(labels);
+    Ok(segments)
+}
+
 /// Serves until SIGTERM/SIGINT, then removes the socket.
 pub(crate) async fn serve(
     socket: PathBuf,
     csi: CsiSettings,
-    client: Option<truenas::Client>,
-    truenas_url: Option<String>,
+    systems: Option<Arc<Systems>>,
     metrics: CsiMetrics,
 ) -> anyhow::Result<()> {
     if let Some(dir) = socket.parent() {
@@ -66,45 +86,36 @@ pub(crate) async fn serve(
     }
     let listener = UnixListener::bind(&socket)
         .with_context(|| format!("cannot listen on {}", socket.display()))?;
-    let ready: ReadyCheck = match &client {
-        Some(client) => {
-            let client = client.clone();
+    // Probe: ready when some TrueNAS system answers (one that is down must not get the
+    // controller restarted while the others serve); `/readyz` names each one.
+    let ready: ReadyCheck = match &systems {
+        Some(systems) => {
+            let systems = systems.clone();
             Arc::new(move || {
-                let client = client.clone();
+                let systems = systems.clone();
                 Box::pin(async move {
-                    if let Some(problem) = client.connection_problem() {
-                        return Err(problem);
+                    let mut problems = Vec::new();
+                    for system in systems.all() {
+                        match crate::run::answers(system.client.clone()).await {
+                            Ok(()) => return Ok(()),
+                            Err(problem) => problems.push(problem),
+                        }
                     }
-                    client
-                        .call_within(
-                            truenas::Method::read("system.version"),
-                            vec![],
-                            Duration::from_secs(3),
-                        )
-                        .await
-                        .map(drop)
-                        .map_err(|err| err.to_string())
+                    Err(problems.join("; "))
                 })
             })
         }
         None => Arc::new(|| Box::pin(async { Ok(()) })),
     };
     let version = telemetry::version_string(env!("CARGO_PKG_VERSION"));
-    let identity = IdentityService::new(version, csi.mode.controller(), ready);
+    let topology = systems.as_ref().is_some_and(|s| s.has_topology());
+    let identity = IdentityService::new(version, csi.mode.controller(), ready)
+        .with_topology(topology || !csi.topology.is_empty());
     let mut router = tonic::transport::Server::builder().add_service(IdentityServer::new(identity));
-    if let (true, Some(client)) = (csi.mode.controller(), client) {
-        let default_server = truenas_url
-            .as_deref()
-            .and_then(|url| url::Url::parse(url).ok())
-            .and_then(|url| {
-                url.host_str()
-                    .map(|h| h.trim_matches(['[', ']']).to_owned())
-            })
-            .unwrap_or_default();
+    if let (true, Some(systems)) = (csi.mode.controller(), systems) {
         let controller = ControllerService::new(
-            client,
+            systems,
             ControllerSettings {
-                default_server,
                 nodes: node_directory(&csi).await?,
             },
             metrics.clone(),
@@ -138,6 +149,7 @@ pub(crate) async fn serve(
             host,
         );
         settings.max_volumes = csi.max_volumes;
+        settings.topology = node_topology(&csi).await?;
         settings.kubelet_dir = csi.kubelet_dir.clone();
         let node =
             csi_node::NodeService::new(settings, Arc::new(csi_node::SystemRunner), metrics.clone());

@@ -107,8 +107,10 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
 fn resolve_secrets(config: &Config) -> anyhow::Result<(Vec<SecretSource>, Redactor)> {
     let mut sources = Vec::new();
     let mut redactor = Redactor::default();
-    if let Some(truenas) = &config.truenas {
-        let (source, key) = truenas.resolve_api_key().context("invalid configuration")?;
+    for (at, truenas) in config.systems() {
+        let (source, key) = truenas
+            .resolve_api_key(&at)
+            .context("invalid configuration")?;
         redactor.add(&key);
         sources.push(source);
     }
@@ -141,15 +143,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::register_build_info(&mut registry, "tns_csi", env!("CARGO_PKG_VERSION"));
     let tls_metrics = tls::TlsMetrics::register(&mut registry);
     let readiness = Readiness::default();
-    // Kept alive for the life of the process: its sockets stay logged in and ready.
-    let client = match &config.truenas {
-        Some(truenas) if config.csi.mode.controller() => Some(connect_truenas(
-            truenas,
-            &tls_metrics,
-            &mut registry,
-            &readiness,
-        )?),
-        _ => None,
+    // Kept alive for the life of the process: their sockets stay logged in and ready.
+    let systems = if config.csi.mode.controller() {
+        connect_systems(&config, &tls_metrics, &mut registry, &readiness)?
+    } else {
+        None
     };
     let csi_metrics = csi_api::CsiMetrics::register(registry.sub_registry_with_prefix("tns_csi"));
     tracing::info!(version = %telemetry::version_string(env!("CARGO_PKG_VERSION")), mode = ?config.csi.mode, "tns-csi started");
@@ -157,8 +155,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(path) => Some(tokio::spawn(crate::grpc::serve(
             path,
             config.csi.clone(),
-            client.clone(),
-            config.truenas.as_ref().map(|t| t.url.clone()),
+            systems.clone(),
             csi_metrics,
         ))),
         None => {
@@ -180,42 +177,99 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the TrueNAS client (it connects in the background) and its readiness check.
-fn connect_truenas(
-    truenas: &crate::config::TrueNasSettings,
+/// Starts a client per TrueNAS system (each connects in the background) with its readiness
+/// check: with one system it decides readiness; with several each one that is down shows as
+/// `degraded truenas/NAME` and the others keep serving.
+fn connect_systems(
+    config: &Config,
     tls_metrics: &tls::TlsMetrics,
     registry: &mut Registry,
     readiness: &Readiness,
+) -> anyhow::Result<Option<Arc<csi_controller::Systems>>> {
+    if let Some(truenas) = &config.truenas {
+        let metrics =
+            truenas::ClientMetrics::register(registry.sub_registry_with_prefix("tns_csi"));
+        let client = connect_truenas(truenas, "truenas", tls_metrics, metrics)?;
+        let probe = client.clone();
+        readiness.register("truenas", move || answers(probe.clone()));
+        let server = data_host(&truenas.url);
+        return Ok(Some(Arc::new(csi_controller::Systems::single(
+            client, server,
+        ))));
+    }
+    if config.systems.is_empty() {
+        return Ok(None);
+    }
+    let mut systems = Vec::new();
+    // One set of metric families, a `system` label per system.
+    let families = truenas::ClientMetrics::register(registry.sub_registry_with_prefix("tns_csi"));
+    for (at, truenas) in config.systems() {
+        let name = truenas.name.clone().unwrap_or_default();
+        let metrics = families.for_system(&name);
+        let client = connect_truenas(truenas, &at, tls_metrics, metrics)?;
+        let probe = client.clone();
+        readiness.register_degradable(format!("truenas/{name}"), move || answers(probe.clone()));
+        systems.push(csi_controller::System {
+            name,
+            client,
+            default_server: data_host(&truenas.url),
+            topology: truenas.segment(),
+        });
+    }
+    let default = config
+        .default_system
+        .clone()
+        .unwrap_or_else(|| systems[0].name.clone());
+    let systems = csi_controller::Systems::several(systems, &default)
+        .map_err(|why| anyhow::anyhow!("invalid configuration: systems: {why}"))?;
+    Ok(Some(Arc::new(systems)))
+}
+
+/// The host of an API URL: where nodes reach the data ports unless a StorageClass says.
+fn data_host(api_url: &str) -> String {
+    url::Url::parse(api_url)
+        .ok()
+        .and_then(|url| {
+            url.host_str()
+                .map(|h| h.trim_matches(['[', ']']).to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a TrueNAS system is connected and answers an authenticated call in time.
+pub(crate) async fn answers(client: truenas::Client) -> Result<(), String> {
+    if let Some(problem) = client.connection_problem() {
+        return Err(problem);
+    }
+    client
+        .call_within(
+            truenas::Method::read("system.version"),
+            vec![],
+            Duration::from_secs(3),
+        )
+        .await
+        .map(drop)
+        .map_err(|err| err.to_string())
+}
+
+/// Starts one TrueNAS client (it connects in the background); `at` is its config key path.
+fn connect_truenas(
+    truenas: &crate::config::TrueNasSettings,
+    at: &str,
+    tls_metrics: &tls::TlsMetrics,
+    metrics: truenas::ClientMetrics,
 ) -> anyhow::Result<truenas::Client> {
     let tls = tls::client_config(&truenas.tls, "truenas", tls_metrics)
-        .context("invalid configuration: truenas.tls")?;
-    let (source, _) = truenas.resolve_api_key().context("invalid configuration")?;
+        .with_context(|| format!("invalid configuration: {at}.tls"))?;
+    let (source, _) = truenas
+        .resolve_api_key(at)
+        .context("invalid configuration")?;
     let url = url::Url::parse(&truenas.url)
-        .with_context(|| format!("invalid configuration: truenas.url `{}`", truenas.url))?;
+        .with_context(|| format!("invalid configuration: {at}.url `{}`", truenas.url))?;
     // The key is read again at every login, so a rotated Secret file is picked up.
     let api_key = truenas::ApiKey::from_fn(move || source.resolve().map_err(|err| err.to_string()));
     let mut settings = truenas::ClientSettings::new(url, api_key);
     settings.allow_insecure_transport = truenas.allow_insecure_transport;
     settings.tls = Some(tls);
-    let metrics = truenas::ClientMetrics::register(registry.sub_registry_with_prefix("tns_csi"));
-    let client =
-        truenas::Client::new(settings, metrics).context("invalid configuration: truenas")?;
-    let probe = client.clone();
-    readiness.register("truenas", move || {
-        let client = probe.clone();
-        async move {
-            if let Some(problem) = client.connection_problem() {
-                return Err(problem);
-            }
-            let pong = client
-                .call_within(
-                    truenas::Method::read("system.version"),
-                    vec![],
-                    Duration::from_secs(3),
-                )
-                .await;
-            pong.map(drop).map_err(|err| err.to_string())
-        }
-    });
-    Ok(client)
+    truenas::Client::new(settings, metrics).with_context(|| format!("invalid configuration: {at}"))
 }

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -18,24 +17,18 @@ pub const TRUENAS_CONNECTED: &str = "truenas_connected";
 /// Counter name: sockets that dropped and were reopened.
 pub const TRUENAS_RECONNECTS: &str = "truenas_reconnects";
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CallLabels {
-    method: String,
-    outcome: &'static str,
-}
+/// Label pairs: the system's own (none with one system) and then the series' own.
+type Labels = Vec<(String, String)>;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MethodLabel {
-    method: String,
-}
-
-/// Handles to the client metrics; cloning shares them.
+/// Handles to the client metrics; cloning shares them. One set of families serves every
+/// TrueNAS system a process talks to, each system's series told apart by a `system` label.
 #[derive(Clone, Debug)]
 pub struct ClientMetrics {
-    calls: Family<CallLabels, Counter>,
-    duration: Family<MethodLabel, Histogram>,
-    connected: Gauge,
-    reconnects: Counter,
+    calls: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram>,
+    connected: Family<Labels, Gauge>,
+    reconnects: Family<Labels, Counter>,
+    system: Labels,
 }
 
 impl Default for ClientMetrics {
@@ -46,8 +39,9 @@ impl Default for ClientMetrics {
                 // 0.5 ms … ~65 s: loopback pings up to slow dataset deletes.
                 Histogram::new(exponential_buckets(0.0005, 2.0, 18))
             }),
-            connected: Gauge::default(),
-            reconnects: Counter::default(),
+            connected: Family::default(),
+            reconnects: Family::default(),
+            system: Labels::new(),
         }
     }
 }
@@ -76,32 +70,51 @@ impl ClientMetrics {
             "TrueNAS connections that dropped and were reopened",
             metrics.reconnects.clone(),
         );
+        metrics.touch();
         metrics
+    }
+
+    /// The same families for one of several systems: every series gets `system="<name>"`.
+    pub fn for_system(&self, name: &str) -> Self {
+        let metrics = Self {
+            system: vec![("system".to_owned(), name.to_owned())],
+            ..self.clone()
+        };
+        metrics.touch();
+        metrics
+    }
+
+    /// Creates the series that must read 0 before anything happens.
+    fn touch(&self) {
+        drop(self.connected.get_or_create(&self.system));
+        drop(self.reconnects.get_or_create(&self.system));
+    }
+
+    fn labels(&self, more: &[(&str, &str)]) -> Labels {
+        let mut labels = self.system.clone();
+        labels.extend(more.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        labels
     }
 
     pub(crate) fn call(&self, method: &str, outcome: &'static str, took: Duration) {
         self.calls
-            .get_or_create(&CallLabels {
-                method: method.to_owned(),
-                outcome,
-            })
+            .get_or_create(&self.labels(&[("method", method), ("outcome", outcome)]))
             .inc();
         self.duration
-            .get_or_create(&MethodLabel {
-                method: method.to_owned(),
-            })
+            .get_or_create(&self.labels(&[("method", method)]))
             .observe(took.as_secs_f64());
     }
 
     pub(crate) fn connected(&self, up: bool) {
+        let gauge = self.connected.get_or_create(&self.system);
         if up {
-            self.connected.inc();
+            gauge.inc();
         } else {
-            self.connected.dec();
+            gauge.dec();
         }
     }
 
     pub(crate) fn reconnected(&self) {
-        self.reconnects.inc();
+        self.reconnects.get_or_create(&self.system).inc();
     }
 }

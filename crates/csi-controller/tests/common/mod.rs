@@ -84,9 +84,8 @@ pub(crate) async fn serve_controller(
         }),
     );
     let controller = ControllerService::new(
-        client,
+        std::sync::Arc::new(csi_controller::Systems::single(client, "127.0.0.1".into())),
         ControllerSettings {
-            default_server: "127.0.0.1".into(),
             nodes: std::sync::Arc::new(csi_controller::StaticNodes::new(NODES)),
         },
         metrics,
