@@ -618,3 +618,39 @@ fn a_grpc_client_that_sends_the_socket_path_as_authority_is_answered() {
         "expected response HEADERS, got {answer:?}\n{logs}"
     );
 }
+
+#[test]
+fn the_several_systems_example_checks_and_hides_both_keys() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/examples/tns-csi-systems.yaml"
+    );
+    let other = "second-secret-9317";
+    let out = tns_csi(
+        &["check-config", "--config", example],
+        &[("NAS_A_API_KEY", SECRET), ("NAS_B_API_KEY", other)],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("name: nas-b"), "{stdout}");
+    assert_eq!(
+        stdout.matches("# truenas API key: read from").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(SECRET) && !stdout.contains(other),
+        "{stdout}"
+    );
+    // A missing key names the system's key path.
+    let out = tns_csi(
+        &["check-config", "--config", example],
+        &[("NAS_A_API_KEY", SECRET)],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("systems.1.api_key"),
+        "{}",
+        text(&out.stderr)
+    );
+}
