@@ -202,7 +202,8 @@ fn connect_systems(
     }
     let mut systems = Vec::new();
     // One set of metric families, a `system` label per system.
-    let families = truenas::ClientMetrics::register(registry.sub_registry_with_prefix("tns_csi"));
+    let families =
+        truenas::ClientMetrics::register_several(registry.sub_registry_with_prefix("tns_csi"));
     for (at, truenas) in config.systems() {
         let name = truenas.name.clone().unwrap_or_default();
         let metrics = families.for_system(&name);

@@ -1,10 +1,14 @@
 //! The real `tns-csi` binary: check-config, unknown keys, the metrics endpoint, and the rule
 //! that a secret fed in through any source never shows up in anything the process emits.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::http_get;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tns-csi");
 const SECRET: &str = "tnsKEY-9f8e7d6c5b4a-DO-NOT-LEAK";
@@ -222,20 +226,6 @@ impl Running {
         }
         logs
     }
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, response)
 }
 
 #[test]

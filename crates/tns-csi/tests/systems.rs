@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use csi_api::csi::volume_capability::access_mode::Mode;
 use csi_api::csi::*;
 use tonic::transport::Channel;
 
-use common::{World, channel, mount_cap};
+use common::{World, mount_cap, serving};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tns-csi");
 
@@ -42,15 +41,7 @@ async fn driver(
         .spawn()
         .unwrap();
     let world = World { child, dir };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the driver did not open its socket"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let channel = channel(socket).await;
+    let channel = serving(socket).await;
     (
         world,
         ControllerClient::new(channel.clone()),
@@ -68,17 +59,7 @@ fn free_port() -> u16 {
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, response)
+    common::http_get(&format!("127.0.0.1:{port}"), path)
 }
 
 fn csi_section(dir: &Path, sim_data: &Path) -> String {
@@ -122,6 +103,20 @@ fn topology(pairs: &[(&str, &str)]) -> Topology {
 
 const NFS: &[(&str, &str)] = &[("protocol", "nfs"), ("pool", "tank")];
 
+/// CreateVolume that must succeed; the volume it made.
+async fn create(
+    controller: &mut ControllerClient<Channel>,
+    request: CreateVolumeRequest,
+) -> Volume {
+    controller
+        .create_volume(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_systems_by_storage_class_and_topology_and_one_down() {
     let root = tempfile::tempdir().unwrap();
@@ -150,13 +145,7 @@ async fn two_systems_by_storage_class_and_topology_and_one_down() {
         csi_section(single_dir.path(), sim_a.data_dir()),
     );
     let (world, mut controller, _, _) = driver(single_dir, &single).await;
-    let old = controller
-        .create_volume(request("old", NFS, None))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let old = create(&mut controller, request("old", NFS, None)).await;
     assert_eq!(old.volume_id, "nfs:tank/csi/old");
     assert!(
         old.accessible_topology.is_empty(),
@@ -214,33 +203,21 @@ async fn two_systems_by_storage_class_and_topology_and_one_down() {
 
     // By StorageClass: each volume lands on the system it names, and says so in its id and
     // its topology.
-    let on_a = controller
-        .create_volume(request(
-            "pinned-a",
-            &[NFS[0], NFS[1], ("system", "nas-a")],
-            None,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let on_a = create(
+        &mut controller,
+        request("pinned-a", &[NFS[0], NFS[1], ("system", "nas-a")], None),
+    )
+    .await;
     assert_eq!(on_a.volume_id, "nas-a:nfs:tank/csi/pinned-a");
     assert_eq!(
         on_a.accessible_topology,
         vec![topology(&[("system.tns.csi.io/nas-a", "true")])]
     );
-    let on_b = controller
-        .create_volume(request(
-            "pinned-b",
-            &[NFS[0], NFS[1], ("system", "nas-b")],
-            None,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let on_b = create(
+        &mut controller,
+        request("pinned-b", &[NFS[0], NFS[1], ("system", "nas-b")], None),
+    )
+    .await;
     assert_eq!(on_b.volume_id, "nas-b:nfs:tank/csi/pinned-b");
     assert!(
         sim_a
@@ -280,63 +257,51 @@ async fn two_systems_by_storage_class_and_topology_and_one_down() {
         ("system.tns.csi.io/nas-a", "true"),
         ("topology.tns.csi.io/node", "node-1"),
     ]);
-    let steered = controller
-        .create_volume(request(
+    let steered = create(
+        &mut controller,
+        request(
             "steered-b",
             NFS,
             Some(TopologyRequirement {
                 requisite: vec![zone2.clone()],
                 preferred: vec![zone2.clone()],
             }),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(steered.volume_id, "nas-b:nfs:tank/csi/steered-b");
     let both = topology(&[
         ("system.tns.csi.io/nas-a", "true"),
         ("topology.kubernetes.io/zone", "z2"),
     ]);
-    let preferred_b = controller
-        .create_volume(request(
+    let preferred_b = create(
+        &mut controller,
+        request(
             "preferred-b",
             NFS,
             Some(TopologyRequirement {
                 requisite: vec![reach_a.clone(), zone2.clone()],
                 preferred: vec![zone2.clone(), both],
             }),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(preferred_b.volume_id, "nas-b:nfs:tank/csi/preferred-b");
-    let steered_a = controller
-        .create_volume(request(
+    let steered_a = create(
+        &mut controller,
+        request(
             "steered-a",
             NFS,
             Some(TopologyRequirement {
                 requisite: vec![reach_a.clone()],
                 preferred: vec![],
             }),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(steered_a.volume_id, "nas-a:nfs:tank/csi/steered-a");
     // A retry of the same create finds the volume where it is.
-    let again = controller
-        .create_volume(request("steered-b", NFS, None))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let again = create(&mut controller, request("steered-b", NFS, None)).await;
     assert_eq!(again.volume_id, steered.volume_id);
     let err = controller
         .create_volume(request(
@@ -469,13 +434,7 @@ async fn two_systems_by_storage_class_and_topology_and_one_down() {
         1,
         "one family for every system: {metrics}"
     );
-    let fresh = controller
-        .create_volume(request("while-b-is-down", NFS, None))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let fresh = create(&mut controller, request("while-b-is-down", NFS, None)).await;
     assert_eq!(fresh.volume_id, "nas-a:nfs:tank/csi/while-b-is-down");
     controller
         .controller_get_volume(ControllerGetVolumeRequest {

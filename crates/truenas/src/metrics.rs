@@ -28,6 +28,9 @@ pub struct ClientMetrics {
     duration: Family<Labels, Histogram>,
     connected: Family<Labels, Gauge>,
     reconnects: Family<Labels, Counter>,
+    /// With one system: the same two without labels (no `{}` in the exposition).
+    connected_one: Gauge,
+    reconnects_one: Counter,
     system: Labels,
 }
 
@@ -41,14 +44,27 @@ impl Default for ClientMetrics {
             }),
             connected: Family::default(),
             reconnects: Family::default(),
+            connected_one: Gauge::default(),
+            reconnects_one: Counter::default(),
             system: Labels::new(),
         }
     }
 }
 
 impl ClientMetrics {
-    /// Registers the metrics in `registry` (the binary picks the prefix).
+    /// Registers the metrics of one TrueNAS system in `registry` (the binary picks the
+    /// prefix).
     pub fn register(registry: &mut Registry) -> Self {
+        Self::register_with(registry, false)
+    }
+
+    /// Registers the metric families of several systems; take each system's handles with
+    /// [`ClientMetrics::for_system`].
+    pub fn register_several(registry: &mut Registry) -> Self {
+        Self::register_with(registry, true)
+    }
+
+    fn register_with(registry: &mut Registry, several: bool) -> Self {
         let metrics = Self::default();
         registry.register(
             TRUENAS_CALLS,
@@ -60,17 +76,21 @@ impl ClientMetrics {
             "TrueNAS API call latency by method, retries included",
             metrics.duration.clone(),
         );
-        registry.register(
-            TRUENAS_CONNECTED,
+        let (connected, reconnects) = (
             "Logged-in WebSocket connections to TrueNAS",
-            metrics.connected.clone(),
-        );
-        registry.register(
-            TRUENAS_RECONNECTS,
             "TrueNAS connections that dropped and were reopened",
-            metrics.reconnects.clone(),
         );
-        metrics.touch();
+        if several {
+            registry.register(TRUENAS_CONNECTED, connected, metrics.connected.clone());
+            registry.register(TRUENAS_RECONNECTS, reconnects, metrics.reconnects.clone());
+        } else {
+            registry.register(TRUENAS_CONNECTED, connected, metrics.connected_one.clone());
+            registry.register(
+                TRUENAS_RECONNECTS,
+                reconnects,
+                metrics.reconnects_one.clone(),
+            );
+        }
         metrics
     }
 
@@ -80,14 +100,10 @@ impl ClientMetrics {
             system: vec![("system".to_owned(), name.to_owned())],
             ..self.clone()
         };
-        metrics.touch();
+        // Series that must read 0 before anything happens.
+        drop(metrics.connected.get_or_create(&metrics.system));
+        drop(metrics.reconnects.get_or_create(&metrics.system));
         metrics
-    }
-
-    /// Creates the series that must read 0 before anything happens.
-    fn touch(&self) {
-        drop(self.connected.get_or_create(&self.system));
-        drop(self.reconnects.get_or_create(&self.system));
     }
 
     fn labels(&self, more: &[(&str, &str)]) -> Labels {
@@ -106,15 +122,19 @@ impl ClientMetrics {
     }
 
     pub(crate) fn connected(&self, up: bool) {
-        let gauge = self.connected.get_or_create(&self.system);
-        if up {
-            gauge.inc();
+        let step = if up { 1 } else { -1 };
+        if self.system.is_empty() {
+            self.connected_one.inc_by(step);
         } else {
-            gauge.dec();
+            self.connected.get_or_create(&self.system).inc_by(step);
         }
     }
 
     pub(crate) fn reconnected(&self) {
-        self.reconnects.get_or_create(&self.system).inc();
+        if self.system.is_empty() {
+            self.reconnects_one.inc();
+        } else {
+            self.reconnects.get_or_create(&self.system).inc();
+        }
     }
 }

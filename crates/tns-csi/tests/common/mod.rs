@@ -58,6 +58,34 @@ impl Drop for World {
     }
 }
 
+/// A channel to the driver's socket once it exists (the driver opens it when it serves).
+pub(crate) async fn serving(socket: PathBuf) -> Channel {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the driver did not open its socket"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    channel(socket).await
+}
+
+/// `GET path` from an HTTP server on `addr`: the status and the whole response.
+pub(crate) fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, response)
+}
+
 pub(crate) async fn channel(socket: PathBuf) -> Channel {
     tonic::transport::Endpoint::try_from("http://[::]:1")
         .unwrap()
@@ -165,15 +193,7 @@ pub(crate) async fn start_with(
         .spawn()
         .unwrap();
     let world = World { child, dir };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !socket.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the driver did not open its socket"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let channel = channel(socket).await;
+    let channel = serving(socket).await;
     (
         world,
         sim,
