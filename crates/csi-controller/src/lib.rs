@@ -10,6 +10,7 @@ mod exports;
 mod modify;
 mod names;
 mod nodes;
+mod orphans;
 mod params;
 mod props;
 mod snapshots;
@@ -29,6 +30,9 @@ use csi_api::{CsiMetrics, NameLocks, SnapshotId, VolumeContext, VolumeId};
 use tonic::{Request, Response, Status};
 
 pub use nodes::{NodeDirectory, StaticNodes};
+pub use orphans::{
+    ClusterRecords, Orphan, OrphanKind, OrphanMetrics, OrphanReport, OrphanSettings, Reconciler,
+};
 pub use systems::{System, Systems};
 
 /// What the controller needs besides the TrueNAS systems.
@@ -36,6 +40,9 @@ pub use systems::{System, Systems};
 pub struct ControllerSettings {
     /// The nodes ControllerPublishVolume may give access to.
     pub nodes: Arc<dyn NodeDirectory>,
+    /// The per-volume locks, shared with the orphan reconciler so it never deletes what a
+    /// CSI call is working on.
+    pub locks: NameLocks,
 }
 
 /// The Controller service.
@@ -52,8 +59,8 @@ impl ControllerService {
     pub fn new(systems: Arc<Systems>, settings: ControllerSettings, metrics: CsiMetrics) -> Self {
         Self {
             systems,
+            locks: settings.locks.clone(),
             settings: Arc::new(settings),
-            locks: NameLocks::default(),
             metrics,
         }
     }

@@ -115,6 +115,31 @@ pub(crate) fn nvme_subsystem(name: &str) -> String {
     shorten(name, MAX_NVME_SUBSYSTEM)
 }
 
+/// What marks an NVMe-oF subsystem NQN as the driver's: subsystems have no free-text field,
+/// so the marker is part of the NQN (`<base NQN>:tns-csi:<subsystem>`).
+pub(crate) const SUBNQN_MARK: &str = ":tns-csi:";
+/// The longest NQN (NVMe base specification).
+const MAX_NQN: usize = 223;
+
+/// The NQN of subsystem `name` on a system whose base NQN is `base`: marked as ours, and
+/// within the NQN limit (the name part is shortened with a hash when it would not fit).
+pub(crate) fn nvme_subnqn(base: &str, name: &str) -> String {
+    let room = MAX_NQN.saturating_sub(base.len() + SUBNQN_MARK.len());
+    format!(
+        "{base}{SUBNQN_MARK}{}",
+        shorten(name, room.max(HASH_SUFFIX + 8))
+    )
+}
+
+/// The comment that marks an iSCSI extent or initiator group as belonging to volume `name`
+/// (the objects the orphan reconciler may judge).
+pub(crate) fn marker_comment(name: &str) -> String {
+    format!("{MARKER_PREFIX}{name}")
+}
+
+/// What every comment written by [`marker_comment`] starts with.
+pub(crate) const MARKER_PREFIX: &str = "tns-csi:";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +175,9 @@ mod tests {
         assert_eq!(iscsi_target("pvc-1"), "pvc-1");
         assert_ne!(iscsi_target("A_b"), iscsi_target("a-b"));
         assert_ne!(smb_share(&name), smb_share(&format!("{name}y")));
+        let base = format!("nqn.2011-06.com.truenas:uuid:{}", "0".repeat(36));
+        let nqn = nvme_subnqn(&base, &nvme_subsystem(&name));
+        assert!(nqn.len() <= 223 && nqn.contains(SUBNQN_MARK), "{nqn}");
+        assert_eq!(nvme_subnqn(&base, "pvc-1"), format!("{base}:tns-csi:pvc-1"));
     }
 }

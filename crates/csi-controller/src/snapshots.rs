@@ -87,7 +87,7 @@ impl SnapshotParams {
 }
 
 impl ManagedSnapshot {
-    fn from_snapshot(snapshot: Snapshot) -> Option<Self> {
+    pub(crate) fn from_snapshot(snapshot: Snapshot) -> Option<Self> {
         // Only a locally set CSI name marks ours; inherited markers do not count.
         let local = snapshot
             .properties

@@ -104,6 +104,11 @@ impl Systems {
         &self.systems
     }
 
+    /// The name of the system ids without a system name belong to.
+    pub fn default_name(&self) -> &str {
+        &self.systems[self.default].name
+    }
+
     /// Whether volumes carry topology (several systems).
     pub fn has_topology(&self) -> bool {
         self.named

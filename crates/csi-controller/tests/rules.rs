@@ -277,6 +277,7 @@ async fn the_volumes_metric_counts_live_volumes_by_protocol() {
         )),
         csi_controller::ControllerSettings {
             nodes: std::sync::Arc::new(csi_controller::StaticNodes::new(NODES)),
+            locks: Default::default(),
         },
         metrics,
     );

@@ -77,6 +77,24 @@ pub(crate) enum Command {
     /// Validate the config, read every secret it names, and print the effective config with
     /// secrets redacted. Exits non-zero naming the first bad key.
     CheckConfig,
+    /// Report what the driver made on TrueNAS that the cluster no longer names (datasets,
+    /// zvols, snapshots, deferred destroys, shares, NVMe-oF and iSCSI objects). Reads the
+    /// cluster through the in-cluster service account or KUBECONFIG; never deletes (the
+    /// controller's `orphans:` loop does, after its grace period).
+    Orphans {
+        /// `table` for people, `json` for scripts.
+        #[arg(long, value_enum, default_value = "table")]
+        output: OrphanOutput,
+    },
+}
+
+/// How `tns-csi orphans` prints its report.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum OrphanOutput {
+    /// Aligned columns: system, kind, object, id, reason.
+    Table,
+    /// One JSON document: `{"orphans": [...], "errors": [...]}`.
+    Json,
 }
 
 /// Parses the process arguments, with the git commit in `--version`.

@@ -93,6 +93,67 @@ pub(crate) async fn node_labels(
         .collect())
 }
 
+/// The cluster's PersistentVolumes and VolumeSnapshotContents of our driver, for the orphan
+/// reconciler. VolumeSnapshotContent is a CRD (external-snapshotter), read untyped.
+pub(crate) struct KubernetesRecords {
+    client: kube::Client,
+}
+
+impl KubernetesRecords {
+    /// Asks the API server behind `client`.
+    pub(crate) fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+}
+
+#[tonic::async_trait]
+impl csi_controller::ClusterRecords for KubernetesRecords {
+    async fn volume_handles(&self) -> Result<Vec<String>, String> {
+        let api: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(self.client.clone());
+        let volumes = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|err| format!("listing PersistentVolumes: {err}"))?;
+        Ok(volumes
+            .items
+            .into_iter()
+            .filter_map(|pv| pv.spec?.csi)
+            .filter(|csi| csi.driver == csi_api::DRIVER_NAME)
+            .map(|csi| csi.volume_handle)
+            .collect())
+    }
+
+    async fn snapshot_handles(&self) -> Result<Option<Vec<String>>, String> {
+        let resource = kube::api::ApiResource {
+            group: "snapshot.storage.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "snapshot.storage.k8s.io/v1".into(),
+            kind: "VolumeSnapshotContent".into(),
+            plural: "volumesnapshotcontents".into(),
+        };
+        let api: Api<kube::api::DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let contents = match api.list(&ListParams::default()).await {
+            Ok(contents) => contents,
+            // No snapshot CRDs installed: there are no VolumeSnapshotContents to judge by.
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+            Err(err) => return Err(format!("listing VolumeSnapshotContents: {err}")),
+        };
+        let handle = |content: &kube::api::DynamicObject| -> Option<String> {
+            let data = &content.data;
+            if data["spec"]["driver"].as_str()? != csi_api::DRIVER_NAME {
+                return None;
+            }
+            // Dynamic provisioning records the handle in status; a pre-provisioned content
+            // names it in spec.source.
+            data["status"]["snapshotHandle"]
+                .as_str()
+                .or_else(|| data["spec"]["source"]["snapshotHandle"].as_str())
+                .map(str::to_owned)
+        };
+        Ok(Some(contents.items.iter().filter_map(handle).collect()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -37,6 +37,52 @@ pub(crate) struct Config {
     /// Logging.
     #[serde(default)]
     pub(crate) log: LogSettings,
+    /// The orphan reconciler (controller mode): off by default, a dry run when on.
+    #[serde(default)]
+    pub(crate) orphans: OrphanConfig,
+}
+
+/// The `orphans:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OrphanConfig {
+    /// Run the reconciler loop in the controller (it needs RBAC to list persistentvolumes
+    /// and volumesnapshotcontents).
+    #[serde(default)]
+    pub(crate) enabled: bool,
+    /// Only report orphans (log lines, metrics); `false` deletes them after `grace_period`.
+    #[serde(default = "yes")]
+    pub(crate) dry_run: bool,
+    /// Time between passes.
+    #[serde(default = "default_orphan_interval", with = "humantime_serde")]
+    pub(crate) interval: std::time::Duration,
+    /// How long an object must have been seen orphaned (by this controller process) before
+    /// it is deleted.
+    #[serde(default = "default_grace_period", with = "humantime_serde")]
+    pub(crate) grace_period: std::time::Duration,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_orphan_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(600)
+}
+
+fn default_grace_period() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
+}
+
+impl Default for OrphanConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            dry_run: true,
+            interval: default_orphan_interval(),
+            grace_period: default_grace_period(),
+        }
+    }
 }
 
 fn default_metrics() -> MetricsSettings {
@@ -408,6 +454,18 @@ impl Schema for Config {
             self.truenas.is_some() || !self.systems.is_empty(),
             &mut invalid,
         );
+        if self.orphans.interval < std::time::Duration::from_secs(1) {
+            invalid.push(Invalid::new(
+                "orphans.interval",
+                "must be at least 1s (each pass lists every object on every system)",
+            ));
+        }
+        if self.orphans.enabled && !self.csi.mode.controller() {
+            invalid.push(Invalid::new(
+                "orphans.enabled",
+                "the reconciler runs in the controller (csi.mode controller or all), not in node mode",
+            ));
+        }
         invalid
     }
 }

@@ -68,6 +68,7 @@ pub(crate) async fn serve(
     csi: CsiSettings,
     systems: Option<Arc<Systems>>,
     metrics: CsiMetrics,
+    locks: csi_api::NameLocks,
 ) -> anyhow::Result<()> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -117,6 +118,7 @@ pub(crate) async fn serve(
             systems,
             ControllerSettings {
                 nodes: node_directory(&csi).await?,
+                locks,
             },
             metrics.clone(),
         );

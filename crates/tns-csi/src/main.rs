@@ -5,6 +5,7 @@ mod cli;
 mod cluster;
 mod config;
 mod grpc;
+mod orphans;
 mod run;
 
 fn main() -> std::process::ExitCode {

@@ -34,6 +34,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = load(&cli)?;
     match cli.command {
         Some(Command::CheckConfig) => check_config(&config),
+        Some(Command::Orphans { output }) => crate::orphans::report(config, output).await,
         None => serve(config).await,
     }
 }
@@ -150,6 +151,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
     let csi_metrics = csi_api::CsiMetrics::register(registry.sub_registry_with_prefix("tns_csi"));
+    let locks = csi_api::NameLocks::default();
+    let reconciler = match &systems {
+        Some(systems) if config.orphans.enabled => {
+            let metrics = csi_controller::OrphanMetrics::register(
+                registry.sub_registry_with_prefix("tns_csi"),
+            );
+            let reconciler =
+                crate::orphans::reconciler(&config, systems.clone(), locks.clone(), metrics)
+                    .await?;
+            Some(tokio::spawn(reconciler.run(config.orphans.interval)))
+        }
+        _ => None,
+    };
     tracing::info!(version = %telemetry::version_string(env!("CARGO_PKG_VERSION")), mode = ?config.csi.mode, "tns-csi started");
     let grpc = match config.csi.socket_path() {
         Some(path) => Some(tokio::spawn(crate::grpc::serve(
@@ -157,6 +171,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.csi.clone(),
             systems.clone(),
             csi_metrics,
+            locks,
         ))),
         None => {
             tracing::warn!("no --endpoint: the CSI services are not served (metrics only)");
@@ -173,6 +188,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => metrics.await?,
     }
+    if let Some(reconciler) = reconciler {
+        reconciler.abort();
+    }
     tracing::info!("tns-csi stopped");
     Ok(())
 }
@@ -180,7 +198,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// Starts a client per TrueNAS system (each connects in the background) with its readiness
 /// check: with one system it decides readiness; with several each one that is down shows as
 /// `degraded truenas/NAME` and the others keep serving.
-fn connect_systems(
+pub(crate) fn connect_systems(
     config: &Config,
     tls_metrics: &tls::TlsMetrics,
     registry: &mut Registry,

@@ -177,6 +177,8 @@ struct Inner {
     next_slot: AtomicUsize,
     metrics: ClientMetrics,
     shutdown: watch::Sender<bool>,
+    /// The NVMe-oF base NQN, read once (see [`Client::nvmet_base_nqn`]).
+    base_nqn: tokio::sync::OnceCell<String>,
 }
 
 impl Drop for Inner {
@@ -238,8 +240,20 @@ impl Client {
                 next_slot: AtomicUsize::new(0),
                 metrics,
                 shutdown,
+                base_nqn: tokio::sync::OnceCell::new(),
             }),
         })
+    }
+
+    /// The system's NVMe-oF base NQN, read once per client: subsystem NQNs are built on it
+    /// and it changes only when an administrator edits it (new subsystems keep the old base
+    /// until the controller restarts, which is still a valid NQN).
+    pub async fn nvmet_base_nqn(&self) -> Result<String, Error> {
+        self.inner
+            .base_nqn
+            .get_or_try_init(|| async { self.nvmet().global().await.map(|g| g.basenqn) })
+            .await
+            .cloned()
     }
 
     /// Waits until one socket is logged in; fails at once on a refused key.

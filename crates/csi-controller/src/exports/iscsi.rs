@@ -25,7 +25,7 @@ impl Exporter for Iscsi {
             .await
             .map_err(tn("reading the iSCSI base name"))?
             .basename;
-        let comment = format!("tns-csi:{name}");
+        let comment = names::marker_comment(name);
         let groups = iscsi
             .initiators(&Query::all().filter(Filter::eq("comment", comment.as_str())))
             .await
@@ -90,7 +90,8 @@ impl Exporter for Iscsi {
             None => {
                 let extent_name = names::iscsi_extent(name);
                 with_zvol_wait(|| {
-                    let new = NewExtent::zvol(extent_name.clone(), dataset);
+                    let mut new = NewExtent::zvol(extent_name.clone(), dataset);
+                    new.comment = names::marker_comment(name);
                     async move { iscsi.create_extent(&new).await }
                 })
                 .await
@@ -169,7 +170,7 @@ impl Exporter for Iscsi {
                 .await
                 .map_err(tn("removing the iSCSI target"))?;
         }
-        let comment = format!("tns-csi:{name}");
+        let comment = names::marker_comment(name);
         for group in iscsi
             .initiators(&Query::all().filter(Filter::eq("comment", comment.as_str())))
             .await

@@ -31,9 +31,13 @@ impl Exporter for Nvmeof {
             missing: || format!("no NVMe-oF subsystem {name} and none could be made"),
         };
         let find_subsystem = || nvmet.subsystem_by_name(name);
+        let base = client
+            .nvmet_base_nqn()
+            .await
+            .map_err(tn("reading the NVMe-oF base NQN"))?;
         let new_subsystem = NewSubsystem {
             name: name.clone(),
-            subnqn: None,
+            subnqn: Some(names::nvme_subnqn(&base, name)),
             allow_any_host: params.allow_any_host,
         };
         let create_subsystem = || nvmet.create_subsystem(&new_subsystem);

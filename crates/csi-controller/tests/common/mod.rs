@@ -87,6 +87,7 @@ pub(crate) async fn serve_controller(
         std::sync::Arc::new(csi_controller::Systems::single(client, "127.0.0.1".into())),
         ControllerSettings {
             nodes: std::sync::Arc::new(csi_controller::StaticNodes::new(NODES)),
+            locks: Default::default(),
         },
         metrics,
     );

@@ -121,6 +121,9 @@ pub struct Extent {
     /// Whether it is exposed.
     #[serde(default)]
     pub enabled: bool,
+    /// Free text (the driver marks its extents here).
+    #[serde(default)]
+    pub comment: String,
 }
 
 /// A `iscsi.extent.create` request for a zvol.
@@ -135,6 +138,9 @@ pub struct NewExtent {
     pub disk: String,
     /// Logical block size (512 or 4096).
     pub blocksize: u32,
+    /// Free text (the driver's ownership marker).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub comment: String,
 }
 
 impl NewExtent {
@@ -145,6 +151,7 @@ impl NewExtent {
             kind: "DISK",
             disk: format!("zvol/{zvol}"),
             blocksize: 512,
+            comment: String::new(),
         }
     }
 }
