@@ -44,9 +44,14 @@ pub(crate) async fn reconciler(
 pub(crate) async fn report(config: Config, output: OrphanOutput) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let tls_metrics = tls::TlsMetrics::register(&mut registry);
-    let systems =
-        crate::run::connect_systems(&config, &tls_metrics, &mut registry, &Readiness::default())?
-            .context("no TrueNAS system configured (`truenas` or `systems`)")?;
+    let systems = crate::run::connect_systems(
+        &config,
+        &tls_metrics,
+        &mut registry,
+        &Readiness::default(),
+        true,
+    )?
+    .context("no TrueNAS system configured (`truenas` or `systems`)")?;
     for system in systems.all() {
         // Wait for the login (a system that is down is reported as an error below).
         let _ = system.client.ready().await;

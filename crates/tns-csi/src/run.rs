@@ -146,7 +146,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let readiness = Readiness::default();
     // Kept alive for the life of the process: their sockets stay logged in and ready.
     let systems = if config.csi.mode.controller() {
-        connect_systems(&config, &tls_metrics, &mut registry, &readiness)?
+        connect_systems(&config, &tls_metrics, &mut registry, &readiness, false)?
     } else {
         None
     };
@@ -197,17 +197,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Starts a client per TrueNAS system (each connects in the background) with its readiness
 /// check: with one system it decides readiness; with several each one that is down shows as
-/// `degraded truenas/NAME` and the others keep serving.
+/// `degraded truenas/NAME` and the others keep serving. A `one_shot` command opens one socket
+/// per system (each socket is a login, and TrueNAS allows 20 logins a minute per client).
 pub(crate) fn connect_systems(
     config: &Config,
     tls_metrics: &tls::TlsMetrics,
     registry: &mut Registry,
     readiness: &Readiness,
+    one_shot: bool,
 ) -> anyhow::Result<Option<Arc<csi_controller::Systems>>> {
     if let Some(truenas) = &config.truenas {
         let metrics =
             truenas::ClientMetrics::register(registry.sub_registry_with_prefix("tns_csi"));
-        let client = connect_truenas(truenas, "truenas", tls_metrics, metrics)?;
+        let client = connect_truenas(truenas, "truenas", tls_metrics, metrics, one_shot)?;
         let probe = client.clone();
         readiness.register("truenas", move || answers(probe.clone()));
         let server = data_host(&truenas.url);
@@ -225,7 +227,7 @@ pub(crate) fn connect_systems(
     for (at, truenas) in config.systems() {
         let name = truenas.name.clone().unwrap_or_default();
         let metrics = families.for_system(&name);
-        let client = connect_truenas(truenas, &at, tls_metrics, metrics)?;
+        let client = connect_truenas(truenas, &at, tls_metrics, metrics, one_shot)?;
         let probe = client.clone();
         readiness.register_degradable(format!("truenas/{name}"), move || answers(probe.clone()));
         systems.push(csi_controller::System {
@@ -277,6 +279,7 @@ fn connect_truenas(
     at: &str,
     tls_metrics: &tls::TlsMetrics,
     metrics: truenas::ClientMetrics,
+    one_shot: bool,
 ) -> anyhow::Result<truenas::Client> {
     let tls = tls::client_config(&truenas.tls, "truenas", tls_metrics)
         .with_context(|| format!("invalid configuration: {at}.tls"))?;
@@ -290,5 +293,8 @@ fn connect_truenas(
     let mut settings = truenas::ClientSettings::new(url, api_key);
     settings.allow_insecure_transport = truenas.allow_insecure_transport;
     settings.tls = Some(tls);
+    if one_shot {
+        settings.connections = 1;
+    }
     truenas::Client::new(settings, metrics).with_context(|| format!("invalid configuration: {at}"))
 }
