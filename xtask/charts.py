@@ -13,6 +13,7 @@ Then deploy/ must equal what the charts render with default values (`--write` re
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -132,17 +133,27 @@ def check_tns_csi(label, binary, docs, workdir):
         os.chmod(key, 0o400)
         for name, text in data.items():
             path = os.path.join(workdir, f"tns-csi-{label}-{name}")
+            # Several systems: each key file where its Secret would be mounted, each CA where
+            # its ConfigMap would be, moved under the work directory.
+            secrets = os.path.join(workdir, "secrets")
+            for system in re.findall(r"/var/run/secrets/tns-csi/([a-z0-9-]+)/api-key", text):
+                os.makedirs(os.path.join(secrets, system), exist_ok=True)
+                shutil.copyfile(key, os.path.join(secrets, system, "api-key"))
+            for system in re.findall(r"/etc/tns-csi/ca/([a-z0-9-]+)/ca.crt", text):
+                os.makedirs(os.path.join(workdir, "ca", system), exist_ok=True)
+                shutil.copyfile(ca_bundle(workdir), os.path.join(workdir, "ca", system, "ca.crt"))
+            text = re.sub(r"/var/run/secrets/tns-csi/([a-z0-9-]+)/", secrets + r"/\1/", text)
+            text = re.sub(r"/etc/tns-csi/ca/([a-z0-9-]+)/", os.path.join(workdir, "ca") + r"/\1/", text)
             with open(path, "w") as out:
                 out.write(text)
             # What the pod supplies: the URL from the Secret, the key file where the Secret is
             # mounted (elsewhere here), the node name from the downward API.
-            env = dict(
-                os.environ,
-                TNS_CSI_TRUENAS__URL="wss://truenas.example.com/api/current",
-                TNS_CSI_TRUENAS__API_KEY_FILE=key,
-            )
-            if "ca_file:" in text:
-                env["TNS_CSI_TRUENAS__TLS__CA_FILE"] = ca_bundle(workdir)
+            env = dict(os.environ)
+            if "\ntruenas:" in "\n" + text:
+                env["TNS_CSI_TRUENAS__URL"] = "wss://truenas.example.com/api/current"
+                env["TNS_CSI_TRUENAS__API_KEY_FILE"] = key
+                if "ca_file:" in text:
+                    env["TNS_CSI_TRUENAS__TLS__CA_FILE"] = ca_bundle(workdir)
             args = [binary, "check-config", "--config", path]
             if "mode: node" in text:
                 args += ["--node-id", "worker-1"]
