@@ -7,10 +7,24 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The data directory and its layout.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct DataDir {
     root: PathBuf,
+    /// Bytes each dataset holds on disk, with when they were measured: a walk of a dataset's
+    /// files is repeated at most once per [`USAGE_TTL`] (writes by nodes show up within it),
+    /// or at once after a call that changed the dataset, so space accounting costs what the
+    /// reply needs, not a walk of the whole pool per call.
+    usage: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
+    /// The same for whole subtrees: (usedbydataset, usedbyrefreservation, usedbychildren).
+    totals: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Usage)>>,
 }
+
+/// (usedbydataset, usedbyrefreservation, usedbychildren) of one dataset.
+pub(crate) type Usage = (u64, u64, u64);
+
+/// How long a measured dataset size is trusted (ZFS itself settles sizes per transaction
+/// group, every few seconds).
+pub(crate) const USAGE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl DataDir {
     /// Uses (and creates) `root`.
@@ -19,6 +33,8 @@ impl DataDir {
             fs::create_dir_all(root.join(sub))?;
         }
         Ok(Self {
+            usage: std::sync::Mutex::default(),
+            totals: std::sync::Mutex::default(),
             root: root.to_owned(),
         })
     }
@@ -31,6 +47,66 @@ impl DataDir {
     /// Where a filesystem dataset's files live (`/mnt/<name>` on a real NAS).
     pub(crate) fn dataset_dir(&self, name: &str) -> PathBuf {
         self.root.join("mnt").join(name)
+    }
+
+    /// The bytes dataset `name` holds, measured by `measure` unless a fresh measurement is
+    /// remembered.
+    pub(crate) fn measured(&self, name: &str, measure: impl FnOnce() -> u64) -> u64 {
+        let now = std::time::Instant::now();
+        if let Some((at, bytes)) = self
+            .usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            && now.duration_since(*at) < USAGE_TTL
+        {
+            return *bytes;
+        }
+        let bytes = measure();
+        self.usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), (now, bytes));
+        bytes
+    }
+
+    /// The space accounting of the subtree at `name`, computed by `compute` unless a fresh
+    /// result is remembered.
+    pub(crate) fn subtree(&self, name: &str, compute: impl FnOnce() -> Usage) -> Usage {
+        let now = std::time::Instant::now();
+        if let Some((at, usage)) = self
+            .totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            && now.duration_since(*at) < USAGE_TTL
+        {
+            return *usage;
+        }
+        let usage = compute();
+        self.totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), (now, usage));
+        usage
+    }
+
+    /// Forgets the measurement of `name` and the subtree totals of it and every ancestor (a
+    /// call changed it).
+    pub(crate) fn forget(&self, name: &str) {
+        self.usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        let mut at = name;
+        loop {
+            totals.remove(at);
+            match at.rsplit_once('/') {
+                Some((parent, _)) => at = parent,
+                None => break,
+            }
+        }
     }
 
     /// The backing file of a zvol (`/dev/zvol/<name>` on a real NAS).

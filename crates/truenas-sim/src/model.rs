@@ -211,23 +211,25 @@ impl Model {
 
     /// Direct child datasets.
     pub(crate) fn children(&self, name: &str) -> Vec<String> {
-        let prefix = format!("{name}/");
-        self.datasets
-            .keys()
-            .filter(|k| k.starts_with(&prefix) && !k[prefix.len()..].contains('/'))
+        self.under(name)
+            .filter(|k| !k[name.len() + 1..].contains('/'))
             .cloned()
             .collect()
     }
 
+    /// The names of every dataset below `name`, in name order (a range of the index, not a
+    /// scan of every dataset).
+    fn under<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a String> + 'a {
+        let prefix = format!("{name}/");
+        self.datasets
+            .range::<String, _>(prefix.clone()..)
+            .map(|(k, _)| k)
+            .take_while(move |k| k.starts_with(&prefix))
+    }
+
     /// Every descendant dataset, deepest first.
     pub(crate) fn descendants(&self, name: &str) -> Vec<String> {
-        let prefix = format!("{name}/");
-        let mut all: Vec<String> = self
-            .datasets
-            .keys()
-            .filter(|k| k.starts_with(&prefix))
-            .cloned()
-            .collect();
+        let mut all: Vec<String> = self.under(name).cloned().collect();
         all.sort_by_key(|k| std::cmp::Reverse(k.matches('/').count()));
         all
     }
@@ -257,17 +259,19 @@ impl Model {
         let Some(rec) = self.datasets.get(name) else {
             return 0;
         };
-        if rec.volume {
-            data::allocated(&data.zvol_file(name), &|_| false)
-        } else {
-            let root = data.dataset_dir(name);
-            data::allocated(&root, &|path| {
-                path.strip_prefix(&root)
-                    .ok()
-                    .and_then(|rel| rel.to_str())
-                    .is_some_and(|rel| self.datasets.contains_key(&format!("{name}/{rel}")))
-            })
-        }
+        data.measured(name, || {
+            if rec.volume {
+                data::allocated(&data.zvol_file(name), &|_| false)
+            } else {
+                let root = data.dataset_dir(name);
+                data::allocated(&root, &|path| {
+                    path.strip_prefix(&root)
+                        .ok()
+                        .and_then(|rel| rel.to_str())
+                        .is_some_and(|rel| self.datasets.contains_key(&format!("{name}/{rel}")))
+                })
+            }
+        })
     }
 
     /// refreservation in bytes (a non-sparse zvol reserves its size).
@@ -280,15 +284,23 @@ impl Model {
     }
 
     /// Space accounting for one dataset: (usedbydataset, usedbyrefreservation, usedbychildren).
+    /// One pass over the dataset's range of the index (every descendant's own bytes and
+    /// unused reservation), with each dataset's own bytes remembered for a moment.
     pub(crate) fn usage(&self, data: &DataDir, name: &str) -> (u64, u64, u64) {
-        let own = self.used_by_dataset(data, name);
-        let refres = self.refreservation(name).saturating_sub(own);
+        data.subtree(name, || self.measure_subtree(data, name))
+    }
+
+    fn measure_subtree(&self, data: &DataDir, name: &str) -> (u64, u64, u64) {
+        let charged = |d: &str| {
+            let own = self.used_by_dataset(data, d);
+            (own, self.refreservation(d).saturating_sub(own))
+        };
+        let (own, refres) = charged(name);
         let children = self
-            .children(name)
-            .iter()
-            .map(|child| {
-                let (a, b, c) = self.usage(data, child);
-                a + b + c
+            .under(name)
+            .map(|d| {
+                let (a, b) = charged(d);
+                a + b
             })
             .sum();
         (own, refres, children)

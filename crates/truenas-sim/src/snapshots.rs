@@ -66,6 +66,16 @@ pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
             _ => true,
         })
         .map(|s| render(ctx, s))
+        .map(|mut row| {
+            // `extra.properties`: only the listed native and user properties (TrueNAS 25.10
+            // asks libzfs for exactly those).
+            if let Some(Value::Array(wanted)) = q.extra("properties")
+                && let Some(Value::Object(props)) = row.get_mut("properties")
+            {
+                props.retain(|key, _| wanted.iter().any(|w| w.as_str() == Some(key)));
+            }
+            row
+        })
         .collect();
     q.apply(rows)
 }

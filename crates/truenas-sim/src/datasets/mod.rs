@@ -76,9 +76,19 @@ pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
             None => names,
         },
     };
+    let wanted = match q.extra("properties") {
+        None | Some(Value::Null) => Wanted::All,
+        Some(Value::Array(list)) => Wanted::Only(list),
+        Some(_) => {
+            return Err(Failure::invalid(
+                "query-options.extra.properties",
+                "Input should be a valid list",
+            ));
+        }
+    };
     let rows = names
         .iter()
-        .map(|n| render(ctx, n, children, user))
+        .map(|n| render(ctx, n, children, user, wanted))
         .collect();
     q.apply(rows)
 }
@@ -378,7 +388,7 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         ));
     }
     insert_dataset(ctx, &name, volume, data, "")?;
-    Ok(render(ctx, &name, true, true))
+    Ok(render(ctx, &name, true, true, Wanted::All))
 }
 
 /// Adds a dataset to the model and makes its directory or zvol file.
@@ -627,7 +637,7 @@ pub(crate) fn update(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         }
     }
     ctx.m.datasets.insert(id.clone(), rec);
-    Ok(render(ctx, &id, true, true))
+    Ok(render(ctx, &id, true, true, Wanted::All))
 }
 
 /// Removes attachments inside `/mnt/<id>` or on the zvol (spec §4.5 step 3).

@@ -136,12 +136,95 @@ pub(crate) fn inherited(
         .unwrap_or_else(|| (String::new(), "NONE", None))
 }
 
-/// One dataset entry (§6), optionally with its children nested.
-pub(crate) fn render(ctx: &Ctx<'_>, name: &str, children: bool, user_props: bool) -> Value {
+/// Entry keys that are not ZFS properties: always in an entry, whatever `extra.properties`
+/// asks for.
+const NOT_PROPERTIES: &[&str] = &[
+    "id",
+    "name",
+    "type",
+    "pool",
+    "encrypted",
+    "encryption_root",
+    "key_loaded",
+    "locked",
+    "children",
+    "user_properties",
+];
+
+/// Entry keys whose ZFS property has another name (`extra.properties` takes either).
+const ZFS_NAMES: &[(&str, &str)] = &[
+    ("deduplication", "dedup"),
+    ("special_small_block_size", "special_small_blocks"),
+    ("encryption_algorithm", "encryption"),
+    ("key_format", "keyformat"),
+];
+
+/// Which ZFS properties an entry carries: all, or those `extra.properties` lists (an empty
+/// list: none), as TrueNAS 25.10 does (`dataset_query_utils`).
+#[derive(Clone, Copy)]
+pub(crate) enum Wanted<'a> {
+    /// No `extra.properties`.
+    All,
+    /// `extra.properties`.
+    Only(&'a [Value]),
+}
+
+impl Wanted<'_> {
+    fn has(&self, key: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(list) => {
+                let zfs = ZFS_NAMES
+                    .iter()
+                    .find(|(api, _)| *api == key)
+                    .map_or(key, |(_, zfs)| zfs);
+                list.iter()
+                    .any(|v| v.as_str() == Some(key) || v.as_str() == Some(zfs))
+            }
+        }
+    }
+}
+
+/// One dataset entry (§6), optionally with its children nested, with the ZFS properties
+/// `wanted` (space accounting is computed only when a space property is wanted).
+pub(crate) fn render(
+    ctx: &Ctx<'_>,
+    name: &str,
+    children: bool,
+    user_props: bool,
+    wanted: Wanted<'_>,
+) -> Value {
+    let mut entry = render_all(ctx, name, children, user_props, wanted);
+    if let (Wanted::Only(_), Value::Object(map)) = (wanted, &mut entry) {
+        map.retain(|key, _| NOT_PROPERTIES.contains(&key.as_str()) || wanted.has(key));
+    }
+    entry
+}
+
+fn render_all(
+    ctx: &Ctx<'_>,
+    name: &str,
+    children: bool,
+    user_props: bool,
+    wanted: Wanted<'_>,
+) -> Value {
     let m = &*ctx.m;
     let rec = &m.datasets[name];
     let pool = name.split('/').next().unwrap_or(name);
-    let (own, refres_used, child_used) = m.usage(ctx.data, name);
+    let space = [
+        "available",
+        "used",
+        "usedbydataset",
+        "usedbychildren",
+        "usedbyrefreservation",
+    ]
+    .iter()
+    .any(|key| wanted.has(key));
+    let (own, refres_used, child_used) = if space {
+        m.usage(ctx.data, name)
+    } else {
+        (0, 0, 0)
+    };
     let mut e = Map::new();
     e.insert("id".into(), json!(name));
     e.insert("name".into(), json!(name));
@@ -169,10 +252,12 @@ pub(crate) fn render(ctx: &Ctx<'_>, name: &str, children: bool, user_props: bool
             json!(format!("/mnt/{name}"))
         },
     );
-    e.insert(
-        "available".into(),
-        size_prop(m.available(ctx.data, name), "NONE"),
-    );
+    if space {
+        e.insert(
+            "available".into(),
+            size_prop(m.available(ctx.data, name), "NONE"),
+        );
+    }
     e.insert(
         "used".into(),
         size_prop(own + refres_used + child_used, "NONE"),
@@ -370,7 +455,7 @@ pub(crate) fn render(ctx: &Ctx<'_>, name: &str, children: bool, user_props: bool
         m.children(name)
             .iter()
             .filter(|c| visible(c))
-            .map(|c| render(ctx, c, true, user_props))
+            .map(|c| render(ctx, c, true, user_props, wanted))
             .collect()
     } else {
         Vec::new()
