@@ -317,7 +317,7 @@ impl ControllerService {
             if let Some(root) = system
                 .client
                 .datasets()
-                .get(&pool.name)
+                .get_properties(&pool.name, &["available"])
                 .await
                 .map_err(error::tn("reading a pool's root dataset"))?
             {
@@ -342,13 +342,13 @@ impl ControllerService {
         let datasets = system.client.datasets();
         let parent = params.parent_dataset();
         let found = match datasets
-            .get(&parent)
+            .get_properties(&parent, &["available"])
             .await
             .map_err(error::tn("reading the parent dataset"))?
         {
             Some(dataset) => Some(dataset),
             None => datasets
-                .get(&params.pool)
+                .get_properties(&params.pool, &["available"])
                 .await
                 .map_err(error::tn("reading the pool's root dataset"))?,
         };

@@ -20,20 +20,32 @@ use crate::props;
 
 const GIB: u64 = 1 << 30;
 
-/// The dataset fields a volume lookup needs.
+/// The ZFS properties a volume's reads use (its size, block size, clone origin), asked for
+/// by name: TrueNAS returns only the properties `extra.properties` lists.
+pub(crate) const VOLUME_PROPERTIES: &[&str] = &["volsize", "volblocksize", "refquota", "origin"];
+
+/// The dataset fields a volume lookup needs: the entry's own fields and
+/// [`VOLUME_PROPERTIES`].
 const LOOKUP_FIELDS: &[&str] = &[
     "id",
     "type",
     "pool",
-    "mountpoint",
     "user_properties",
+    "encrypted",
+    "locked",
     "volsize",
     "volblocksize",
     "refquota",
     "origin",
-    "encrypted",
-    "locked",
 ];
+
+/// A volume query: exact fields, exactly the properties read, no children.
+fn volume_query() -> Query {
+    Query::all()
+        .select(LOOKUP_FIELDS)
+        .extra("retrieve_children", false)
+        .extra("properties", json!(VOLUME_PROPERTIES))
+}
 
 /// A volume the driver owns, read from its dataset.
 #[derive(Debug, Clone)]
@@ -136,10 +148,7 @@ pub(crate) async fn load(
     dataset: &str,
 ) -> Result<Option<Option<ManagedVolume>>, ControllerError> {
     // Exact id, no children, only the fields the driver reads (spec: no scans on the hot path).
-    let query = Query::all()
-        .filter(Filter::eq("id", dataset))
-        .select(LOOKUP_FIELDS)
-        .extra("retrieve_children", false);
+    let query = volume_query().filter(Filter::eq("id", dataset));
     let found = client
         .datasets()
         .query(&query)
@@ -165,6 +174,8 @@ pub(crate) async fn lookup(
 ) -> Result<Lookup, ControllerError> {
     let mut fields = LOOKUP_FIELDS.to_vec();
     fields.push("available");
+    let mut properties = VOLUME_PROPERTIES.to_vec();
+    properties.push("available");
     let query = Query::all()
         .filter(Filter::cond(
             "id",
@@ -172,7 +183,8 @@ pub(crate) async fn lookup(
             json!([dataset, parent]),
         ))
         .select(&fields)
-        .extra("retrieve_children", false);
+        .extra("retrieve_children", false)
+        .extra("properties", json!(properties));
     let found = client
         .datasets()
         .query(&query)
@@ -323,7 +335,7 @@ pub(crate) async fn ensure_dataset(client: &Client, name: &str) -> Result<(), Co
 async fn ensure_parent(client: &Client, parent: &str) -> Result<(), ControllerError> {
     if client
         .datasets()
-        .get(parent)
+        .get_properties(parent, &[])
         .await
         .map_err(tn("looking up the parent dataset"))?
         .is_some()
@@ -412,7 +424,7 @@ async fn check_room(
         Some(parent) => parent.available_bytes(),
         None => client
             .datasets()
-            .get(parent)
+            .get_properties(parent, &["available"])
             .await
             .map_err(tn("reading the parent dataset's free space"))?
             .and_then(|d| d.available_bytes()),
@@ -614,7 +626,7 @@ pub(crate) async fn create_dataset(
             };
             let current = client
                 .datasets()
-                .get(&plan.dataset)
+                .get_properties(&plan.dataset, &["volsize", "refquota"])
                 .await
                 .map_err(tn("reading the clone"))?;
             let current_size = current.as_ref().and_then(|d| {
@@ -834,13 +846,10 @@ pub(crate) async fn list(
 ) -> Result<Vec<ManagedVolume>, ControllerError> {
     let managed = truenas::query::field(&["user_properties", props::MANAGED_BY, "value"]);
     let deleted = truenas::query::field(&["user_properties", props::DELETED, "value"]);
-    let mut query = Query::all()
+    let mut query = volume_query()
         .filter(Filter::eq(managed, props::MANAGER))
-        .select(LOOKUP_FIELDS)
         .filter(Filter::eq(deleted, "false"))
-        .order_by("id", false)
-        .extra("retrieve_children", false)
-        .extra("properties", json!(["volsize", "refquota", "origin"]));
+        .order_by("id", false);
     if limit > 0 {
         query = query.page(offset, limit);
     } else if offset > 0 {

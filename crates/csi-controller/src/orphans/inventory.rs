@@ -50,7 +50,9 @@ impl Inventory {
             .query(
                 &Query::all()
                     .filter(Filter::eq(managed_field, props::MANAGER))
-                    .extra("retrieve_children", false),
+                    .select(&["id", "type", "user_properties"])
+                    .extra("retrieve_children", false)
+                    .extra("properties", serde_json::json!([])),
             )
             .await
             .map_err(tn("listing the driver's datasets"))?;

@@ -520,6 +520,23 @@ impl Datasets<'_> {
         Ok(self.query(&query).await?.into_iter().next())
     }
 
+    /// One dataset by exact id with only the ZFS `properties` listed (`extra.properties`, so
+    /// TrueNAS reads no others), plus its id, type, pool and user properties.
+    pub async fn get_properties(
+        &self,
+        id: &str,
+        properties: &[&str],
+    ) -> Result<Option<Dataset>, Error> {
+        let mut select = vec!["id", "type", "pool", "user_properties"];
+        select.extend_from_slice(properties);
+        let query = Query::all()
+            .filter(Filter::eq("id", id))
+            .select(&select)
+            .extra("retrieve_children", false)
+            .extra("properties", serde_json::json!(properties));
+        Ok(self.query(&query).await?.into_iter().next())
+    }
+
     /// Datasets whose user property `key` equals `value` (exact match, server-side filter).
     pub async fn with_user_property(&self, key: &str, value: &str) -> Result<Vec<Dataset>, Error> {
         let field = crate::query::field(&["user_properties", key, "value"]);
