@@ -12,7 +12,9 @@ use anyhow::{Context, bail};
 use csi_api::csi::controller_client::ControllerClient;
 use csi_api::csi::volume_capability::access_mode::Mode;
 use csi_api::csi::volume_capability::{AccessMode, AccessType, MountVolume};
-use csi_api::csi::{CapacityRange, CreateVolumeRequest, DeleteVolumeRequest, VolumeCapability};
+use csi_api::csi::{
+    CapacityRange, CreateVolumeRequest, DeleteVolumeRequest, ListVolumesRequest, VolumeCapability,
+};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 use truenas_sim::{SimConfig, Simulator};
@@ -20,6 +22,13 @@ use truenas_sim::{SimConfig, Simulator};
 const TARGET_VOLUMES_PER_SEC: f64 = 150.0;
 const TARGET_PEAK_RSS_MIB: f64 = 16.0;
 /// Most TrueNAS calls one CreateVolume may make, per protocol.
+/// With thousands of volumes on the pool, creates and deletes keep this share of the
+/// empty-pool rate.
+const TARGET_SCALE_RATIO: f64 = 0.8;
+/// ListVolumes of every existing volume, page by page.
+const TARGET_LIST_ALL_SECS: f64 = 5.0;
+/// ListVolumes page size of the scale row (what external-provisioner-like callers use).
+const LIST_PAGE: i32 = 500;
 const TARGET_CALLS_PER_CREATE: [(&str, f64); 2] = [("nfs", 6.0), ("nvmeof", 9.0)];
 
 struct Controller(Child);
@@ -168,6 +177,7 @@ pub(crate) async fn run_bench(
     binary: &Path,
     volumes: usize,
     latency_ms: u64,
+    existing: usize,
 ) -> anyhow::Result<bool> {
     let dir = tempfile::tempdir()?;
     let mut config = SimConfig::new(dir.path().join("data"));
@@ -226,6 +236,7 @@ pub(crate) async fn run_bench(
     );
     let mut met = true;
     let mut calls_met = true;
+    let mut empty_nfs = None;
     for (protocol, max_calls) in TARGET_CALLS_PER_CREATE {
         let (serial_create, serial_delete) = run(&channel, &sim, protocol, "serial", 10, 1).await?;
         let (create, delete) = run(&channel, &sim, protocol, "bench", volumes, 16).await?;
@@ -267,8 +278,25 @@ pub(crate) async fn run_bench(
         );
         met &= create.per_sec >= TARGET_VOLUMES_PER_SEC;
         calls_met &= serial_create.calls <= max_calls;
+        if protocol == "nfs" {
+            empty_nfs = Some((create, delete));
+        }
     }
     let rss = peak_rss_mib(controller.0.id())?;
+    let scale_met = match empty_nfs {
+        Some((empty_create, empty_delete)) if existing > 0 => {
+            scale(
+                &channel,
+                &sim,
+                existing,
+                volumes,
+                &empty_create,
+                &empty_delete,
+            )
+            .await?
+        }
+        _ => true,
+    };
     let leftovers = sim
         .dataset_names()
         .into_iter()
@@ -290,5 +318,109 @@ pub(crate) async fn run_bench(
         if calls_met { "met" } else { "NOT met" }
     );
     println!("volumes left on the simulator after the deletes: {leftovers} (must be 0)");
-    Ok(met && calls_met && rss <= TARGET_PEAK_RSS_MIB && leftovers == 0)
+    Ok(met && calls_met && scale_met && rss <= TARGET_PEAK_RSS_MIB && leftovers == 0)
+}
+
+/// The scale rows: `existing` NFS volumes on the pool, then creates and deletes beside the
+/// empty pool's, and ListVolumes of them all in pages of [`LIST_PAGE`]. Removes the filler
+/// afterwards. `Ok(false)` when a target is missed.
+async fn scale(
+    channel: &Channel,
+    sim: &Simulator,
+    existing: usize,
+    volumes: usize,
+    empty_create: &Run,
+    empty_delete: &Run,
+) -> anyhow::Result<bool> {
+    println!();
+    let started = Instant::now();
+    fill(channel, existing, false).await?;
+    println!(
+        "filled the pool with {existing} NFS volumes in {:.1} s ({:.0}/s at 32 in flight)",
+        started.elapsed().as_secs_f64(),
+        existing as f64 / started.elapsed().as_secs_f64()
+    );
+    println!(
+        "| {:<32} | {:>9} | {:>8} | {:>8} | {:>10} |",
+        format!("with {existing} existing volumes"),
+        "volumes/s",
+        "p50 ms",
+        "p99 ms",
+        "vs empty"
+    );
+    println!(
+        "|{:-<34}|{:->11}|{:->10}|{:->10}|{:->12}|",
+        "", "", "", "", ""
+    );
+    let (create, delete) = run(channel, sim, "nfs", "scale", volumes, 16).await?;
+    row("nfs create, 16 at a time", &create, Some(empty_create));
+    row("nfs delete, 16 at a time", &delete, Some(empty_delete));
+    let listing = Instant::now();
+    let (mut token, mut seen, mut pages) = (String::new(), 0usize, 0usize);
+    loop {
+        let page = ControllerClient::new(channel.clone())
+            .list_volumes(ListVolumesRequest {
+                max_entries: LIST_PAGE,
+                starting_token: token,
+            })
+            .await?
+            .into_inner();
+        seen += page.entries.len();
+        pages += 1;
+        token = page.next_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let list_secs = listing.elapsed().as_secs_f64();
+    println!(
+        "ListVolumes of all {seen} in {pages} pages of {LIST_PAGE}: {list_secs:.2} s ({:.0} ms a page)",
+        list_secs * 1000.0 / pages as f64
+    );
+    let create_ratio = create.per_sec / empty_create.per_sec;
+    let delete_ratio = delete.per_sec / empty_delete.per_sec;
+    let met = create_ratio >= TARGET_SCALE_RATIO
+        && delete_ratio >= TARGET_SCALE_RATIO
+        && list_secs <= TARGET_LIST_ALL_SECS
+        && seen == existing;
+    println!(
+        "target: with {existing} volumes, create and delete >= {TARGET_SCALE_RATIO}x the empty pool's rate ({create_ratio:.2}x, {delete_ratio:.2}x) and all listed within {TARGET_LIST_ALL_SECS} s: {}",
+        if met { "met" } else { "NOT met" }
+    );
+    let started = Instant::now();
+    fill(channel, existing, true).await?;
+    println!(
+        "removed the filler in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(met)
+}
+
+/// Creates (or deletes) `count` NFS volumes `fill-<i>`, 32 at a time.
+async fn fill(channel: &Channel, count: usize, delete: bool) -> anyhow::Result<()> {
+    let gate = Arc::new(Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let gate = gate.clone();
+        let mut client = ControllerClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let name = format!("fill-{i}");
+            if delete {
+                client
+                    .delete_volume(DeleteVolumeRequest {
+                        volume_id: format!("nfs:tank/csi/{name}"),
+                        ..Default::default()
+                    })
+                    .await?;
+            } else {
+                client.create_volume(request(&name, "nfs")).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
 }

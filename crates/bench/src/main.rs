@@ -41,6 +41,11 @@ enum Bench {
         /// Milliseconds added to every TrueNAS call.
         #[arg(long, default_value_t = 5)]
         latency_ms: u64,
+        /// Then fill the pool with this many NFS volumes and measure again: create and delete
+        /// rates beside the empty pool's, and ListVolumes of them all in pages of 500
+        /// (0 skips the scale rows).
+        #[arg(long, default_value_t = 10_000)]
+        existing: usize,
     },
     /// The block cache's restart: time to rebuild the index of 100,000 blocks, with the
     /// kernel's caches warm and dropped, beside a plain walk of the same files.
@@ -106,7 +111,8 @@ fn main() -> ExitCode {
             binary,
             volumes,
             latency_ms,
-        } => runtime.block_on(csi_bench::run_bench(&binary, volumes, latency_ms)),
+            existing,
+        } => runtime.block_on(csi_bench::run_bench(&binary, volumes, latency_ms, existing)),
         Bench::Cache { blocks } => cache_bench::run(blocks),
         Bench::Fuse {
             binary,

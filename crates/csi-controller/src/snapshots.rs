@@ -314,7 +314,9 @@ pub(crate) async fn delete(client: &Client, id: &SnapshotId) -> Result<(), Contr
     volumes::reap(client, &id.volume.dataset).await
 }
 
-/// One page of managed snapshots, optionally of one volume.
+/// One page of managed snapshots, optionally of one volume. Without a volume the page is cut
+/// on TrueNAS (`offset`/`limit`, every filter server-side so offsets count the same
+/// snapshots), so each page costs one bounded request and reply however many snapshots exist.
 pub(crate) async fn list(
     client: &Client,
     source: Option<&VolumeId>,
@@ -322,11 +324,36 @@ pub(crate) async fn list(
     limit: usize,
 ) -> Result<(Vec<ManagedSnapshot>, bool), ControllerError> {
     let marker = truenas::query::field(&["properties", props::CSI_SNAPSHOT_NAME, "source"]);
+    let deferred = truenas::query::field(&["properties", "defer_destroy", "value"]);
     let mut query = Query::all()
         .filter(Filter::eq(marker, "LOCAL"))
+        .filter(Filter::cond(
+            deferred,
+            truenas::query::Op::Ne,
+            serde_json::json!("on"),
+        ))
         .order_by("id", false);
-    // Detached snapshots of a volume live elsewhere: they are found by their source below.
-    let _ = &mut query;
+    if source.is_none() {
+        let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        if limit > 0 {
+            // One more than asked: whether there is a next page.
+            query = query.page(to_u32(offset), to_u32(limit.saturating_add(1)));
+        } else if offset > 0 {
+            query = query.page(to_u32(offset), 0);
+        }
+        let mut page: Vec<ManagedSnapshot> = client
+            .snapshots()
+            .query(&query)
+            .await
+            .map_err(tn("listing snapshots"))?
+            .into_iter()
+            .filter_map(ManagedSnapshot::from_snapshot)
+            .collect();
+        let more = limit > 0 && page.len() > limit;
+        page.truncate(if limit == 0 { usize::MAX } else { limit });
+        return Ok((page, more));
+    }
+    // Detached snapshots of a volume live elsewhere: they are found by their source.
     let all: Vec<ManagedSnapshot> = client
         .snapshots()
         .query(&query)
