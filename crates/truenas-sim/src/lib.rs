@@ -192,6 +192,7 @@ impl Simulator {
             version: "25.10.0".into(),
             rate: Mutex::default(),
             jobs: Mutex::default(),
+            conns: Mutex::default(),
             job_done: tokio::sync::Notify::new(),
         });
         let (shutdown, receiver) = watch::channel(false);

@@ -37,6 +37,7 @@ pub(crate) fn lookup(method: &str) -> Option<(Handler, bool)> {
     let entry: (Handler, bool) = match method {
         "pool.query" => (datasets::pool_query, false),
         "pool.dataset.query" => (datasets::query, false),
+        "pool.dataset.get_instance" => (datasets::get_instance, false),
         "pool.dataset.create" => (datasets::create, true),
         "pool.dataset.update" => (datasets::update, true),
         "pool.dataset.delete" => (datasets::delete, true),
@@ -119,9 +120,63 @@ pub(crate) fn lookup(method: &str) -> Option<(Handler, bool)> {
             true,
         ),
         "filesystem.stat" => (filesystem_stat, false),
+        "filesystem.statfs" => (filesystem_statfs, false),
         _ => return None,
     };
     Some(entry)
+}
+
+/// `filesystem.statfs [path]`: the filesystem a path is on, sized from its dataset's space.
+fn filesystem_statfs(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
+    let args = schema::args(params, &[req("path", Ty::Str)])?;
+    let path = args[0].as_str().unwrap_or_default();
+    if !path.starts_with('/') {
+        return Err(Failure::call(22, format!("{path}: path must be absolute")));
+    }
+    if ctx.data.host_path(path).is_none_or(|host| !host.exists()) {
+        return Err(Failure::call(2, format!("Path {path} not found")));
+    }
+    // The dataset the path is on: the longest dataset name that is a prefix of it.
+    let relative = path.trim_start_matches("/mnt/");
+    let mut dataset = relative.to_owned();
+    while !ctx.m.datasets.contains_key(&dataset) {
+        match dataset.rsplit_once('/') {
+            Some((parent, _)) => dataset = parent.to_owned(),
+            None => return Err(Failure::call(2, format!("Path {path} not found"))),
+        }
+    }
+    let (own, refres, children) = ctx.m.usage(ctx.data, &dataset);
+    let avail = ctx.m.available(ctx.data, &dataset);
+    let used = own + refres + children;
+    let block = 131_072u64;
+    Ok(serde_json::json!({
+        "flags": ["RW", "XATTR", "NOACL", "CASESENSITIVE"],
+        "fsid": [format!("{:016x}", {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            dataset.hash(&mut hasher);
+            hasher.finish()
+        })],
+        "fstype": "zfs",
+        "source": dataset,
+        "dest": format!("/mnt/{dataset}"),
+        "blocksize": block,
+        "total_blocks": (used + avail) / block,
+        "free_blocks": avail / block,
+        "avail_blocks": avail / block,
+        "total_blocks_str": ((used + avail) / block).to_string(),
+        "free_blocks_str": (avail / block).to_string(),
+        "avail_blocks_str": (avail / block).to_string(),
+        "files": 0,
+        "free_files": 0,
+        "name_max": 255,
+        "total_bytes": used + avail,
+        "free_bytes": avail,
+        "avail_bytes": avail,
+        "total_bytes_str": (used + avail).to_string(),
+        "free_bytes_str": avail.to_string(),
+        "avail_bytes_str": avail.to_string(),
+    }))
 }
 
 fn filesystem_stat(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) rate: Mutex<HashMap<(String, IpAddr), (Instant, u32)>>,
     pub(crate) jobs: Mutex<Jobs>,
     pub(crate) job_done: Notify,
+    /// Open connections, for job events to the ones subscribed to `core.get_jobs`.
+    pub(crate) conns: Mutex<Vec<std::sync::Weak<Conn>>>,
 }
 
 /// Jobs of this run (ids restart at 1 with every start, as on a real middleware).
@@ -72,11 +74,15 @@ pub(crate) struct Jobs {
     rows: BTreeMap<u64, Value>,
 }
 
-struct Conn {
+pub(crate) struct Conn {
     peer: IpAddr,
     secure: bool,
     authenticated: AtomicBool,
     legacy_jobs: AtomicBool,
+    private_methods: AtomicBool,
+    py_exceptions: AtomicBool,
+    /// `core.subscribe` ids and the event each one is for.
+    subscriptions: Mutex<HashMap<String, String>>,
     in_flight: AtomicUsize,
     running: Semaphore,
     out: mpsc::UnboundedSender<Message>,
@@ -147,11 +153,19 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         secure: tls || loopback,
         authenticated: AtomicBool::new(false),
         legacy_jobs: AtomicBool::new(true),
+        private_methods: AtomicBool::new(false),
+        py_exceptions: AtomicBool::new(false),
+        subscriptions: Mutex::default(),
         in_flight: AtomicUsize::new(0),
         running: Semaphore::new(SOFT_LIMIT),
         out,
         kill: Notify::new(),
     });
+    shared
+        .conns
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Arc::downgrade(&conn));
     let mut last_heard = Instant::now();
     loop {
         let idle = shared.faults.idle_timeout();
@@ -304,7 +318,7 @@ fn handle_frame(shared: &Arc<Shared>, conn: &Arc<Conn>, text: &str) {
     tokio::spawn(async move {
         let outcome = {
             let _running = conn.running.acquire().await;
-            call(&shared, &conn, &method, params).await
+            call(&shared, &conn, &method, params, id.as_ref()).await
         };
         conn.in_flight.fetch_sub(1, Ordering::AcqRel);
         if shared.faults.should_drop() {
@@ -324,6 +338,7 @@ async fn call(
     conn: &Arc<Conn>,
     method: &str,
     params: Vec<Value>,
+    id: Option<&Value>,
 ) -> Option<Outcome> {
     let latency = shared.faults.latency();
     if !latency.is_zero() {
@@ -344,7 +359,7 @@ async fn call(
         && !method.starts_with("auth.")
     {
         if JOB_METHODS.contains(&method) {
-            return Some(run_job(shared, conn, method, Err(failure)).await);
+            return Some(run_job(shared, conn, id, method, Err(failure)).await);
         }
         return Some(Err(failure));
     }
@@ -366,6 +381,15 @@ async fn call(
             "OTP_TOKEN"
         ])),
         "core.set_options" => set_options(conn, &params),
+        "core.subscribe" => subscribe(conn, &params),
+        "core.unsubscribe" => schema::args(&params, &[req("id", Ty::Str)]).map(|args| {
+            let id = args[0].as_str().unwrap_or_default();
+            conn.subscriptions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(id);
+            Value::Null
+        }),
         "core.get_jobs" => {
             let rows = shared
                 .jobs
@@ -389,12 +413,12 @@ async fn call(
         ),
         "service.control" => {
             let body = service_control(&params);
-            run_job(shared, conn, method, body).await
+            run_job(shared, conn, id, method, body).await
         }
         // Jobs over the model: the work is done, then reported as the job's outcome.
         "replication.run_onetime" | "pool.dataset.unlock" => {
             let body = model_call(shared, method, params).await;
-            run_job(shared, conn, method, body).await
+            run_job(shared, conn, id, method, body).await
         }
         "filesystem.setacl" => {
             let body = schema::args(
@@ -413,7 +437,7 @@ async fn call(
                 )],
             )
             .map(|_| Value::Null);
-            run_job(shared, conn, method, body).await
+            run_job(shared, conn, id, method, body).await
         }
         _ => model_call(shared, method, params).await,
     })
@@ -529,12 +553,62 @@ fn set_options(conn: &Conn, params: &[Value]) -> Outcome {
             "Input should be a valid dictionary",
         ));
     }
-    if let Some(legacy) = options.get("legacy_jobs").and_then(Value::as_bool) {
-        conn.legacy_jobs.store(legacy, Ordering::Release);
+    for (key, flag) in [
+        ("legacy_jobs", &conn.legacy_jobs),
+        ("private_methods", &conn.private_methods),
+        ("py_exceptions", &conn.py_exceptions),
+    ] {
+        if let Some(value) = options.get(key).and_then(Value::as_bool) {
+            flag.store(value, Ordering::Release);
+        }
     }
-    Ok(
-        json!({"legacy_jobs": conn.legacy_jobs.load(Ordering::Acquire), "private_methods": false, "py_exceptions": false}),
-    )
+    Ok(json!({
+        "legacy_jobs": conn.legacy_jobs.load(Ordering::Acquire),
+        "private_methods": conn.private_methods.load(Ordering::Acquire),
+        "py_exceptions": conn.py_exceptions.load(Ordering::Acquire),
+    }))
+}
+
+/// Events a client may subscribe to here (job progress is the one TrueNAS's own client needs).
+const EVENTS: &[&str] = &["core.get_jobs"];
+
+/// `core.subscribe [name]`: an id to unsubscribe with; `collection_update` notifications
+/// follow on this socket.
+fn subscribe(conn: &Conn, params: &[Value]) -> Outcome {
+    let args = schema::args(params, &[req("name", Ty::Str)])?;
+    let name = args[0].as_str().unwrap_or_default();
+    // `name:arg` subscribes with an argument; the event is the part before it.
+    let event = name.split(':').next().unwrap_or(name);
+    if !EVENTS.contains(&event) {
+        return Err(Failure::call(2, format!("Event {name} does not exist")));
+    }
+    let id = format!("{:032x}", fastrand::u128(..));
+    conn.subscriptions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), event.to_owned());
+    Ok(json!(id))
+}
+
+/// Sends a `core.get_jobs` `collection_update` (`added` or `changed`, the whole job) to every
+/// socket subscribed to it, as 25.10 does.
+fn job_event(shared: &Shared, msg: &str, job: &Value) {
+    let frame = json!({"jsonrpc": "2.0", "method": "collection_update",
+        "params": {"msg": msg, "collection": "core.get_jobs", "id": job["id"], "fields": job}});
+    let text = frame.to_string();
+    let mut conns = shared.conns.lock().unwrap_or_else(|e| e.into_inner());
+    conns.retain(|c| c.strong_count() > 0);
+    for conn in conns.iter().filter_map(std::sync::Weak::upgrade) {
+        let subscribed = conn
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|event| event == "core.get_jobs");
+        if subscribed {
+            let _ = conn.out.send(Message::text(text.clone()));
+        }
+    }
 }
 
 fn service_control(params: &[Value]) -> Outcome {
@@ -574,17 +648,27 @@ fn service_control(params: &[Value]) -> Outcome {
 
 /// Runs a job method: the job record goes through RUNNING to SUCCESS/FAILED. With
 /// `legacy_jobs` the reply is the job id at once; without, it waits for the outcome.
-async fn run_job(shared: &Arc<Shared>, conn: &Conn, method: &str, body: Outcome) -> Outcome {
+async fn run_job(
+    shared: &Arc<Shared>,
+    conn: &Conn,
+    call_id: Option<&Value>,
+    method: &str,
+    body: Outcome,
+) -> Outcome {
+    // A validation failure is reported with its own class, not as a bare CallError.
+    let original_failure = body.as_ref().err().cloned();
     let id = {
         let mut jobs = shared.jobs.lock().unwrap_or_else(|e| e.into_inner());
         jobs.next += 1;
         let id = jobs.next;
         let started = crate::datasets::now() * 1000;
-        jobs.rows.insert(id, json!({"id": id, "message_ids": [], "method": method, "arguments": [], "transient": false,
+        let message_ids: Vec<Value> = call_id.into_iter().cloned().collect();
+        jobs.rows.insert(id, json!({"id": id, "message_ids": message_ids, "method": method, "arguments": [], "transient": false,
             "description": null, "abortable": false, "logs_path": null, "logs_excerpt": null,
             "progress": {"percent": 0, "description": "Started", "extra": null}, "result": null,
             "result_encoding_error": null, "error": null, "exception": null, "exc_info": null, "state": "RUNNING",
             "time_started": {"$date": started}, "time_finished": null, "credentials": {"type": "API_KEY", "data": {}}}));
+        job_event(shared, "added", &jobs.rows[&id]);
         // Keep about 1000 jobs, evicting finished ones first.
         while jobs.rows.len() > 1000 {
             let oldest = jobs
@@ -634,6 +718,7 @@ async fn run_job(shared: &Arc<Shared>, conn: &Conn, method: &str, body: Outcome)
                 }
             }
             job["time_finished"] = json!({"$date": crate::datasets::now() * 1000});
+            job_event(&worker, "changed", job);
         }
         drop(jobs);
         worker.job_done.notify_waiters();
@@ -649,6 +734,9 @@ async fn run_job(shared: &Arc<Shared>, conn: &Conn, method: &str, body: Outcome)
             match job["state"].as_str() {
                 Some("SUCCESS") => return Ok(job["result"].clone()),
                 Some("FAILED") => {
+                    if let Some(failure @ Failure::Validation(_)) = original_failure {
+                        return Err(failure);
+                    }
                     let errno = job["exc_info"]["errno"].as_i64().unwrap_or(14);
                     let reason = job["error"].as_str().unwrap_or("").to_owned();
                     return Err(Failure::Bare {
@@ -677,6 +765,7 @@ fn job_abort(shared: &Shared, params: &[Value]) -> Outcome {
     if job["state"] == "RUNNING" || job["state"] == "WAITING" {
         job["state"] = json!("ABORTED");
         job["time_finished"] = json!({"$date": crate::datasets::now() * 1000});
+        job_event(shared, "changed", job);
     }
     drop(jobs);
     shared.job_done.notify_waiters();

@@ -93,6 +93,18 @@ pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     q.apply(rows)
 }
 
+/// `pool.dataset.get_instance [id, options]`: one dataset, or InstanceNotFound.
+pub(crate) fn get_instance(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
+    let args = schema::args(params, &[req("id", Ty::Str), opt("options", Ty::Any)])?;
+    let id = args[0].as_str().unwrap_or_default().to_owned();
+    if !ctx.m.datasets.contains_key(&id) || !visible(&id) {
+        return Err(Failure::instance_not_found(format!(
+            "Dataset {id} does not exist"
+        )));
+    }
+    Ok(render(ctx, &id, true, true, Wanted::All))
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.ends_with(' ')
