@@ -88,7 +88,7 @@ pub(crate) fn target_create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     if !valid_target_name(&name) {
         return Err(Failure::invalid(
             format!("{p}.name"),
-            "Lowercase alphanumeric characters plus dot (.), dash (-), and colon (:) are allowed.",
+            "Only lowercase alphanumeric characters plus dot (.), dash (-), and colon (:) are allowed.",
         ));
     }
     if ctx.m.rows("iscsi.target").iter().any(|r| r["name"] == name) {

@@ -183,25 +183,39 @@ pub(crate) fn subsys_delete(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     };
     let namespaces = of("nvmet.namespace");
     let ports = of("nvmet.port_subsys");
+    // The 25.10 wording: nsids (the first three, sorted), and both refusals at once.
+    let mut refusals = Vec::new();
     if !force && !namespaces.is_empty() {
-        let paths: Vec<&str> = namespaces
+        let mut nsids: Vec<i64> = namespaces
             .iter()
-            .filter_map(|n| n["device_path"].as_str())
+            .filter_map(|n| n["nsid"].as_i64())
             .collect();
-        return Err(Failure::invalid(
-            "nvmet_subsys_delete.id",
+        nsids.sort_unstable();
+        let message = if nsids.len() == 1 {
+            format!("Subsystem {name} contains 1 namespace: {}", nsids[0])
+        } else {
+            let first: Vec<String> = nsids.iter().take(3).map(i64::to_string).collect();
+            let more = if nsids.len() > 3 { ",..." } else { "" };
             format!(
-                "Subsystem {name} contains {} namespace(s): {}",
-                namespaces.len(),
-                paths.join(", ")
-            ),
+                "Subsystem {name} contains {} namespaces: {}{more}",
+                nsids.len(),
+                first.join(",")
+            )
+        };
+        refusals.push(crate::rpc::Entry::invalid(
+            "nvmet_subsys_delete.id",
+            message,
         ));
     }
     if !force && !ports.is_empty() {
-        return Err(Failure::invalid(
+        let noun = if ports.len() > 1 { "ports" } else { "port" };
+        refusals.push(crate::rpc::Entry::invalid(
             "nvmet_subsys_delete.id",
-            format!("Subsystem {name} visible on {} port(s)", ports.len()),
+            format!("Subsystem {name} visible on {} {noun}", ports.len()),
         ));
+    }
+    if !refusals.is_empty() {
+        return Err(Failure::Validation(refusals));
     }
     for table in ["nvmet.namespace", "nvmet.port_subsys", "nvmet.host_subsys"] {
         ctx.m.table(table).rows.retain(|_, r| r["subsys_id"] != id);

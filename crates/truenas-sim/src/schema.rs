@@ -21,8 +21,6 @@ pub(crate) enum Ty {
     Bool,
     /// One of these strings.
     Lit(&'static [&'static str]),
-    /// A string accepted by a predicate; the message lists what is allowed.
-    Pred(fn(&str) -> bool, &'static str),
     /// An integer or one of these strings (`"INHERIT"`).
     IntOr(&'static [&'static str]),
     /// This type or null.
@@ -119,11 +117,6 @@ pub(crate) fn check(value: &Value, ty: &Ty, path: &str, errors: &mut Vec<Entry>)
         Ty::Lit(options) => {
             if !value.as_str().is_some_and(|s| options.contains(&s)) {
                 fail(literal_message(options));
-            }
-        }
-        Ty::Pred(accept, message) => {
-            if !value.as_str().is_some_and(accept) {
-                fail((*message).to_owned());
             }
         }
         Ty::IntOr(options) => {

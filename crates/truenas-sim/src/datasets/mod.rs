@@ -105,11 +105,19 @@ pub(crate) fn get_instance(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     Ok(render(ctx, &id, true, true, Wanted::All))
 }
 
+/// libzfs's rule for a filesystem or volume name: at most 255 characters, components of
+/// letters, digits and `_-:. ` that are not empty, `.` or `..`, a pool name starting with a
+/// letter.
 fn valid_name(name: &str) -> bool {
+    const MAX: usize = 255;
     !name.is_empty()
+        && name.len() <= MAX
         && !name.ends_with(' ')
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name.split('/').all(|c| {
             !c.is_empty()
+                && c != "."
+                && c != ".."
                 && c.chars()
                     .all(|ch| ch.is_ascii_alphanumeric() || "_-:. ".contains(ch))
         })
@@ -197,7 +205,10 @@ fn apply_props(rec: &mut DatasetRec, data: &Value) {
     }
 }
 
-fn quota_checks(prefix: &str, data: &Value, errors: &mut Vec<Entry>) {
+/// The models' quota bound (`ge=1 GiB`, or 0/null to clear): a model error, so it is
+/// reported under the argument name (`data.refquota`), as pydantic reports it.
+fn quota_checks(data: &Value, errors: &mut Vec<Entry>) {
+    let prefix = "data";
     for key in ["quota", "refquota"] {
         if let Some(n) = data.get(key).and_then(Value::as_u64)
             && n != 0
@@ -217,18 +228,24 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let data = &args[0];
     let p = "pool_dataset_create";
     let name = data["name"].as_str().unwrap_or_default().to_owned();
-    let volume = data.get("type").and_then(Value::as_str) == Some("VOLUME");
+    // The model's union: a body without `type` is a volume when it passed as one (it has
+    // `volsize`, which the filesystem branch refuses).
+    let volume = data
+        .get("type")
+        .and_then(Value::as_str)
+        .map_or(data.get("volsize").is_some(), |t| t == "VOLUME");
     let mut errors = Vec::new();
+    // The model first (libzfs's name rules, 255 characters at most), then the plugin.
+    if !valid_name(&name) {
+        return Err(Failure::invalid(
+            "data.name",
+            "Value error, Please provide a valid dataset name according to ZFS standards",
+        ));
+    }
     if !name.contains('/') {
         return Err(Failure::invalid(
             format!("{p}.name"),
             "You need a full name, e.g. pool/newdataset",
-        ));
-    }
-    if !valid_name(&name) {
-        return Err(Failure::invalid(
-            format!("{p}.name"),
-            "Invalid dataset name",
         ));
     }
     if INTERNAL.iter().any(|i| name.contains(i)) {
@@ -249,7 +266,7 @@ pub(crate) fn create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
             }
         }
     }
-    quota_checks(p, data, &mut errors);
+    quota_checks(data, &mut errors);
     if !errors.is_empty() {
         return Err(Failure::Validation(errors));
     }
@@ -527,7 +544,7 @@ pub(crate) fn update(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
             ));
         }
     }
-    quota_checks(p, data, &mut errors);
+    quota_checks(data, &mut errors);
     if data.get("user_properties").is_some() && data.get("user_properties_update").is_some() {
         errors.push(Entry::invalid(
             format!("{p}.user_properties_update"),

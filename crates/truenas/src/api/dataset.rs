@@ -156,8 +156,10 @@ impl Compression {
                 .and_then(|n| n.parse::<u32>().ok())
                 .is_some_and(ok)
         };
+        // The 25.10 model's literal set: GZIP levels 1 and 9 only; ZSTD 1-19; ZSTD-FAST
+        // 1-10, 20-100 by tens, 500 and 1000.
         let valid = COMPRESSION.contains(&upper.as_str())
-            || level("GZIP-", &|n| (1..=9).contains(&n))
+            || level("GZIP-", &|n| n == 1 || n == 9)
             || level("ZSTD-FAST-", &|n| {
                 (1..=10).contains(&n)
                     || (n % 10 == 0 && (20..=100).contains(&n))
@@ -169,7 +171,7 @@ impl Compression {
             Ok(Self(upper))
         } else {
             Err(format!(
-                "unknown compression `{text}`; expected one of off, lz4, zstd, zstd-1…19, zstd-fast-N, gzip, gzip-1…9, zle, lzjb"
+                "unknown compression `{text}`; expected one of off, lz4, zstd, zstd-1…19, zstd-fast-1…10, zstd-fast-20…100 by tens, zstd-fast-500, zstd-fast-1000, gzip, gzip-1, gzip-9, zle, lzjb"
             ))
         }
     }
@@ -596,6 +598,9 @@ mod tests {
         assert!(Compression::parse("zstd-20").is_err());
         assert!(Compression::parse("zstd-fast-15").is_err());
         assert!(Compression::parse("gzip-10").is_err());
+        // The 25.10 literals have GZIP-1 and GZIP-9 only.
+        assert!(Compression::parse("gzip-9").is_ok() && Compression::parse("gzip-1").is_ok());
+        assert!(Compression::parse("gzip-5").is_err());
         assert!(Compression::parse("brotli").is_err());
     }
 
