@@ -12,7 +12,7 @@ use crate::{datasets, iscsi, nvmet, sharing, snapshots};
 pub(crate) type Handler = fn(&mut Ctx<'_>, &[Value]) -> Outcome;
 
 fn simple_query(ctx: &mut Ctx<'_>, params: &[Value], table: &str) -> Outcome {
-    QueryArgs::parse(params)?.apply(ctx.m.rows(table))
+    QueryArgs::parse(params)?.apply_refs(ctx.m.rows(table))
 }
 
 fn simple_delete(

@@ -69,6 +69,7 @@ pub(crate) fn subsys_query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         .m
         .rows("nvmet.subsys")
         .iter()
+        .filter(|r| q.may_match(r, &[]))
         .filter_map(|r| r["id"].as_i64())
         .collect();
     q.apply(
@@ -179,6 +180,7 @@ pub(crate) fn subsys_delete(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
             .rows(table)
             .into_iter()
             .filter(|r| r["subsys_id"] == id)
+            .cloned()
             .collect()
     };
     let namespaces = of("nvmet.namespace");
@@ -241,6 +243,7 @@ pub(crate) fn namespace_query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         ctx.m
             .rows("nvmet.namespace")
             .iter()
+            .filter(|r| q.may_match(r, &[("subsys.id", "subsys_id")]))
             .map(|r| namespace_entry(ctx, r))
             .collect(),
     )
@@ -369,7 +372,7 @@ pub(crate) fn namespace_delete(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
 
 /// `nvmet.port.query`.
 pub(crate) fn port_query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
-    QueryArgs::parse(params)?.apply(ctx.m.rows("nvmet.port"))
+    QueryArgs::parse(params)?.apply_refs(ctx.m.rows("nvmet.port"))
 }
 
 /// `nvmet.port.create`.
@@ -496,6 +499,16 @@ pub(crate) fn link_query(ctx: &mut Ctx<'_>, params: &[Value], host: bool) -> Out
         ctx.m
             .rows(table)
             .iter()
+            .filter(|r| {
+                q.may_match(
+                    r,
+                    &[
+                        ("subsys.id", "subsys_id"),
+                        ("host.id", "host_id"),
+                        ("port.id", "port_id"),
+                    ],
+                )
+            })
             .map(|r| link_entry(ctx, r, other, key, field))
             .collect(),
     )

@@ -129,6 +129,45 @@ impl QueryArgs {
         }
     }
 
+    /// The filters, as sent.
+    pub(crate) fn filters(&self) -> &[Value] {
+        &self.filters
+    }
+
+    /// Whether a stored row can still match, judged only by the filters on its own fields
+    /// (`aliases` maps a rendered path such as `subsys.id` to the stored field `subsys_id`):
+    /// rows that cannot match are never rendered, so a lookup by name or parent costs one
+    /// rendered row, not one per row in the table.
+    pub(crate) fn may_match(&self, raw: &Value, aliases: &[(&str, &str)]) -> bool {
+        self.filters.iter().all(|filter| {
+            let Value::Array(parts) = filter else {
+                return true;
+            };
+            let [Value::String(field), op, value] = parts.as_slice() else {
+                return true;
+            };
+            let stored = aliases
+                .iter()
+                .find(|(path, _)| path == field)
+                .map_or(field.as_str(), |(_, stored)| stored);
+            if stored.contains('.') || raw.get(stored).is_none() {
+                return true;
+            }
+            matches(raw, &json!([stored, op, value]))
+        })
+    }
+
+    /// [`QueryArgs::apply`] over borrowed rows: only the rows that pass the filters are
+    /// cloned.
+    pub(crate) fn apply_refs(&self, rows: Vec<&Value>) -> Result<Value, Failure> {
+        let matching = rows
+            .into_iter()
+            .filter(|row| self.filters.iter().all(|f| matches(row, f)))
+            .cloned()
+            .collect();
+        self.apply(matching)
+    }
+
     /// Filters, orders, pages, projects: the reply of a `*.query`.
     pub(crate) fn apply(&self, rows: Vec<Value>) -> Result<Value, Failure> {
         let mut rows: Vec<Value> = rows

@@ -189,7 +189,7 @@ fn merge(base: &mut Value, data: &Value) {
 
 /// `sharing.nfs.query`.
 pub(crate) fn nfs_query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
-    QueryArgs::parse(params)?.apply(ctx.m.rows("sharing.nfs"))
+    QueryArgs::parse(params)?.apply_refs(ctx.m.rows("sharing.nfs"))
 }
 
 /// `sharing.nfs.create`.
@@ -285,7 +285,7 @@ fn smb_validate(
 
 /// `sharing.smb.query`.
 pub(crate) fn smb_query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
-    QueryArgs::parse(params)?.apply(ctx.m.rows("sharing.smb"))
+    QueryArgs::parse(params)?.apply_refs(ctx.m.rows("sharing.smb"))
 }
 
 /// `sharing.smb.create`.

@@ -41,6 +41,29 @@ pub(crate) fn pool_query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     q.apply(rows)
 }
 
+/// The top-level `["user_properties.<key>.value", "=", "<text>"]` filters of a query, as
+/// (key, value) pairs (keys TrueNAS renames are left to the full filter).
+fn user_property_filters(q: &QueryArgs) -> Vec<(String, String)> {
+    q.filters()
+        .iter()
+        .filter_map(|filter| {
+            let [Value::String(path), Value::String(op), Value::String(value)] =
+                filter.as_array()?.as_slice()
+            else {
+                return None;
+            };
+            let key = path
+                .strip_prefix("user_properties.")?
+                .strip_suffix(".value")?
+                .replace("\\.", ".");
+            let renamed = crate::model::RENAMED_USER_PROPS
+                .iter()
+                .any(|(zfs, api)| *zfs == key || *api == key);
+            (op == "=" && !renamed).then(|| (key, value.clone()))
+        })
+        .collect()
+}
+
 /// `pool.dataset.query`.
 pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let q = QueryArgs::parse(params)?;
@@ -53,28 +76,50 @@ pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         .extra("retrieve_user_props")
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    let names: Vec<String> = ctx
-        .m
-        .datasets
-        .keys()
-        .filter(|n| visible(n))
-        .filter(|n| flat || !n.contains('/'))
-        .cloned()
-        .collect();
+    let shown = |n: &String| visible(n) && (flat || !n.contains('/'));
     // A single `id =` filter opens the dataset directly instead of rendering all of them.
     // So does `id in [...]` (TrueNAS too resolves named datasets without walking the pool).
-    let names = match q.only_equality("id").or_else(|| q.only_equality("name")) {
-        Some(Value::String(id)) => names.into_iter().filter(|n| n == id).collect(),
-        _ => match q
-            .only_membership("id")
-            .or_else(|| q.only_membership("name"))
-        {
-            Some(ids) => names
-                .into_iter()
-                .filter(|n| ids.iter().any(|id| id.as_str() == Some(n.as_str())))
-                .collect(),
-            None => names,
-        },
+    let direct = q
+        .only_equality("id")
+        .or_else(|| q.only_equality("name"))
+        .map(|v| vec![v.clone()])
+        .or_else(|| {
+            q.only_membership("id")
+                .or_else(|| q.only_membership("name"))
+                .cloned()
+        });
+    let names: Vec<String> = match direct {
+        Some(ids) => {
+            let mut names: Vec<String> = ids
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|id| ctx.m.datasets.contains_key(*id))
+                .map(str::to_owned)
+                .filter(|n| shown(n))
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        }
+        None => {
+            // Filters on user property values are judged on the stored properties before a
+            // dataset is rendered (a listing of the driver's volumes renders only those).
+            let wanted_props = user_property_filters(&q);
+            ctx.m
+                .datasets
+                .keys()
+                .filter(|n| shown(n))
+                .filter(|n| {
+                    wanted_props.is_empty() || {
+                        let props = ctx.m.user_props(n);
+                        wanted_props.iter().all(|(key, value)| {
+                            props.get(key).map(|(v, _)| v.as_str()) == Some(value)
+                        })
+                    }
+                })
+                .cloned()
+                .collect()
+        }
     };
     let wanted = match q.extra("properties") {
         None | Some(Value::Null) => Wanted::All,
