@@ -143,7 +143,7 @@ fn nfs_validate(
         if other["path"] != path || other["id"].as_i64() == own_id {
             continue;
         }
-        let other_nets = strings(&other, "networks");
+        let other_nets = strings(other, "networks");
         let other_hosts = strings(&other, "hosts");
         let other_everyone = other_nets.is_empty() && other_hosts.is_empty();
         if everyone && other_everyone {
