@@ -144,7 +144,7 @@ fn nfs_validate(
             continue;
         }
         let other_nets = strings(other, "networks");
-        let other_hosts = strings(&other, "hosts");
+        let other_hosts = strings(other, "hosts");
         let other_everyone = other_nets.is_empty() && other_hosts.is_empty();
         if everyone && other_everyone {
             continue;
