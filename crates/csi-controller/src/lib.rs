@@ -285,14 +285,14 @@ impl ControllerService {
         })
     }
 
-    /// Counts the live volumes on TrueNAS by protocol into `tns_csi_volumes` (one listing
-    /// query of the managed datasets).
+    /// Counts the live volumes on TrueNAS by protocol into `tns_csi_volumes` (a count query
+    /// per protocol, never a listing).
     pub async fn count_volumes(&self) -> Result<(), Status> {
         let mut counts: Vec<(csi_api::Protocol, u64)> = Vec::new();
         for system in self.systems.all() {
             // A system that is down keeps its last count out rather than failing the others.
-            match volumes::list(&system.client, 0, 0).await {
-                Ok(volumes) => counts.extend(volumes.iter().map(|v| (v.id.protocol, 1))),
+            match volumes::count_by_protocol(&system.client).await {
+                Ok(some) => counts.extend(some),
                 Err(err) => tracing::debug!(system = %system.name, %err, "could not count volumes"),
             }
         }

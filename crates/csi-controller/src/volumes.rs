@@ -866,6 +866,37 @@ pub(crate) async fn list(
         .collect())
 }
 
+/// Live volumes of each protocol, counted on TrueNAS (one `count` query per protocol, so the
+/// reply stays one number with any number of volumes).
+pub(crate) async fn count_by_protocol(
+    client: &Client,
+) -> Result<Vec<(Protocol, u64)>, ControllerError> {
+    let managed = truenas::query::field(&["user_properties", props::MANAGED_BY, "value"]);
+    let deleted = truenas::query::field(&["user_properties", props::DELETED, "value"]);
+    let protocol_field = truenas::query::field(&["user_properties", props::PROTOCOL, "value"]);
+    let mut counts = Vec::new();
+    for protocol in [
+        Protocol::Nfs,
+        Protocol::Smb,
+        Protocol::Nvmeof,
+        Protocol::Iscsi,
+    ] {
+        let query = Query::all()
+            .filter(Filter::eq(managed.clone(), props::MANAGER))
+            .filter(Filter::eq(deleted.clone(), "false"))
+            .filter(Filter::eq(protocol_field.clone(), protocol.to_string()))
+            .extra("retrieve_children", false)
+            .extra("properties", json!([]));
+        let count = client
+            .datasets()
+            .count(&query)
+            .await
+            .map_err(tn("counting volumes"))?;
+        counts.push((protocol, count));
+    }
+    Ok(counts)
+}
+
 /// Secret keys the driver reads an encryption secret from (provisioner, controller-publish).
 pub(crate) const PASSPHRASE_SECRET: &str = "encryptionPassphrase";
 /// A 64-hex-digit key instead of a passphrase.

@@ -514,6 +514,17 @@ impl Datasets<'_> {
         super::query(self.0, "pool.dataset.query", query).await
     }
 
+    /// How many datasets match `query` (`count` option: the reply is one number, however
+    /// many match).
+    pub async fn count(&self, query: &Query) -> Result<u64, Error> {
+        let method = "pool.dataset.query";
+        let query = query.clone().count();
+        decode(
+            method,
+            self.0.call(Method::read(method), query.params()).await?,
+        )
+    }
+
     /// One dataset by exact name, without its children; `None` if absent.
     pub async fn get(&self, id: &str) -> Result<Option<Dataset>, Error> {
         let query = Query::all()
