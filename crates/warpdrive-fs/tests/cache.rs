@@ -196,3 +196,39 @@ fn a_cache_directory_deleted_while_mounted_comes_back_whole_and_is_ours_at_the_n
         "the cache kept blocks"
     );
 }
+
+#[test]
+fn lookups_in_a_large_directory_find_every_name_and_only_those() {
+    let runtime = common::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub dir")).unwrap();
+    // Names whose byte order differs from any naive order: case, digits, spaces, UTF-8.
+    let mut names: Vec<String> = (0..3000)
+        .map(|i| match i % 5 {
+            0 => format!("File-{i}"),
+            1 => format!("file {i}.bin"),
+            2 => format!("{i:05}"),
+            3 => format!("\u{e9}t\u{e9}-{i}"),
+            _ => format!("Z{i}"),
+        })
+        .collect();
+    for name in &names {
+        std::fs::write(src.join(name), b"x").unwrap();
+    }
+    names.push("sub dir".to_owned());
+    let core = core(&src, cache(&dir.path().join("cache"), 64 << 20));
+    runtime.block_on(async {
+        let local = core.lookup(ROOT, "local").await.unwrap();
+        for name in &names {
+            let found = core.lookup(local.ino, name).await;
+            assert!(found.is_ok(), "{name:?} not found");
+        }
+        for missing in ["file", "File-", "zz", "00000x", "sub", "sub dir/"] {
+            assert!(
+                core.lookup(local.ino, missing).await.is_err(),
+                "{missing:?} found"
+            );
+        }
+    });
+}
