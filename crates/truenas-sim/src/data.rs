@@ -15,12 +15,77 @@ pub(crate) struct DataDir {
     /// or at once after a call that changed the dataset, so space accounting costs what the
     /// reply needs, not a walk of the whole pool per call.
     usage: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
-    /// The same for whole subtrees: (usedbydataset, usedbyrefreservation, usedbychildren).
-    totals: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Usage)>>,
+    /// What every dataset is charged (own bytes plus unused reservation) and the sums below
+    /// each one, kept up to date by deltas: a subtree's usage is one lookup, not a walk.
+    ledger: std::sync::Mutex<Ledger>,
 }
 
-/// (usedbydataset, usedbyrefreservation, usedbychildren) of one dataset.
-pub(crate) type Usage = (u64, u64, u64);
+/// The space ledger: each dataset's charge and, per dataset, the sum of the charges of
+/// everything below it. Rebuilt from scratch at most once per [`USAGE_TTL`] (so writes by
+/// nodes show up), changed by deltas in between (so a create costs what it touches).
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    charged: std::collections::BTreeMap<String, u64>,
+    below: std::collections::HashMap<String, u64>,
+    rebuilt: Option<std::time::Instant>,
+}
+
+impl Ledger {
+    /// Whether a full rebuild is due.
+    pub(crate) fn due(&self) -> bool {
+        self.rebuilt.is_none_or(|at| at.elapsed() >= USAGE_TTL)
+    }
+
+    /// Starts over from `charges` (every dataset and its charge).
+    pub(crate) fn rebuild(&mut self, charges: impl Iterator<Item = (String, u64)>) {
+        self.charged.clear();
+        self.below.clear();
+        for (name, charge) in charges {
+            self.set(&name, Some(charge));
+        }
+        self.rebuilt = Some(std::time::Instant::now());
+    }
+
+    /// Sets (or with `None` removes) a dataset's charge, moving every ancestor's sum.
+    pub(crate) fn set(&mut self, name: &str, charge: Option<u64>) {
+        let old = match charge {
+            Some(new) => self.charged.insert(name.to_owned(), new),
+            None => self.charged.remove(name),
+        }
+        .unwrap_or(0);
+        let new = charge.unwrap_or(0);
+        if old == new {
+            return;
+        }
+        let mut at = name;
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            let sum = self.below.entry(parent.to_owned()).or_default();
+            *sum = (*sum + new).saturating_sub(old);
+            at = parent;
+        }
+    }
+
+    /// The charged names at `name` and below it (for a recursive delete).
+    pub(crate) fn at_and_below(&self, name: &str) -> Vec<String> {
+        let prefix = format!("{name}/");
+        let mut names: Vec<String> = self
+            .charged
+            .range::<String, _>(prefix.clone()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        if self.charged.contains_key(name) {
+            names.push(name.to_owned());
+        }
+        names
+    }
+
+    /// The sum of the charges below `name`.
+    pub(crate) fn below(&self, name: &str) -> u64 {
+        self.below.get(name).copied().unwrap_or(0)
+    }
+}
 
 /// How long a measured dataset size is trusted (ZFS itself settles sizes per transaction
 /// group, every few seconds).
@@ -34,7 +99,7 @@ impl DataDir {
         }
         Ok(Self {
             usage: std::sync::Mutex::default(),
-            totals: std::sync::Mutex::default(),
+            ledger: std::sync::Mutex::default(),
             root: root.to_owned(),
         })
     }
@@ -70,43 +135,17 @@ impl DataDir {
         bytes
     }
 
-    /// The space accounting of the subtree at `name`, computed by `compute` unless a fresh
-    /// result is remembered.
-    pub(crate) fn subtree(&self, name: &str, compute: impl FnOnce() -> Usage) -> Usage {
-        let now = std::time::Instant::now();
-        if let Some((at, usage)) = self
-            .totals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            && now.duration_since(*at) < USAGE_TTL
-        {
-            return *usage;
-        }
-        let usage = compute();
-        self.totals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), (now, usage));
-        usage
+    /// The space ledger.
+    pub(crate) fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Forgets the measurement of `name` and the subtree totals of it and every ancestor (a
-    /// call changed it).
+    /// Forgets the measurement of `name` (a call changed it).
     pub(crate) fn forget(&self, name: &str) {
         self.usage
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
-        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
-        let mut at = name;
-        loop {
-            totals.remove(at);
-            match at.rsplit_once('/') {
-                Some((parent, _)) => at = parent,
-                None => break,
-            }
-        }
     }
 
     /// The backing file of a zvol (`/dev/zvol/<name>` on a real NAS).

@@ -284,27 +284,48 @@ impl Model {
             .unwrap_or(0)
     }
 
-    /// Space accounting for one dataset: (usedbydataset, usedbyrefreservation, usedbychildren).
-    /// One pass over the dataset's range of the index (every descendant's own bytes and
-    /// unused reservation), with each dataset's own bytes remembered for a moment.
-    pub(crate) fn usage(&self, data: &DataDir, name: &str) -> (u64, u64, u64) {
-        data.subtree(name, || self.measure_subtree(data, name))
+    /// What a dataset is charged against its parents: its own bytes and the unused part of
+    /// its reservation.
+    fn charge(&self, data: &DataDir, name: &str) -> u64 {
+        let own = self.used_by_dataset(data, name);
+        own + self.refreservation(name).saturating_sub(own)
     }
 
-    fn measure_subtree(&self, data: &DataDir, name: &str) -> (u64, u64, u64) {
-        let charged = |d: &str| {
-            let own = self.used_by_dataset(data, d);
-            (own, self.refreservation(d).saturating_sub(own))
-        };
-        let (own, refres) = charged(name);
-        let children = self
-            .under(name)
-            .map(|d| {
-                let (a, b) = charged(d);
-                a + b
-            })
-            .sum();
-        (own, refres, children)
+    /// Space accounting for one dataset: (usedbydataset, usedbyrefreservation, usedbychildren),
+    /// from the ledger (rebuilt at most once per `USAGE_TTL`, moved by deltas in between).
+    pub(crate) fn usage(&self, data: &DataDir, name: &str) -> (u64, u64, u64) {
+        if data.ledger().due() {
+            let charges: Vec<(String, u64)> = self
+                .datasets
+                .keys()
+                .map(|d| (d.clone(), self.charge(data, d)))
+                .collect();
+            data.ledger().rebuild(charges.into_iter());
+        }
+        let own = self.used_by_dataset(data, name);
+        let refres = self.refreservation(name).saturating_sub(own);
+        let mut ledger = data.ledger();
+        if self.datasets.contains_key(name) {
+            ledger.set(name, Some(own + refres));
+        }
+        (own, refres, ledger.below(name))
+    }
+
+    /// A call changed `name` (made, changed or destroyed it, or its descendants): measure it
+    /// again and move the ledger by the difference.
+    pub(crate) fn refresh(&self, data: &DataDir, name: &str) {
+        let mut touched = data.ledger().at_and_below(name);
+        if self.datasets.contains_key(name) && !touched.iter().any(|n| n == name) {
+            touched.push(name.to_owned());
+        }
+        for dataset in touched {
+            data.forget(&dataset);
+            let charge = self
+                .datasets
+                .contains_key(&dataset)
+                .then(|| self.charge(data, &dataset));
+            data.ledger().set(&dataset, charge);
+        }
     }
 
     /// Bytes left in the pool after data and reservations.

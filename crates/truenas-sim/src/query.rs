@@ -129,6 +129,40 @@ impl QueryArgs {
         }
     }
 
+    /// Whether the rows come back in stored name order (no `order_by`, or by `id`/`name`
+    /// ascending), so offset and limit can be applied before anything is rendered.
+    pub(crate) fn in_name_order(&self) -> bool {
+        match self.options.get("order_by") {
+            None => true,
+            Some(Value::Array(order)) => {
+                order.is_empty()
+                    || (order.len() == 1 && matches!(order[0].as_str(), Some("id" | "name")))
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Whether only the number of matches is asked for.
+    pub(crate) fn counting(&self) -> bool {
+        self.flag("count")
+    }
+
+    /// `offset` and `limit` (0: no limit).
+    pub(crate) fn page(&self) -> (usize, usize) {
+        (
+            self.number("offset") as usize,
+            self.number("limit") as usize,
+        )
+    }
+
+    /// The same query without `offset` and `limit` (already applied by the caller).
+    pub(crate) fn without_paging(&self) -> Self {
+        let mut copy = self.clone();
+        copy.options.remove("offset");
+        copy.options.remove("limit");
+        copy
+    }
+
     /// The filters, as sent.
     pub(crate) fn filters(&self) -> &[Value] {
         &self.filters

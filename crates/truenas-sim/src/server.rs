@@ -772,20 +772,27 @@ fn job_abort(shared: &Shared, params: &[Value]) -> Outcome {
     Ok(Value::Null)
 }
 
-/// Forgets the measured size of every dataset a changing call names (a dataset or snapshot
-/// id, a `name`, a clone's `dataset_dst`, a replication's target), at any depth of its params.
-fn forget_named(data: &crate::data::DataDir, params: &[Value]) {
-    fn walk(data: &crate::data::DataDir, value: &Value, depth: usize) {
+/// Measures again every dataset a changing call names (a dataset or snapshot id, a `name`, a
+/// clone's `dataset_dst`, a replication's target), at any depth of its params.
+fn refresh_named(model: &Model, data: &crate::data::DataDir, params: &[Value]) {
+    fn walk(model: &Model, data: &crate::data::DataDir, value: &Value, depth: usize) {
         match value {
             Value::String(text) if depth < 4 => {
-                data.forget(text.split('@').next().unwrap_or(text));
+                let name = text.split('@').next().unwrap_or(text);
+                if !name.is_empty() && !name.starts_with('/') {
+                    model.refresh(data, name);
+                }
             }
-            Value::Array(items) if depth < 4 => items.iter().for_each(|v| walk(data, v, depth + 1)),
-            Value::Object(map) if depth < 4 => map.values().for_each(|v| walk(data, v, depth + 1)),
+            Value::Array(items) if depth < 4 => {
+                items.iter().for_each(|v| walk(model, data, v, depth + 1));
+            }
+            Value::Object(map) if depth < 4 => {
+                map.values().for_each(|v| walk(model, data, v, depth + 1));
+            }
             _ => {}
         }
     }
-    params.iter().for_each(|p| walk(data, p, 0));
+    params.iter().for_each(|p| walk(model, data, p, 0));
 }
 
 async fn model_call(shared: &Arc<Shared>, method: &str, params: Vec<Value>) -> Outcome {
@@ -801,13 +808,11 @@ async fn model_call(shared: &Arc<Shared>, method: &str, params: Vec<Value>) -> O
             data: &shared.data,
             faults: &shared.faults,
         };
-        if mutating {
-            forget_named(&shared.data, &params);
-        }
         let outcome = handler(&mut ctx, &params);
         if mutating {
-            // Also what the call made (a new dataset, a clone, a copy).
-            forget_named(&shared.data, &params);
+            // What the call named: made, changed or destroyed (a clone's `dataset_dst`, a
+            // replication's target, a snapshot's dataset).
+            refresh_named(&model, &shared.data, &params);
         }
         if mutating
             && let Some(path) = &shared.state_file

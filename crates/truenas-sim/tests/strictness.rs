@@ -18,7 +18,7 @@ struct Session {
     ws: Ws,
     next_id: u64,
     _sim: Simulator,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Session {
@@ -32,7 +32,7 @@ impl Session {
             ws,
             next_id: 0,
             _sim: sim,
-            _dir: dir,
+            dir,
         };
         assert_eq!(
             session.call("auth.login_with_api_key", json!([key])).await["result"],
@@ -251,4 +251,67 @@ async fn iscsi_target_names_and_the_subsystem_in_use_wording() {
         .call("nvmet.subsys.delete", json!([subsys, {"force": true}]))
         .await;
     assert_eq!(forced["result"], json!(true), "{forced}");
+}
+
+/// `available` of `tank` and `used` of a dataset, in bytes.
+async fn space(s: &mut Session, dataset: &str) -> (u64, u64) {
+    let pool = s
+        .call(
+            "pool.dataset.query",
+            json!([[["id", "=", "tank"]], {"extra": {"properties": ["available"]}}]),
+        )
+        .await;
+    let ds = s
+        .call(
+            "pool.dataset.query",
+            json!([[["id", "=", dataset]], {"extra": {"properties": ["used"]}}]),
+        )
+        .await;
+    (
+        pool["result"][0]["available"]["parsed"].as_u64().unwrap(),
+        ds["result"][0]["used"]["parsed"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_accounting_follows_creates_deletes_and_writes() {
+    let mut s = Session::start().await;
+    s.call("pool.dataset.create", json!([{"name": "tank/fs"}]))
+        .await;
+    let (before, _) = space(&mut s, "tank/fs").await;
+    // A non-sparse zvol reserves its size at once.
+    let made = s
+        .call(
+            "pool.dataset.create",
+            json!([{"name": "tank/fs/zv", "type": "VOLUME", "volsize": 10u64 << 30}]),
+        )
+        .await;
+    assert!(made["result"].is_object(), "{made}");
+    let (after, used) = space(&mut s, "tank/fs").await;
+    assert_eq!(before - after, 10 << 30);
+    assert!(
+        used >= 10 << 30,
+        "the parent is charged its child's reservation"
+    );
+    // Bytes written by a node show up within a second.
+    let file = s.dir.path().join("data/mnt/tank/fs/blob");
+    std::fs::write(&file, vec![7u8; 4 << 20]).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, written) = space(&mut s, "tank/fs").await;
+    assert!(
+        written >= used + (4 << 20) - (64 << 10),
+        "{written} vs {used}"
+    );
+    // A recursive delete gives everything back.
+    let gone = s
+        .call(
+            "pool.dataset.delete",
+            json!(["tank/fs", {"recursive": true}]),
+        )
+        .await;
+    assert_eq!(gone["result"], json!(true), "{gone}");
+    s.call("pool.dataset.create", json!([{"name": "tank/fs"}]))
+        .await;
+    let (again, _) = space(&mut s, "tank/fs").await;
+    assert_eq!(again, before);
 }

@@ -64,6 +64,15 @@ fn user_property_filters(q: &QueryArgs) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether the query is not a direct lookup by id or name (those are judged by the full
+/// filter, which a lookup must still pass).
+fn direct_free(q: &QueryArgs) -> bool {
+    q.only_equality("id").is_none()
+        && q.only_equality("name").is_none()
+        && q.only_membership("id").is_none()
+        && q.only_membership("name").is_none()
+}
+
 /// `pool.dataset.query`.
 pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let q = QueryArgs::parse(params)?;
@@ -88,7 +97,7 @@ pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
                 .or_else(|| q.only_membership("name"))
                 .cloned()
         });
-    let names: Vec<String> = match direct {
+    let mut names: Vec<String> = match direct {
         Some(ids) => {
             let mut names: Vec<String> = ids
                 .iter()
@@ -120,6 +129,23 @@ pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
                 .cloned()
                 .collect()
         }
+    };
+    // Every filter judged on stored properties and rows in name order: count, or cut the
+    // page, before rendering anything (a page of 500 renders 500, whatever the pool holds).
+    let all_judged = q.filters().len() == user_property_filters(&q).len();
+    let q = if all_judged && q.in_name_order() && direct_free(&q) {
+        if q.counting() {
+            return Ok(json!(names.len()));
+        }
+        let (offset, limit) = q.page();
+        names = names
+            .into_iter()
+            .skip(offset)
+            .take(if limit == 0 { usize::MAX } else { limit })
+            .collect();
+        q.without_paging()
+    } else {
+        q
     };
     let wanted = match q.extra("properties") {
         None | Some(Value::Null) => Wanted::All,
