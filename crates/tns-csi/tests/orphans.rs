@@ -18,7 +18,7 @@ use csi_api::csi::volume_capability::access_mode::Mode;
 use csi_api::csi::*;
 use tonic::transport::Channel;
 
-use common::{World, mount_cap, serving};
+use common::{World, free_port, mount_cap, serving};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tns-csi");
 
@@ -110,14 +110,6 @@ async fn api_server(state: Arc<Mutex<ClusterState>>, dir: &Path) -> std::path::P
     kubeconfig
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The config of a driver in `all` mode on the simulator, with `orphans` as given.
 fn config(
     dir: &Path,
@@ -196,25 +188,12 @@ fn report(config_path: &Path, kubeconfig: &Path) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-fn request(name: &str, protocol: &str) -> CreateVolumeRequest {
-    CreateVolumeRequest {
-        name: name.to_owned(),
-        capacity_range: Some(CapacityRange {
-            required_bytes: 1 << 30,
-            limit_bytes: 0,
-        }),
-        volume_capabilities: vec![mount_cap(Mode::SingleNodeWriter)],
-        parameters: [("protocol", protocol), ("pool", "tank")]
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        ..Default::default()
-    }
-}
-
 async fn create(controller: &mut ControllerClient<Channel>, name: &str, protocol: &str) -> Volume {
     controller
-        .create_volume(request(name, protocol))
+        .create_volume(common::volume_request(
+            name,
+            &[("protocol", protocol), ("pool", "tank")],
+        ))
         .await
         .unwrap()
         .into_inner()

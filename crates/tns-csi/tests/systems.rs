@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use csi_api::csi::controller_client::ControllerClient;
 use csi_api::csi::identity_client::IdentityClient;
 use csi_api::csi::node_client::NodeClient;
-use csi_api::csi::volume_capability::access_mode::Mode;
 use csi_api::csi::*;
 use tonic::transport::Channel;
 
-use common::{World, mount_cap, serving};
+use common::{World, free_port, serving};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tns-csi");
 
@@ -50,14 +49,6 @@ async fn driver(
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn http_get(port: u16, path: &str) -> (u16, String) {
     common::http_get(&format!("127.0.0.1:{port}"), path)
 }
@@ -77,18 +68,8 @@ fn request(
     topology: Option<TopologyRequirement>,
 ) -> CreateVolumeRequest {
     CreateVolumeRequest {
-        name: name.to_owned(),
-        capacity_range: Some(CapacityRange {
-            required_bytes: 1 << 30,
-            limit_bytes: 0,
-        }),
-        volume_capabilities: vec![mount_cap(Mode::SingleNodeWriter)],
-        parameters: params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
         accessibility_requirements: topology,
-        ..Default::default()
+        ..common::volume_request(name, params)
     }
 }
 
