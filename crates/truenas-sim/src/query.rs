@@ -347,6 +347,14 @@ fn split(path: &str) -> Vec<String> {
 
 /// The value at a dotted path, if every segment exists.
 pub(crate) fn lookup<'a>(row: &'a Value, path: &str) -> Option<&'a Value> {
+    // A plain field (the common case, once per row of a scan): no splitting, no allocation.
+    if !path.contains(['.', '\\']) {
+        return match row {
+            Value::Object(map) => map.get(path),
+            Value::Array(items) => items.get(path.parse::<usize>().ok()?),
+            _ => None,
+        };
+    }
     let mut current = row;
     for segment in split(path) {
         current = match current {
@@ -377,9 +385,16 @@ fn matches(row: &Value, filter: &Value) -> bool {
         return false;
     };
     let wanted = &parts[2];
-    let path_segments = split(path);
-    if path_segments.iter().any(|s| s == "*") {
-        let star = path_segments.iter().position(|s| s == "*").unwrap_or(0);
+    let star = if path.contains('*') {
+        let segments = split(path);
+        segments
+            .iter()
+            .position(|s| s == "*")
+            .map(|at| (segments, at))
+    } else {
+        None
+    };
+    if let Some((path_segments, star)) = star {
         let head: Vec<&str> = path_segments[..star].iter().map(String::as_str).collect();
         let tail: Vec<&str> = path_segments[star + 1..]
             .iter()

@@ -742,10 +742,13 @@ pub(crate) fn update(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
 
 /// Removes attachments inside `/mnt/<id>` or on the zvol (spec §4.5 step 3).
 fn delete_attachments(ctx: &mut Ctx<'_>, id: &str) {
+    // The prefixes are made once: this runs over every share, namespace and extent.
     let mount = format!("/mnt/{id}");
-    let inside = |path: &str| path == mount || path.starts_with(&format!("{mount}/"));
+    let mount_below = format!("{mount}/");
+    let inside = |path: &str| path == mount || path.starts_with(&mount_below);
     let zvol = format!("zvol/{id}");
-    let on_zvol = |path: &str| path == zvol || path.starts_with(&format!("{zvol}/"));
+    let zvol_below = format!("{zvol}/");
+    let on_zvol = |path: &str| path == zvol || path.starts_with(&zvol_below);
     for table in ["sharing.nfs", "sharing.smb"] {
         ctx.m
             .table(table)
