@@ -7,20 +7,67 @@ use crate::query::QueryArgs;
 use crate::rpc::{Failure, Outcome};
 use crate::schema::{self, Ty, null, opt, req};
 
-fn valid_nqn(nqn: &str) -> bool {
-    let len_ok = (11..=223).contains(&nqn.len());
-    let uuid = nqn
-        .strip_prefix("nqn.2014-08.org.nvmexpress:uuid:")
-        .is_some_and(|u| u.len() == 36);
-    let dated = nqn.strip_prefix("nqn.").is_some_and(|rest| {
-        let b = rest.as_bytes();
-        b.len() > 8
-            && b[..4].iter().all(u8::is_ascii_digit)
-            && b[4] == b'-'
-            && b[5..7].iter().all(u8::is_ascii_digit)
-            && b[7] == b'.'
-    });
-    len_ok && (uuid || dated)
+/// Why 25.10's `NQN` type refuses `nqn` (pydantic's length messages, then the validator's
+/// own, prefixed "Value error, "), or `None`.
+fn nqn_error(nqn: &str) -> Option<String> {
+    const UUID_PREFIX: &str = "nqn.2014-08.org.nvmexpress:uuid:";
+    let length = nqn.chars().count();
+    if length < 11 {
+        return Some("String should have at least 11 characters".into());
+    }
+    if length > 223 {
+        return Some("String should have at most 223 characters".into());
+    }
+    let why = if nqn == "nqn.2014-08.org.nvmexpress.discovery" {
+        return None;
+    } else if let Some(uuid) = nqn.strip_prefix(UUID_PREFIX) {
+        let hex_groups = [8, 4, 4, 4, 12];
+        let parts: Vec<&str> = uuid.split('-').collect();
+        if uuid.len() != 36 {
+            format!("{nqn}: uuid is incorrect length")
+        } else if parts.len() != 5
+            || parts
+                .iter()
+                .zip(hex_groups)
+                .any(|(p, n)| p.len() != n || !p.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            "badly formed hexadecimal UUID string".to_owned()
+        } else {
+            return None;
+        }
+    } else if nqn.starts_with("nqn.") {
+        let b = nqn.as_bytes();
+        let dated = b.len() > 12
+            && b[4..8].iter().all(u8::is_ascii_digit)
+            && b[8] == b'-'
+            && b[9..11].iter().all(u8::is_ascii_digit);
+        let rest = nqn.get(12..).unwrap_or("");
+        if !dated {
+            format!("{nqn}: must start with \"nqn.YYYY-MM.<reverse.domain>\"")
+        } else if rest.is_empty() || !rest.contains('.') {
+            format!("{nqn}: must start with \"nqn.YYYY-MM.<reverse.domain>\" - domain missing")
+        } else {
+            let reverse = rest.split(':').next().unwrap_or("");
+            let mut labels: Vec<&str> = reverse.split('.').collect();
+            labels.reverse();
+            let label_ok = |l: &&str| {
+                (1..=63).contains(&l.len())
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            };
+            let tld_ok = labels
+                .last()
+                .is_some_and(|t| t.len() >= 2 && t.chars().all(|c| c.is_ascii_alphabetic()));
+            if labels.len() >= 2 && labels[..labels.len() - 1].iter().all(label_ok) && tld_ok {
+                return None;
+            }
+            format!("{nqn}: domain does not appear to be valid")
+        }
+    } else {
+        format!("{nqn}: must start with \"nqn\"")
+    };
+    Some(format!("Value error, {why}"))
 }
 
 pub(crate) fn subsys_entry(ctx: &Ctx<'_>, id: i64, verbose: bool) -> Value {
@@ -101,11 +148,8 @@ pub(crate) fn subsys_create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
         ));
     }
     let subnqn = match schema::get(data, "subnqn").and_then(Value::as_str) {
-        Some(nqn) if !valid_nqn(nqn) => {
-            return Err(Failure::invalid(
-                format!("{p}.subnqn"),
-                format!("Invalid NQN: {nqn}"),
-            ));
+        Some(nqn) if let Some(why) = nqn_error(nqn) => {
+            return Err(Failure::invalid(format!("{p}.subnqn"), why));
         }
         Some(nqn) => nqn.to_owned(),
         None => format!("{}:{name}", ctx.m.basenqn)
@@ -586,11 +630,8 @@ pub(crate) fn host_create(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     ]);
     let args = schema::args(params, &[req("data", ty)])?;
     let nqn = args[0]["hostnqn"].as_str().unwrap_or_default().to_owned();
-    if !valid_nqn(&nqn) {
-        return Err(Failure::invalid(
-            "nvmet_host_create.hostnqn",
-            format!("Invalid NQN: {nqn}"),
-        ));
+    if let Some(why) = nqn_error(&nqn) {
+        return Err(Failure::invalid("nvmet_host_create.hostnqn", why));
     }
     if ctx.m.rows("nvmet.host").iter().any(|r| r["hostnqn"] == nqn) {
         return Err(Failure::invalid(
