@@ -21,8 +21,9 @@ pub(crate) struct DataDir {
 }
 
 /// The space ledger: each dataset's charge and, per dataset, the sum of the charges of
-/// everything below it. Rebuilt from scratch at most once per [`USAGE_TTL`] (so writes by
-/// nodes show up), changed by deltas in between (so a create costs what it touches).
+/// everything below it. Rebuilt from scratch every [`LEDGER_REBUILD`] (so writes by nodes
+/// show up in their parents), changed by deltas in between (so a create costs what it
+/// touches).
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
     charged: std::collections::BTreeMap<String, u64>,
@@ -33,7 +34,7 @@ pub(crate) struct Ledger {
 impl Ledger {
     /// Whether a full rebuild is due.
     pub(crate) fn due(&self) -> bool {
-        self.rebuilt.is_none_or(|at| at.elapsed() >= USAGE_TTL)
+        self.rebuilt.is_none_or(|at| at.elapsed() >= LEDGER_REBUILD)
     }
 
     /// Starts over from `charges` (every dataset and its charge).
@@ -87,9 +88,13 @@ impl Ledger {
     }
 }
 
-/// How long a measured dataset size is trusted (ZFS itself settles sizes per transaction
-/// group, every few seconds).
+/// How long a measured dataset size is trusted.
 pub(crate) const USAGE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often the whole ledger is measured again: ZFS itself settles space per transaction
+/// group, every 5 s; a dataset read directly is measured within [`USAGE_TTL`], and calls
+/// that change a dataset move the ledger at once.
+pub(crate) const LEDGER_REBUILD: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl DataDir {
     /// Uses (and creates) `root`.

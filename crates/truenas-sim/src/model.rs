@@ -292,7 +292,7 @@ impl Model {
     }
 
     /// Space accounting for one dataset: (usedbydataset, usedbyrefreservation, usedbychildren),
-    /// from the ledger (rebuilt at most once per `USAGE_TTL`, moved by deltas in between).
+    /// from the ledger (rebuilt every `LEDGER_REBUILD`, moved by deltas in between).
     pub(crate) fn usage(&self, data: &DataDir, name: &str) -> (u64, u64, u64) {
         if data.ledger().due() {
             let charges: Vec<(String, u64)> = self
