@@ -169,30 +169,36 @@ impl Core {
         } = &node
             && checked.is_none_or(|at| at.elapsed() >= self.settings.attr_ttl)
         {
-            let b = &self.backends[*backend];
-            let path = store_path(&join(&b.prefix, key));
-            let store = b.store.clone();
-            let options = GetOptions {
-                head: true,
-                ..Default::default()
-            };
-            let meta = self
-                .backend_call(*backend, "head", async move {
-                    store.get_opts(&path, options).await.map(|r| r.meta)
-                })
-                .await?;
-            let fresh = Node::File {
-                backend: *backend,
-                key: key.clone(),
-                size: meta.size,
-                mtime: meta.last_modified.into(),
-                etag: meta.e_tag,
-                checked: Some(Instant::now()),
-            };
-            self.intern(fresh.clone());
+            let fresh = self.head_file(*backend, key).await?;
             return Ok(self.attr_of(ino, &fresh));
         }
         Ok(self.attr_of(ino, &node))
+    }
+
+    /// The object's metadata from one HEAD, remembered for its inode.
+    pub(crate) async fn head_file(&self, backend: usize, key: &str) -> Result<Node, FsError> {
+        let b = &self.backends[backend];
+        let path = store_path(&join(&b.prefix, key));
+        let store = b.store.clone();
+        let options = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let meta = self
+            .backend_call(backend, "head", async move {
+                store.get_opts(&path, options).await.map(|r| r.meta)
+            })
+            .await?;
+        let fresh = Node::File {
+            backend,
+            key: key.to_owned(),
+            size: meta.size,
+            mtime: meta.last_modified.into(),
+            etag: meta.e_tag,
+            checked: Some(Instant::now()),
+        };
+        self.intern(fresh.clone());
+        Ok(fresh)
     }
 
     /// Directory entries with their attributes (readdir and readdirplus answer from the listing).

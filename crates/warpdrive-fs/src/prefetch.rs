@@ -74,7 +74,16 @@ impl Core {
     /// Opens a file: a handle that tracks its access pattern, and the ETag the kernel's page
     /// cache is kept by. Opening files of a directory in name order prefetches the next ones.
     pub async fn open(self: &Arc<Self>, ino: u64) -> Result<(u64, Option<String>), FsError> {
-        let etag = self.etag(ino).await?;
+        let mut etag = self.etag(ino).await?;
+        // Some S3-compatible stores list objects without an ETag: learn the version with one
+        // HEAD, so the handle is pinned to it and reads go through the cache and readahead
+        // instead of around them.
+        if etag.is_none()
+            && let Node::File { backend, key, .. } = self.node(ino)?
+            && let Node::File { etag: fresh, .. } = self.head_file(backend, &key).await?
+        {
+            etag = fresh;
+        }
         let version = Some(self.node(ino)?).filter(|n| matches!(n, Node::File { .. }));
         let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
         self.handles

@@ -232,3 +232,55 @@ fn lookups_in_a_large_directory_find_every_name_and_only_those() {
         }
     });
 }
+
+#[test]
+fn a_store_that_lists_no_etags_still_reads_through_the_cache() {
+    use common::faulty::{Faults, Faulty};
+    use object_store::{ObjectStore, ObjectStoreExt, PutPayload, memory::InMemory, path::Path};
+    use std::sync::Arc;
+
+    let runtime = common::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let data = random(2 * BLOCK as usize, 21);
+    runtime
+        .block_on(inner.put(&Path::from("a.bin"), PutPayload::from(data.clone())))
+        .unwrap();
+    let faults = Arc::new(Faults::default());
+    faults.list_without_etags.store(true, Ordering::SeqCst);
+    let store: Arc<dyn ObjectStore> = Arc::new(Faulty {
+        inner,
+        faults: faults.clone(),
+    });
+    let core = Arc::new(common::core_over(
+        "memory",
+        store,
+        cache(&dir.path().join("cache"), 64 << 20),
+        Duration::from_secs(10),
+    ));
+    runtime.block_on(async {
+        let local = core.lookup(ROOT, "local").await.unwrap();
+        let file = core.lookup(local.ino, "a.bin").await.unwrap();
+        // One HEAD at open learns the version the listing left out.
+        let (fh, etag) = core.open(file.ino).await.unwrap();
+        assert!(etag.is_some(), "the open learned no version");
+        let first = core
+            .read_handle(fh, file.ino, 0, BLOCK as u32)
+            .await
+            .unwrap();
+        assert_eq!(&first[..], &data[..BLOCK as usize]);
+        settle(&core);
+        let gets = faults.gets.load(Ordering::SeqCst);
+        let again = core
+            .read_handle(fh, file.ino, 0, BLOCK as u32)
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        assert_eq!(
+            faults.gets.load(Ordering::SeqCst),
+            gets,
+            "the second read of the block was not served from the cache"
+        );
+        core.release(fh);
+    });
+}

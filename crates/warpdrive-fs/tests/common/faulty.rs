@@ -31,6 +31,9 @@ pub(crate) struct Faults {
     pub(crate) changed: AtomicBool,
     /// GETs seen.
     pub(crate) gets: AtomicU64,
+    /// List objects without their ETag (as some S3-compatible servers do); HEAD and GET
+    /// still carry it.
+    pub(crate) list_without_etags: AtomicBool,
 }
 
 /// A store that misbehaves as `faults` say.
@@ -138,7 +141,13 @@ impl ObjectStore for Faulty {
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
         self.before_call().await;
-        self.inner.list_with_delimiter(prefix).await
+        let mut listed = self.inner.list_with_delimiter(prefix).await?;
+        if self.faults.list_without_etags.load(Ordering::SeqCst) {
+            for object in &mut listed.objects {
+                object.e_tag = None;
+            }
+        }
+        Ok(listed)
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
