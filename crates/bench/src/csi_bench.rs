@@ -107,6 +107,47 @@ fn summarize(mut latencies: Vec<Duration>, took: Duration, calls: u64) -> Run {
     }
 }
 
+/// Creates (or deletes) volumes `<prefix>-<protocol>-<i>` for `i` in `0..count`,
+/// `concurrency` at a time; the latency of each call.
+async fn phase(
+    channel: &Channel,
+    protocol: &str,
+    prefix: &str,
+    count: usize,
+    concurrency: usize,
+    delete: bool,
+) -> anyhow::Result<Vec<Duration>> {
+    let gate = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let gate = gate.clone();
+        let mut client = ControllerClient::new(channel.clone());
+        let name = format!("{prefix}-{protocol}-{i}");
+        let protocol = protocol.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let call = Instant::now();
+            if delete {
+                let volume_id = format!("{protocol}:tank/csi/{name}");
+                client
+                    .delete_volume(DeleteVolumeRequest {
+                        volume_id,
+                        ..Default::default()
+                    })
+                    .await?;
+            } else {
+                client.create_volume(request(&name, &protocol)).await?;
+            }
+            Ok::<_, anyhow::Error>(call.elapsed())
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.push(task.await??);
+    }
+    Ok(latencies)
+}
+
 /// Creates `count` volumes `concurrency` at a time, then deletes them the same way.
 async fn run(
     channel: &Channel,
@@ -116,38 +157,11 @@ async fn run(
     count: usize,
     concurrency: usize,
 ) -> anyhow::Result<(Run, Run)> {
-    let gate = Arc::new(Semaphore::new(concurrency));
     let mut phases = Vec::new();
     for delete in [false, true] {
         let calls_before = sim.faults().calls();
         let started = Instant::now();
-        let mut tasks = Vec::new();
-        for i in 0..count {
-            let gate = gate.clone();
-            let mut client = ControllerClient::new(channel.clone());
-            let name = format!("{prefix}-{protocol}-{i}");
-            let protocol = protocol.to_owned();
-            tasks.push(tokio::spawn(async move {
-                let _permit = gate.acquire_owned().await?;
-                let call = Instant::now();
-                if delete {
-                    let volume_id = format!("{protocol}:tank/csi/{name}");
-                    client
-                        .delete_volume(DeleteVolumeRequest {
-                            volume_id,
-                            ..Default::default()
-                        })
-                        .await?;
-                } else {
-                    client.create_volume(request(&name, &protocol)).await?;
-                }
-                Ok::<_, anyhow::Error>(call.elapsed())
-            }));
-        }
-        let mut latencies = Vec::new();
-        for task in tasks {
-            latencies.push(task.await??);
-        }
+        let latencies = phase(channel, protocol, prefix, count, concurrency, delete).await?;
         phases.push(summarize(
             latencies,
             started.elapsed(),
@@ -334,7 +348,7 @@ async fn scale(
 ) -> anyhow::Result<bool> {
     println!();
     let started = Instant::now();
-    fill(channel, existing, false).await?;
+    phase(channel, "nfs", "fill", existing, 32, false).await?;
     println!(
         "filled the pool with {existing} NFS volumes in {:.1} s ({:.0}/s at 32 in flight)",
         started.elapsed().as_secs_f64(),
@@ -388,39 +402,10 @@ async fn scale(
         if met { "met" } else { "NOT met" }
     );
     let started = Instant::now();
-    fill(channel, existing, true).await?;
+    phase(channel, "nfs", "fill", existing, 32, true).await?;
     println!(
         "removed the filler in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     Ok(met)
-}
-
-/// Creates (or deletes) `count` NFS volumes `fill-<i>`, 32 at a time.
-async fn fill(channel: &Channel, count: usize, delete: bool) -> anyhow::Result<()> {
-    let gate = Arc::new(Semaphore::new(32));
-    let mut tasks = Vec::new();
-    for i in 0..count {
-        let gate = gate.clone();
-        let mut client = ControllerClient::new(channel.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await?;
-            let name = format!("fill-{i}");
-            if delete {
-                client
-                    .delete_volume(DeleteVolumeRequest {
-                        volume_id: format!("nfs:tank/csi/{name}"),
-                        ..Default::default()
-                    })
-                    .await?;
-            } else {
-                client.create_volume(request(&name, "nfs")).await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    Ok(())
 }

@@ -333,28 +333,18 @@ pub(crate) async fn list(
             serde_json::json!("on"),
         ))
         .order_by("id", false);
-    if source.is_none() {
+    // Without a volume the page is cut on TrueNAS (one more than asked: whether there is a
+    // next page); a volume's snapshots include detached ones, found by their source here.
+    let on_server = source.is_none();
+    if on_server {
         let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         if limit > 0 {
-            // One more than asked: whether there is a next page.
             query = query.page(to_u32(offset), to_u32(limit.saturating_add(1)));
         } else if offset > 0 {
             query = query.page(to_u32(offset), 0);
         }
-        let mut page: Vec<ManagedSnapshot> = client
-            .snapshots()
-            .query(&query)
-            .await
-            .map_err(tn("listing snapshots"))?
-            .into_iter()
-            .filter_map(ManagedSnapshot::from_snapshot)
-            .collect();
-        let more = limit > 0 && page.len() > limit;
-        page.truncate(if limit == 0 { usize::MAX } else { limit });
-        return Ok((page, more));
     }
-    // Detached snapshots of a volume live elsewhere: they are found by their source.
-    let all: Vec<ManagedSnapshot> = client
+    let matching: Vec<ManagedSnapshot> = client
         .snapshots()
         .query(&query)
         .await
@@ -363,10 +353,11 @@ pub(crate) async fn list(
         .filter_map(ManagedSnapshot::from_snapshot)
         .filter(|s| source.is_none_or(|v| s.source == *v))
         .collect();
-    let more = limit > 0 && all.len() > offset + limit;
-    let page = all
+    let skip = if on_server { 0 } else { offset };
+    let more = limit > 0 && matching.len() > skip + limit;
+    let page = matching
         .into_iter()
-        .skip(offset)
+        .skip(skip)
         .take(if limit == 0 { usize::MAX } else { limit })
         .collect();
     Ok((page, more))

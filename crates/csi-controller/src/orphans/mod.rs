@@ -263,7 +263,7 @@ impl Reconciler {
         for (system, inventory) in &inventories {
             let empty = Named {
                 volumes: BTreeSet::new(),
-                snapshots: named.snapshots.as_ref().map(|_| BTreeSet::new()),
+                snapshots: named.snapshot_api.then(BTreeSet::new),
             };
             let on_system = named.by_system.get(&system.name).unwrap_or(&empty);
             let mut found = inventory::judge(&system.name, inventory, on_system);
@@ -378,7 +378,7 @@ impl Reconciler {
         }
         Ok(ClusterNames {
             by_system,
-            snapshots,
+            snapshot_api: snapshots.is_some(),
         })
     }
 
@@ -507,7 +507,8 @@ impl Reconciler {
 /// What the cluster names, split by system.
 struct ClusterNames {
     by_system: BTreeMap<String, Named>,
-    snapshots: Option<Vec<String>>,
+    /// Whether the cluster serves VolumeSnapshotContents (else snapshots are not judged).
+    snapshot_api: bool,
 }
 
 #[cfg(test)]

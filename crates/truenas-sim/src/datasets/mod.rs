@@ -64,15 +64,6 @@ fn user_property_filters(q: &QueryArgs) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Whether the query is not a direct lookup by id or name (those are judged by the full
-/// filter, which a lookup must still pass).
-fn direct_free(q: &QueryArgs) -> bool {
-    q.only_equality("id").is_none()
-        && q.only_equality("name").is_none()
-        && q.only_membership("id").is_none()
-        && q.only_membership("name").is_none()
-}
-
 /// `pool.dataset.query`.
 pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     let q = QueryArgs::parse(params)?;
@@ -133,7 +124,7 @@ pub(crate) fn query(ctx: &mut Ctx<'_>, params: &[Value]) -> Outcome {
     // Every filter judged on stored properties and rows in name order: count, or cut the
     // page, before rendering anything (a page of 500 renders 500, whatever the pool holds).
     let all_judged = q.filters().len() == user_property_filters(&q).len();
-    let q = if all_judged && q.in_name_order() && direct_free(&q) {
+    let q = if all_judged && q.in_name_order() {
         if q.counting() {
             return Ok(json!(names.len()));
         }
