@@ -82,6 +82,8 @@ pub struct Core {
     /// Backend fetch slots speculative work may take, so foreground reads always find some.
     pub(crate) speculative_slots: Arc<Semaphore>,
     pub(crate) handles: Mutex<HashMap<u64, Handle>>,
+    /// Open directory streams: the listing each one pages through, fixed at opendir.
+    pub(crate) dir_handles: Mutex<HashMap<u64, Listing>>,
     pub(crate) next_handle: AtomicU64,
     pub(crate) ledger: Mutex<Ledger>,
     pub(crate) directory_order: Mutex<HashMap<u64, usize>>,
@@ -130,6 +132,7 @@ impl Core {
             budget: Arc::new(Semaphore::new(0)),
             speculative_slots: Arc::new(Semaphore::new(1)),
             handles: Mutex::default(),
+            dir_handles: Mutex::default(),
             next_handle: AtomicU64::new(1),
             ledger: Mutex::new(Ledger::new(LEDGER_BLOCKS)),
             directory_order: Mutex::default(),

@@ -236,17 +236,31 @@ impl Filesystem for WarpFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.core.is_dir(ino.0) {
-            Ok(true) => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(false) => reply.error(Errno::ENOTDIR),
-            Err(err) => reply.error(Errno::from_i32(err.errno())),
+            Ok(true) => {}
+            Ok(false) => return reply.error(Errno::ENOTDIR),
+            Err(err) => return reply.error(Errno::from_i32(err.errno())),
         }
+        let core = self.core.clone();
+        let started = Instant::now();
+        let span = tracing::info_span!("fuse", op = "opendir", ino = ino.0);
+        self.runtime.spawn(
+            async move {
+                let result = core.opendir(ino.0).await;
+                done(&core, "opendir", &result, started);
+                match result {
+                    Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                    Err(err) => reply.error(Errno::from_i32(err.errno())),
+                }
+            }
+            .instrument(span),
+        );
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
@@ -255,29 +269,18 @@ impl Filesystem for WarpFs {
         let span = tracing::info_span!("fuse", op = "readdir", ino = ino.0);
         self.runtime.spawn(
             async move {
-                let result = core.readdir(ino.0).await;
+                let result = fill(&core, ino.0, fh.0, offset, |cookie, name, attr| {
+                    let kind = if attr.kind == Kind::Dir {
+                        FileType::Directory
+                    } else {
+                        FileType::RegularFile
+                    };
+                    reply.add(INodeNo(attr.ino), cookie, kind, name)
+                })
+                .await;
                 done(&core, "readdir", &result, started);
                 match result {
-                    Ok(entries) => {
-                        let dots = [(".".to_owned(), ino.0), ("..".to_owned(), ino.0)];
-                        let all = dots
-                            .into_iter()
-                            .map(|(n, i)| (n, i, FileType::Directory))
-                            .chain(entries.into_iter().map(|(n, a)| {
-                                let kind = if a.kind == Kind::Dir {
-                                    FileType::Directory
-                                } else {
-                                    FileType::RegularFile
-                                };
-                                (n, a.ino, kind)
-                            }));
-                        for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
-                            if reply.add(INodeNo(child), (i + 1) as u64, kind, &name) {
-                                break;
-                            }
-                        }
-                        reply.ok();
-                    }
+                    Ok(()) => reply.ok(),
                     Err(err) => reply.error(Errno::from_i32(err.errno())),
                 }
             }
@@ -289,7 +292,7 @@ impl Filesystem for WarpFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
@@ -299,38 +302,20 @@ impl Filesystem for WarpFs {
         let span = tracing::info_span!("fuse", op = "readdirplus", ino = ino.0);
         self.runtime.spawn(
             async move {
-                let own = match core.getattr(ino.0).await {
-                    Ok(attr) => attr,
-                    Err(err) => {
-                        core.metrics()
-                            .op("readdirplus", err.errno(), started.elapsed());
-                        return reply.error(Errno::from_i32(err.errno()));
-                    }
-                };
-                let result = core.readdir(ino.0).await;
+                let result = fill(&core, ino.0, fh.0, offset, |cookie, name, attr| {
+                    reply.add(
+                        INodeNo(attr.ino),
+                        cookie,
+                        name,
+                        &ttls.entry,
+                        &file_attr(attr),
+                        Generation(0),
+                    )
+                })
+                .await;
                 done(&core, "readdirplus", &result, started);
                 match result {
-                    Ok(entries) => {
-                        let dots = [(".".to_owned(), own.clone()), ("..".to_owned(), own)];
-                        for (i, (name, attr)) in dots
-                            .into_iter()
-                            .chain(entries)
-                            .enumerate()
-                            .skip(offset as usize)
-                        {
-                            if reply.add(
-                                INodeNo(attr.ino),
-                                (i + 1) as u64,
-                                &name,
-                                &ttls.entry,
-                                &file_attr(&attr),
-                                Generation(0),
-                            ) {
-                                break;
-                            }
-                        }
-                        reply.ok();
-                    }
+                    Ok(()) => reply.ok(),
                     Err(err) => reply.error(Errno::from_i32(err.errno())),
                 }
             }
@@ -342,10 +327,11 @@ impl Filesystem for WarpFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        self.core.releasedir(fh.0);
         reply.ok();
     }
 
@@ -360,6 +346,45 @@ impl Filesystem for WarpFs {
             crate::inodes::NAME_MAX as u32,
             MAX_REQUEST,
         );
+    }
+}
+
+/// Entries fetched per step while filling a readdir reply: a reply holds a few dozen to a few
+/// hundred, so a step wastes little and a directory of any size costs what fits.
+const READDIR_STEP: usize = 128;
+
+/// Fills one readdir reply from kernel offset `offset` (`.` and `..` are offsets 0 and 1, the
+/// listing's entry `p` is `p + 2`; each cookie is the offset of the entry after it) until `add`
+/// says the reply is full.
+async fn fill(
+    core: &Core,
+    ino: u64,
+    fh: u64,
+    offset: u64,
+    mut add: impl FnMut(u64, &str, &Attr) -> bool,
+) -> Result<(), FsError> {
+    let mut at = offset;
+    if at < 2 {
+        let own = core.getattr(ino).await?;
+        for (cookie, name) in [(1, "."), (2, "..")].into_iter().skip(at as usize) {
+            if add(cookie, name, &own) {
+                return Ok(());
+            }
+            at = cookie;
+        }
+    }
+    loop {
+        let from = (at - 2) as usize;
+        let page = core.readdir(ino, fh, from, READDIR_STEP).await?;
+        let Some(last) = page.last().map(|(p, _, _)| *p) else {
+            return Ok(());
+        };
+        for (position, name, attr) in &page {
+            if add(*position as u64 + 3, name, attr) {
+                return Ok(());
+            }
+        }
+        at = last as u64 + 3;
     }
 }
 

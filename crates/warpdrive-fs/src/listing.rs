@@ -201,17 +201,60 @@ impl Core {
         Ok(fresh)
     }
 
-    /// Directory entries with their attributes (readdir and readdirplus answer from the listing).
-    pub async fn readdir(&self, ino: u64) -> Result<Vec<(String, Attr)>, FsError> {
+    /// Opens a directory stream: the listing it pages through is fixed here, so entries
+    /// neither repeat nor vanish between the kernel's readdir calls when the listing cache
+    /// refreshes mid-stream.
+    pub async fn opendir(&self, ino: u64) -> Result<u64, FsError> {
         let listing = self.list(ino).await?;
+        let fh = self
+            .next_handle
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dir_handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, listing);
+        Ok(fh)
+    }
+
+    /// Ends a directory stream.
+    pub fn releasedir(&self, fh: u64) {
+        self.dir_handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh);
+    }
+
+    /// At most `max` entries with their attributes and positions, from position `from` of the
+    /// directory's listing (the stream `fh` pins, else the current one). Each call costs the
+    /// page it returns, not the directory: `ls` of n entries is n, not n² / page.
+    pub async fn readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        from: usize,
+        max: usize,
+    ) -> Result<Vec<(usize, String, Attr)>, FsError> {
+        let pinned = self
+            .dir_handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .cloned();
+        let listing = match pinned {
+            Some(listing) => listing,
+            None => self.list(ino).await?,
+        };
+        let page = listing.get(from..).unwrap_or_default();
+        let page = &page[..page.len().min(max)];
         let inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(listing
+        Ok(page
             .iter()
-            .filter_map(|(name, child)| {
+            .enumerate()
+            .filter_map(|(at, (name, child))| {
                 inodes
                     .nodes
                     .get(child)
-                    .map(|node| (name.clone(), self.attr_of(*child, node)))
+                    .map(|node| (from + at, name.clone(), self.attr_of(*child, node)))
             })
             .collect())
     }

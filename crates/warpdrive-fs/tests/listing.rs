@@ -1,0 +1,47 @@
+//! Directory streams over a local backend: pages that cost what they return, and a stream
+//! that keeps the listing it opened with when the listing cache refreshes under it.
+
+mod common;
+
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_directory_stream_keeps_its_listing_while_the_cache_refreshes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..300 {
+        std::fs::write(src.join(format!("d/f{i:03}")), b"x").unwrap();
+    }
+    let core = common::core(&src, common::cache(&dir.path().join("cache"), 1 << 30));
+    let local = core.lookup(warpdrive_fs::ROOT, "local").await.unwrap().ino;
+    let d = core.lookup(local, "d").await.unwrap().ino;
+    let fh = core.opendir(d).await.unwrap();
+    let first = core.readdir(d, fh, 0, 100).await.unwrap();
+    assert_eq!(first.len(), 100);
+    assert_eq!(first[0].1, "f000");
+    // Names that sort before every listed one appear, and the listing cache (200 ms) expires.
+    for i in 0..50 {
+        std::fs::write(src.join(format!("d/a{i:02}")), b"y").unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen: Vec<String> = first.into_iter().map(|(_, name, _)| name).collect();
+    let mut from = 100;
+    loop {
+        let page = core.readdir(d, fh, from, 64).await.unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.0 + 1;
+        seen.extend(page.into_iter().map(|(_, name, _)| name));
+    }
+    let want: Vec<String> = (0..300).map(|i| format!("f{i:03}")).collect();
+    assert_eq!(seen, want, "every name of the opened listing exactly once");
+    core.releasedir(fh);
+    // A new stream sees the new names.
+    let fh = core.opendir(d).await.unwrap();
+    let page = core.readdir(d, fh, 0, 1000).await.unwrap();
+    assert_eq!(page.len(), 350);
+    assert_eq!(page[0].1, "a00");
+    assert_eq!(core.readdir(d, fh, 350, 10).await.unwrap().len(), 0);
+    assert_eq!(core.readdir(d, fh, 10_000, 10).await.unwrap().len(), 0);
+    core.releasedir(fh);
+}
