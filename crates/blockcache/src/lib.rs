@@ -1,37 +1,54 @@
-//! A block cache on local disk (warpdrive's cache on NVMe). Blocks are keyed by backend, object
-//! key, object version (ETag) and block index, so a changed object can never be served from old
-//! blocks. Each block file carries a CRC32 per 64 KiB chunk: a read touches and verifies only the
-//! chunks it needs (not the whole block), and a corrupt block is dropped and counted.
+//! A block cache on local disk (warpdrive's cache on NVMe). Everything is keyed by backend,
+//! object key and object version (ETag), so a changed object can never be served from old
+//! bytes.
 //!
-//! Crash safety without a separate index: a block is written to a unique temporary name and
-//! renamed into place, so a block file either is complete or does not exist; at open the
-//! directory is scanned to rebuild sizes and owners (each block's header names its backend,
-//! key and ETag, so blocks can be evicted by prefix and counted per backend), and leftover
-//! temporaries are removed. Eviction starts above the high-water mark and stops at the low-water
-//! mark, taking blocks read only once before blocks that keep being re-read, least recently
-//! used first within each group, so one scan of a large dataset cannot flush the hot set.
+//! Layout (format 3, see [`record`]): one sparse data file per cached object version, its
+//! bytes written in place at their own offsets, so a cold read of an object creates one file
+//! however many blocks it has, and a whole object is a plain file the kernel can read itself
+//! (FUSE passthrough, [`BlockCache::backing`]). Beside it a record file lists the ranges present
+//! with a CRC32 per 64 KiB chunk: a read touches and verifies only the chunks it needs, and a
+//! corrupt range is dropped and counted.
+//!
+//! Crash safety without a second source of truth: the record is the only index, appended
+//! after the bytes it describes; at open every record is read back to rebuild sizes and
+//! owners, torn tails are cut off, and bytes that never reached the disk fail their checksums.
+//! Files of the older one-file-per-block format are removed at open, with a log line.
+//! Eviction starts above the high-water mark and stops at the low-water mark, taking ranges
+//! read only once before ranges that keep being re-read, least recently used first within each
+//! group, so one scan of a large dataset cannot flush the hot set; an evicted range's disk
+//! space is given back by punching a hole.
 //!
 //! This crate knows no backend, FUSE or async runtime: callers run it on blocking threads.
 
+mod index;
+pub mod record;
+
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 
+use crate::index::{Index, Object};
+use crate::record::{Entry, Header};
+
 const MARKER: &str = "warpdrive-blockcache.v1";
+/// What the marker says: the format of the files beside it.
+const MARKER_TEXT: &[u8] = b"warpdrive block cache, format 3\n";
 /// Held locked (exclusively) for as long as a cache is open; it holds the holder's PID.
 const LOCK: &str = "lock";
-const MAGIC: &[u8; 8] = b"WDBLK002";
 /// A directory beside the shards for the daemon's own durable state (warm jobs).
 const STATE_DIR: &str = "state";
-/// Magic, data length, owner length.
-const FIXED_HEADER: usize = 8 + 8 + 4;
 /// Bytes covered by one checksum.
 pub const CHUNK: usize = 64 * 1024;
+/// Writers to one object are serialised on one of these (chosen by its digest).
+const STRIPES: usize = 64;
+/// Bytes verified per read when a whole object is checked before it is handed out.
+const VERIFY_STEP: usize = 16 * CHUNK;
 
 /// Why the cache cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -85,30 +102,18 @@ pub struct BlockKey {
 }
 
 impl BlockKey {
-    /// What the header records: backend, key and ETag, NUL-separated.
-    fn owner_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.backend.len() + self.key.len() + self.etag.len() + 2);
-        out.extend_from_slice(self.backend.as_bytes());
-        out.push(0);
-        out.extend_from_slice(self.key.as_bytes());
-        out.push(0);
-        out.extend_from_slice(self.etag.as_bytes());
-        out
-    }
-
-    fn file_name(&self) -> String {
+    /// The object version's file name: a hash, so keys of any length and character are safe.
+    fn digest(&self) -> String {
         let mut hash = Sha256::new();
         for part in [&self.backend, &self.key, &self.etag] {
             hash.update(part.as_bytes());
             hash.update([0u8]);
         }
-        let digest: String = hash
-            .finalize()
+        hash.finalize()
             .iter()
             .take(16)
             .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("{digest}-{}", self.index)
+            .collect()
     }
 }
 
@@ -200,95 +205,6 @@ impl Stats {
     }
 }
 
-#[derive(Debug)]
-struct Entry {
-    size: u64,
-    reads: u32,
-    last_use: u64,
-}
-
-/// The object a run of blocks belongs to (one per digest, shared by its blocks).
-#[derive(Debug)]
-struct Owner {
-    backend: String,
-    key: String,
-    blocks: u64,
-}
-
-#[derive(Debug, Default)]
-struct Index {
-    entries: HashMap<String, Entry>,
-    /// Digest (the file name before `-index`) → the object its blocks belong to.
-    owners: HashMap<String, Owner>,
-    total: u64,
-    clock: u64,
-}
-
-fn digest_of(name: &str) -> &str {
-    name.rsplit_once('-').map_or(name, |(digest, _)| digest)
-}
-
-impl Index {
-    fn insert(&mut self, name: String, entry: Entry, owner: impl FnOnce() -> (String, String)) {
-        self.total += entry.size;
-        if let Some(old) = self.entries.insert(name.clone(), entry) {
-            self.total -= old.size;
-            return;
-        }
-        let digest = digest_of(&name).to_owned();
-        self.owners
-            .entry(digest)
-            .or_insert_with(|| {
-                let (backend, key) = owner();
-                Owner {
-                    backend,
-                    key,
-                    blocks: 0,
-                }
-            })
-            .blocks += 1;
-    }
-
-    fn remove(&mut self, name: &str) -> Option<Entry> {
-        let entry = self.entries.remove(name)?;
-        self.total -= entry.size;
-        let digest = digest_of(name);
-        if let Some(owner) = self.owners.get_mut(digest) {
-            owner.blocks = owner.blocks.saturating_sub(1);
-            if owner.blocks == 0 {
-                self.owners.remove(digest);
-            }
-        }
-        Some(entry)
-    }
-
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.owners.clear();
-        self.total = 0;
-    }
-}
-
-/// Whether `key` lies under the directory prefix `prefix` (empty: everything).
-fn under(key: &str, prefix: &str) -> bool {
-    prefix.is_empty()
-        || key
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
-
-/// The cache.
-#[derive(Debug)]
-pub struct BlockCache {
-    dir: PathBuf,
-    settings: Settings,
-    index: Mutex<Index>,
-    stats: Stats,
-    temp_counter: AtomicU64,
-    /// The exclusive lock on the directory, released when the cache is dropped.
-    _lock: File,
-}
-
 /// Takes the directory's lock (without waiting) and writes our PID into it.
 fn lock(dir: &Path) -> Result<File, Error> {
     let path = dir.join(LOCK);
@@ -317,32 +233,6 @@ fn lock(dir: &Path) -> Result<File, Error> {
     file.set_len(0).map_err(io("writing the cache lock"))?;
     writeln!(file, "{}", std::process::id()).map_err(io("writing the cache lock"))?;
     Ok(file)
-}
-
-fn header_len(data_len: usize, owner_len: usize) -> usize {
-    FIXED_HEADER + owner_len + 4 * data_len.div_ceil(CHUNK)
-}
-
-/// Reads the owner recorded in a block file's header: `None` for a file in another format.
-fn read_owner(path: &Path) -> std::io::Result<Option<(String, String)>> {
-    let mut file = File::open(path)?;
-    let mut head = [0u8; FIXED_HEADER];
-    file.read_exact(&mut head)?;
-    if &head[..8] != MAGIC {
-        return Ok(None);
-    }
-    let owner_len = u32::from_le_bytes(head[16..20].try_into().unwrap_or([0; 4])) as usize;
-    if owner_len > 64 * 1024 {
-        return Ok(None);
-    }
-    let mut owner = vec![0u8; owner_len];
-    file.read_exact(&mut owner)?;
-    let text = String::from_utf8_lossy(&owner);
-    let mut parts = text.splitn(3, '\0');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(backend), Some(key), Some(_etag)) => Ok(Some((backend.to_owned(), key.to_owned()))),
-        _ => Ok(None),
-    }
 }
 
 /// Directories a cache must never be put in, whatever they hold: the system's own.
@@ -375,13 +265,87 @@ pub fn check_dir(dir: &Path) -> Result<(), Error> {
     }
 }
 
+/// Whether `key` lies under the directory prefix `prefix` (empty: everything).
+fn under(key: &str, prefix: &str) -> bool {
+    prefix.is_empty()
+        || key
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The cache.
+#[derive(Debug)]
+pub struct BlockCache {
+    dir: PathBuf,
+    settings: Settings,
+    index: Arc<Mutex<Index>>,
+    stats: Stats,
+    /// Serialise the file work on one object (create, write, punch, delete).
+    stripes: Vec<Mutex<()>>,
+    temp_counter: AtomicU64,
+    /// The exclusive lock on the directory, released when the cache is dropped.
+    _lock: File,
+}
+
+/// A whole, verified cached object version held open for the kernel to read directly: while
+/// it lives, the object is neither evicted nor punched, so the kernel never reads a hole.
+#[derive(Debug)]
+pub struct Backing {
+    file: File,
+    digest: String,
+    index: Arc<Mutex<Index>>,
+}
+
+impl Backing {
+    /// The data file, holding the object's bytes at their own offsets.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(object) = index.objects.get_mut(&self.digest) {
+            object.pins = object.pins.saturating_sub(1);
+        }
+    }
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Punches `[offset, offset + len)` out of `file`, giving the disk space back.
+fn punch(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use rustix::fs::FallocateFlags;
+    rustix::fs::fallocate(
+        file,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        offset,
+        len,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Whether `name` is a shard directory's (two hex digits).
+fn is_shard(name: &std::ffi::OsStr) -> bool {
+    name.len() == 2
+        && name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 impl BlockCache {
-    /// Opens (creating, 0700) the cache directory and rebuilds the index from its files.
+    /// Opens (creating, 0700) the cache directory and rebuilds the index from its records.
     pub fn open(dir: &Path, settings: Settings) -> Result<Self, Error> {
         if settings.block_size < CHUNK as u64 || !settings.block_size.is_multiple_of(CHUNK as u64) {
             return Err(Error::Settings(format!(
                 "block_size must be a multiple of {CHUNK} bytes"
             )));
+        }
+        if settings.block_size > u64::from(u32::MAX) / 2 {
+            return Err(Error::Settings("block_size must be below 2 GiB".into()));
         }
         if !(0.0 < settings.low_water
             && settings.low_water < settings.high_water
@@ -411,26 +375,26 @@ impl BlockCache {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
                 .map_err(io("restricting the cache directory to 0700"))?;
         }
-        if !marker.exists() {
-            fs::write(&marker, b"warpdrive block cache, format 1\n")
-                .map_err(io("writing the cache marker"))?;
-        }
         let lock = lock(dir)?;
         let cache = Self {
             dir: dir.to_owned(),
             settings,
-            index: Mutex::default(),
+            index: Arc::default(),
             stats: Stats::default(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             temp_counter: AtomicU64::new(0),
             _lock: lock,
         };
         cache.rebuild()?;
+        if fs::read(&marker).ok().as_deref() != Some(MARKER_TEXT) {
+            fs::write(&marker, MARKER_TEXT).map_err(io("writing the cache marker"))?;
+        }
         cache.evict(); // max_size may have been lowered since the last run
         Ok(cache)
     }
 
     /// The directory was deleted (or emptied) under a running cache: make it whole again, as
-    /// `open` would (0700, marker), so the next start still knows it as ours. Blocks that were
+    /// `open` would (0700, marker), so the next start still knows it as ours. Objects that were
     /// in it are gone; the index forgets them.
     fn recreate(&self) -> Result<(), Error> {
         use std::os::unix::fs::PermissionsExt;
@@ -439,27 +403,32 @@ impl BlockCache {
             .map_err(io("restricting the cache directory to 0700"))?;
         let marker = self.dir.join(MARKER);
         if !marker.exists() {
-            fs::write(&marker, b"warpdrive block cache, format 1\n")
-                .map_err(io("writing the cache marker"))?;
-            self.index.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            fs::write(&marker, MARKER_TEXT).map_err(io("writing the cache marker"))?;
+            locked(&self.index).clear();
         }
         Ok(())
     }
 
+    fn path_of(&self, digest: &str, ext: &str) -> PathBuf {
+        self.dir.join(&digest[..2]).join(format!("{digest}.{ext}"))
+    }
+
+    fn stripe(&self, digest: &str) -> MutexGuard<'_, ()> {
+        let at = usize::from_str_radix(&digest[..2], 16).unwrap_or(0) % STRIPES;
+        locked(&self.stripes[at])
+    }
+
+    /// Reads every record back: the index as it was, less torn tails and unreadable files.
     fn rebuild(&self) -> Result<(), Error> {
         let mut index = Index::default();
         let mut old_format = 0u64;
+        let mut torn = 0u64;
         for shard in fs::read_dir(&self.dir)
             .map_err(io("scanning the cache"))?
             .flatten()
         {
-            // Shards are two hex digits; anything else (the state directory) is not blocks.
-            let shard_name = shard.file_name();
-            let is_shard = shard_name.len() == 2
-                && shard_name
-                    .to_str()
-                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_hexdigit()));
-            if !is_shard || !shard.file_type().is_ok_and(|t| t.is_dir()) {
+            // Shards are two hex digits; anything else (the state directory) is not ours to scan.
+            if !is_shard(&shard.file_name()) || !shard.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
             for file in fs::read_dir(shard.path())
@@ -467,44 +436,103 @@ impl BlockCache {
                 .flatten()
             {
                 let name = file.file_name().to_string_lossy().into_owned();
-                if name.starts_with(".tmp") {
-                    let _ = fs::remove_file(file.path()); // an interrupted write
-                    continue;
-                }
-                let Ok(meta) = file.metadata() else { continue };
-                let owner = match read_owner(&file.path()) {
-                    Ok(Some(owner)) => owner,
-                    _ => {
-                        // An older format or a torn header: a cache may always drop a block.
-                        old_format += 1;
-                        let _ = fs::remove_file(file.path());
-                        continue;
+                let path = file.path();
+                if let Some(digest) = name.strip_suffix(".rec") {
+                    match self.load(digest, &path) {
+                        Some(object) if !object.units.is_empty() => {
+                            index.total += object.bytes;
+                            index.units += object.units.len() as u64;
+                            index.objects.insert(digest.to_owned(), object);
+                        }
+                        Some(_) => self.delete_files(digest),
+                        None => {
+                            torn += 1;
+                            self.delete_files(digest);
+                        }
                     }
-                };
-                index.insert(
-                    name,
-                    Entry {
-                        size: meta.len(),
-                        reads: 1,
-                        last_use: 0,
-                    },
-                    || owner,
-                );
+                } else if let Some(digest) = name.strip_suffix(".data") {
+                    if !self.path_of(digest, "rec").exists() {
+                        let _ = fs::remove_file(&path); // its record never got written
+                    }
+                } else {
+                    // An interrupted compaction, or a block of the one-file-per-block format.
+                    if !name.starts_with(".tmp") {
+                        old_format += 1;
+                    }
+                    let _ = fs::remove_file(&path);
+                }
             }
         }
         if old_format > 0 {
             tracing::info!(
-                blocks = old_format,
-                "dropped cache blocks of an older format (they are fetched again when read)"
+                files = old_format,
+                "removed cache files of the older one-file-per-block format (format 2); their objects are fetched again when read"
+            );
+        }
+        if torn > 0 {
+            tracing::info!(
+                objects = torn,
+                "removed cached objects whose record was unreadable (a crash while it was created)"
             );
         }
         tracing::info!(
-            blocks = index.entries.len(),
+            objects = index.objects.len(),
+            ranges = index.units,
             bytes = index.total,
             "block cache ready"
         );
-        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = index;
+        *locked(&self.index) = index;
         Ok(())
+    }
+
+    /// One object from its record: `None` when the record or its data file is unusable. Cuts
+    /// a torn tail off and rewrites a record that is mostly dead entries.
+    fn load(&self, digest: &str, path: &Path) -> Option<Object> {
+        let bytes = fs::read(path).ok()?;
+        let (header, start) = Header::decode(&bytes)?;
+        if header.block_size != self.settings.block_size {
+            return None; // another block size: its ranges do not line up with ours
+        }
+        let data = self.path_of(digest, "data");
+        if !data.exists() {
+            return None;
+        }
+        let (entries, used) = Entry::decode_all(&bytes[start..]);
+        let mut object = Object::new(header);
+        for entry in &entries {
+            object.apply(entry, 0);
+        }
+        let live = object.units.len() as u64;
+        if start + used < bytes.len() || object.entries > 2 * live + 16 {
+            let mut compact = object.header.encode();
+            for (offset, unit) in &object.units {
+                compact.extend_from_slice(
+                    &Entry::Present {
+                        offset: *offset,
+                        len: unit.len,
+                        sums: unit.sums.to_vec(),
+                    }
+                    .encode(),
+                );
+            }
+            let temp = path.with_file_name(format!(".tmp-rec-{}", std::process::id()));
+            if fs::write(&temp, &compact).is_ok() && fs::rename(&temp, path).is_ok() {
+                object.entries = live;
+            } else {
+                let _ = fs::remove_file(&temp);
+                return None;
+            }
+        }
+        // Rebuilt ranges count as read once: a restart must not make the hot set look cold.
+        for unit in object.units.values_mut() {
+            unit.reads = 1;
+        }
+        Some(object)
+    }
+
+    fn delete_files(&self, digest: &str) {
+        let _ = fs::remove_file(self.path_of(digest, "rec"));
+        let _ = fs::remove_file(self.path_of(digest, "data"));
     }
 
     /// A directory inside the cache's own (0700, locked with it) for the daemon's durable
@@ -523,56 +551,39 @@ impl BlockCache {
         self.settings.max_size
     }
 
-    /// Removes every block of `backend` whose key lies under the directory `prefix` (empty:
-    /// all of the backend's blocks), whatever object version it belongs to.
+    /// Removes every cached object of `backend` whose key lies under the directory `prefix`
+    /// (empty: all of the backend's), whatever version it is.
     pub fn evict_prefix(&self, backend: &str, prefix: &str) -> Evicted {
         let prefix = prefix.trim_matches('/');
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        let digests: std::collections::HashSet<String> = index
-            .owners
+        let digests: Vec<String> = locked(&self.index)
+            .objects
             .iter()
-            .filter(|(_, o)| o.backend == backend && under(&o.key, prefix))
+            .filter(|(_, o)| o.header.backend == backend && under(&o.header.key, prefix))
             .map(|(d, _)| d.clone())
             .collect();
-        let names: Vec<String> = index
-            .entries
-            .keys()
-            .filter(|name| digests.contains(digest_of(name)))
-            .cloned()
-            .collect();
         let mut evicted = Evicted::default();
-        for name in &names {
-            if let Some(entry) = index.remove(name) {
-                evicted.blocks += 1;
-                evicted.bytes += entry.size;
+        for digest in digests {
+            let _stripe = self.stripe(&digest);
+            let removed = locked(&self.index).remove(&digest);
+            if let Some(object) = removed {
+                evicted.blocks += object.units.len() as u64;
+                evicted.bytes += object.bytes;
+                // An open backing file keeps its inode: the kernel reads on, undisturbed.
+                self.delete_files(&digest);
             }
-        }
-        drop(index);
-        for name in names {
-            let _ = fs::remove_file(self.path_of(&name));
         }
         evicted
     }
 
-    /// Blocks, bytes and lookups per backend, for every backend that has blocks or lookups.
+    /// Ranges, bytes and lookups per backend, for every backend that has ranges or lookups.
     pub fn usage_by_backend(&self) -> Vec<BackendUsage> {
         let mut by: HashMap<String, BackendUsage> = HashMap::new();
-        {
-            let index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            for (name, entry) in &index.entries {
-                if let Some(owner) = index.owners.get(digest_of(name)) {
-                    let usage = by.entry(owner.backend.clone()).or_default();
-                    usage.blocks += 1;
-                    usage.bytes += entry.size;
-                }
-            }
+        for object in locked(&self.index).objects.values() {
+            let usage = by.entry(object.header.backend.clone()).or_default();
+            usage.blocks += object.units.len() as u64;
+            usage.bytes += object.bytes;
         }
-        let lookups = self
-            .stats
-            .per_backend
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let lookups = locked(&self.stats.per_backend).clone();
         for (backend, l) in lookups {
             by.entry(backend).or_default().lookups = l;
         }
@@ -587,27 +598,24 @@ impl BlockCache {
         out
     }
 
-    fn path_of(&self, name: &str) -> PathBuf {
-        self.dir.join(&name[..2]).join(name)
-    }
-
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
 
-    /// Bytes of block files on disk.
+    /// Bytes of cached data.
     pub fn size(&self) -> u64 {
-        self.index.lock().unwrap_or_else(|e| e.into_inner()).total
+        locked(&self.index).total
     }
 
-    /// Blocks on disk.
+    /// Ranges on disk (a block, or the part of one a random read fetched).
     pub fn blocks(&self) -> usize {
-        self.index
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entries
-            .len()
+        locked(&self.index).units as usize
+    }
+
+    /// Object versions with something on disk.
+    pub fn objects(&self) -> usize {
+        locked(&self.index).objects.len()
     }
 
     /// The block size.
@@ -615,490 +623,455 @@ impl BlockCache {
         self.settings.block_size
     }
 
-    /// Whether the block is stored (not verified, not counted as a read): prefetch and warm
-    /// skip what is already here.
-    pub fn contains(&self, key: &BlockKey) -> bool {
-        let name = key.file_name();
-        self.index
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entries
-            .contains_key(&name)
+    /// The byte range block `key` spans, given what its object's record says of its length.
+    fn block_range(&self, object: &Object, index: u64) -> (u64, u64) {
+        let start = index * self.settings.block_size;
+        (
+            start,
+            (start + self.settings.block_size).min(object.header.length),
+        )
     }
 
-    /// `len` bytes at `offset` inside the block, verified; `None` when the block is absent or
-    /// was corrupt (then it is removed).
+    /// Whether the whole block is stored (not verified, not counted as a read): prefetch and
+    /// warm skip what is already here.
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        let digest = key.digest();
+        let index = locked(&self.index);
+        index.objects.get(&digest).is_some_and(|object| {
+            let (start, end) = self.block_range(object, key.index);
+            start < end && object.covering(start, end).is_some()
+        })
+    }
+
+    /// `len` bytes at `offset` inside the block, verified; `None` when any of them is absent or
+    /// was corrupt (then that range is dropped).
     pub fn get(&self, key: &BlockKey, offset: usize, len: usize) -> Option<Vec<u8>> {
-        let name = key.file_name();
-        let present = {
-            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            index.clock += 1;
-            let clock = index.clock;
-            match index.entries.get_mut(&name) {
-                Some(entry) => {
-                    entry.reads = entry.reads.saturating_add(1);
-                    entry.last_use = clock;
-                    true
+        let digest = key.digest();
+        let start = key.index * self.settings.block_size + offset as u64;
+        let found = {
+            let mut index = locked(&self.index);
+            let clock = index.tick();
+            match index.objects.get_mut(&digest) {
+                Some(object) => {
+                    let end = (start + len as u64).min(object.header.length.max(start));
+                    object.covering(start, end.max(start + 1)).map(|units| {
+                        let pieces: Vec<(u64, Box<[u32]>)> = units
+                            .iter()
+                            .filter_map(|at| {
+                                let unit = object.units.get_mut(at)?;
+                                unit.reads = unit.reads.saturating_add(1);
+                                unit.last_use = clock;
+                                Some((*at, unit.sums.clone()))
+                            })
+                            .collect();
+                        (end, pieces)
+                    })
                 }
-                None => false,
+                None => None,
             }
         };
-        if !present {
+        let Some((end, pieces)) = found else {
             self.stats.lookup(&key.backend, false);
             return None;
-        }
-        match self.read_verified(&self.path_of(&name), offset, len) {
-            Ok(Some(bytes)) => {
+        };
+        match self.read_verified(&digest, start, end, &pieces) {
+            Ok(bytes) => {
                 self.stats.lookup(&key.backend, true);
                 self.stats
                     .bytes_served
                     .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 Some(bytes)
             }
-            Ok(None) => {
-                self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(block = %name, "cache block failed its checksum; dropping it");
-                self.remove(&name);
-                self.stats.lookup(&key.backend, false);
-                None
-            }
-            Err(_) => {
-                self.remove(&name);
+            Err(bad) => {
+                if let Some(unit) = bad {
+                    self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(object = %digest, offset = unit, "a cached range failed its checksum; dropping it");
+                    self.drop_range(&digest, unit);
+                } else {
+                    // The data file is gone or unreadable: nothing of it can be trusted.
+                    let _stripe = self.stripe(&digest);
+                    locked(&self.index).remove(&digest);
+                    self.delete_files(&digest);
+                }
                 self.stats.lookup(&key.backend, false);
                 None
             }
         }
     }
 
-    /// Reads and checks only the chunks covering `[offset, offset + len)`. `Ok(None)`: corrupt.
+    /// Reads `[start, end)` (which `pieces`, units by offset with their sums, cover) and checks
+    /// every chunk it touches. `Err(Some(unit))`: that unit is corrupt; `Err(None)`: the file
+    /// could not be read.
     fn read_verified(
         &self,
-        path: &Path,
-        offset: usize,
-        len: usize,
-    ) -> std::io::Result<Option<Vec<u8>>> {
-        let mut file = File::open(path)?;
-        let mut head = [0u8; FIXED_HEADER];
-        file.read_exact(&mut head)?;
-        if &head[..8] != MAGIC {
-            return Ok(None);
+        digest: &str,
+        start: u64,
+        end: u64,
+        pieces: &[(u64, Box<[u32]>)],
+    ) -> Result<Vec<u8>, Option<u64>> {
+        let file = File::open(self.path_of(digest, "data")).map_err(|_| None)?;
+        let chunk = CHUNK as u64;
+        let from = start / chunk * chunk;
+        let mut out = Vec::with_capacity((end - start) as usize);
+        let mut buf = Vec::new();
+        for (at, sums) in pieces {
+            let unit_end = at + sums.len() as u64 * chunk; // chunk-rounded
+            let lo = from.max(*at);
+            let hi = end.min(unit_end).div_ceil(chunk) * chunk;
+            if lo >= hi {
+                continue;
+            }
+            buf.resize((hi - lo) as usize, 0);
+            let got = read_at_most(&file, &mut buf, lo).map_err(|_| None)?;
+            buf.truncate(got);
+            for (i, bytes) in buf.chunks(CHUNK).enumerate() {
+                let n = ((lo - at) / chunk) as usize + i;
+                if sums
+                    .get(n)
+                    .is_none_or(|want| crc32fast::hash(bytes) != *want)
+                {
+                    return Err(Some(*at));
+                }
+            }
+            if (got as u64) < (end.min(unit_end) - lo) {
+                return Err(Some(*at)); // shorter than its record says
+            }
+            let take_from = (start.max(lo) - lo) as usize;
+            let take_to = ((end.min(unit_end)) - lo) as usize;
+            out.extend_from_slice(&buf[take_from..take_to.min(buf.len())]);
         }
-        let data_len = u64::from_le_bytes(head[8..16].try_into().unwrap_or([0; 8])) as usize;
-        let owner_len = u32::from_le_bytes(head[16..20].try_into().unwrap_or([0; 4])) as usize;
-        let chunks = data_len.div_ceil(CHUNK);
-        let mut sums = vec![0u8; 4 * chunks];
-        file.seek(SeekFrom::Start((FIXED_HEADER + owner_len) as u64))?;
-        file.read_exact(&mut sums)?;
-        if offset >= data_len {
-            return Ok(Some(Vec::new()));
+        Ok(out)
+    }
+
+    /// Gives up one range of an object (a corrupt one): a punched hole and a record entry; a
+    /// whole object being read by the kernel is unlinked instead, never punched.
+    fn drop_range(&self, digest: &str, offset: u64) {
+        let _stripe = self.stripe(digest);
+        let (len, pinned, empty) = {
+            let mut index = locked(&self.index);
+            let pinned = index.objects.get(digest).is_some_and(|o| o.pins > 0);
+            if pinned {
+                index.remove(digest);
+                (None, true, true)
+            } else {
+                let len = index.remove_unit(digest, offset);
+                let empty = index.objects.get(digest).is_none_or(|o| o.units.is_empty());
+                if empty {
+                    index.remove(digest);
+                }
+                (len, false, empty)
+            }
+        };
+        if pinned || empty {
+            self.delete_files(digest);
+        } else if let Some(len) = len {
+            self.write_dropped(digest, &[(offset, len)]);
         }
-        let end = (offset + len).min(data_len);
-        let (first, last) = (offset / CHUNK, (end - 1) / CHUNK);
-        let start = first * CHUNK;
-        let stop = ((last + 1) * CHUNK).min(data_len);
-        let mut buf = vec![0u8; stop - start];
-        file.seek(SeekFrom::Start(
-            (header_len(data_len, owner_len) + start) as u64,
-        ))?;
-        file.read_exact(&mut buf)?;
-        for chunk in first..=last {
-            let from = chunk * CHUNK - start;
-            let to = ((chunk + 1) * CHUNK).min(data_len) - start;
-            let want =
-                u32::from_le_bytes(sums[4 * chunk..4 * chunk + 4].try_into().unwrap_or([0; 4]));
-            if crc32fast::hash(&buf[from..to]) != want {
-                return Ok(None);
+    }
+
+    /// Punches the ranges out of the data file and records them as dropped.
+    fn write_dropped(&self, digest: &str, ranges: &[(u64, u32)]) {
+        if let Ok(file) = fs::OpenOptions::new()
+            .write(true)
+            .open(self.path_of(digest, "data"))
+        {
+            for (offset, len) in ranges {
+                let _ = punch(&file, *offset, u64::from(*len));
             }
         }
-        Ok(Some(buf[offset - start..end - start].to_vec()))
+        if let Ok(mut rec) = fs::OpenOptions::new()
+            .append(true)
+            .open(self.path_of(digest, "rec"))
+        {
+            let mut bytes = Vec::new();
+            for (offset, len) in ranges {
+                bytes.extend_from_slice(
+                    &Entry::Dropped {
+                        offset: *offset,
+                        len: *len,
+                    }
+                    .encode(),
+                );
+            }
+            let _ = rec.write_all(&bytes);
+        }
     }
 
-    fn remove(&self, name: &str) {
-        self.index
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        let _ = fs::remove_file(self.path_of(name));
+    /// Stores a whole block of an object `length` bytes long (the last block is short), then
+    /// evicts if needed.
+    pub fn put(&self, key: &BlockKey, length: u64, data: &[u8]) -> Result<(), Error> {
+        self.put_at(key, length, 0, data)
     }
 
-    /// Stores a whole block (the last block of an object may be short), then evicts if needed.
-    pub fn put(&self, key: &BlockKey, data: &[u8]) -> Result<(), Error> {
-        let name = key.file_name();
-        let path = self.path_of(&name);
-        let dir = path
-            .parent()
-            .map(Path::to_owned)
-            .unwrap_or_else(|| self.dir.clone());
+    /// Stores `data` at `offset` inside block `key` (a random read's part of a block; `offset`
+    /// a multiple of [`CHUNK`], `data` whole chunks unless it ends the object), then evicts
+    /// if needed.
+    pub fn put_at(
+        &self,
+        key: &BlockKey,
+        length: u64,
+        offset: usize,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        let start = key.index * self.settings.block_size + offset as u64;
+        let end = start + data.len() as u64;
+        if !offset.is_multiple_of(CHUNK)
+            || data.is_empty()
+            || offset + data.len() > self.settings.block_size as usize
+            || end > length
+            || (!data.len().is_multiple_of(CHUNK) && end != length)
+        {
+            return Err(Error::Settings(format!(
+                "a cache write of {} bytes at {start} does not line up with {CHUNK}-byte chunks of an object of {length} bytes",
+                data.len()
+            )));
+        }
+        let digest = key.digest();
+        let stripe = self.stripe(&digest);
         if !self.dir.join(MARKER).exists() {
             self.recreate()?;
         }
-        fs::create_dir_all(&dir).map_err(io("creating a cache shard"))?;
-        let temp = dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            self.temp_counter.fetch_add(1, Ordering::Relaxed)
-        ));
-        let owner = key.owner_bytes();
-        let mut header = Vec::with_capacity(header_len(data.len(), owner.len()));
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&(data.len() as u64).to_le_bytes());
-        header.extend_from_slice(&(owner.len() as u32).to_le_bytes());
-        header.extend_from_slice(&owner);
-        for chunk in data.chunks(CHUNK) {
-            header.extend_from_slice(&crc32fast::hash(chunk).to_le_bytes());
+        let known = {
+            let index = locked(&self.index);
+            match index.objects.get(&digest) {
+                Some(object) if object.covering(start, end).is_some() => return Ok(()),
+                Some(object) => object.header.length == length,
+                None => false,
+            }
+        };
+        if !known {
+            self.create_object(&digest, key, length)?;
         }
-        let written = (|| -> std::io::Result<()> {
-            let mut file = File::create(&temp)?;
-            file.write_all(&header)?;
-            file.write_all(data)?;
-            fs::rename(&temp, &path)
-        })();
+        let entry = Entry::present(start, data);
+        let file = match fs::OpenOptions::new()
+            .write(true)
+            .open(self.path_of(&digest, "data"))
+        {
+            Ok(file) => file,
+            Err(err) => {
+                // The files went away under us: start the object again next time.
+                locked(&self.index).remove(&digest);
+                self.delete_files(&digest);
+                return Err(io("opening a cached object")(err));
+            }
+        };
+        let written = file.write_all_at(data, start).and_then(|()| {
+            fs::OpenOptions::new()
+                .append(true)
+                .open(self.path_of(&digest, "rec"))?
+                .write_all(&entry.encode())
+        });
         if let Err(err) = written {
-            let _ = fs::remove_file(&temp);
+            // A full disk: the range is not recorded, so never served; give back what of it
+            // was written. A torn record entry ends the record at the next start, which
+            // costs only this range.
+            let _ = punch(&file, start, data.len() as u64);
             return Err(io("writing a block")(err));
         }
-        {
-            let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-            index.clock += 1;
-            let clock = index.clock;
-            let size = (header.len() + data.len()) as u64;
-            index.insert(
-                name,
-                Entry {
-                    size,
-                    reads: 0,
-                    last_use: clock,
-                },
-                || (key.backend.clone(), key.key.clone()),
-            );
-        }
+        locked(&self.index).apply(&digest, &entry);
+        drop(stripe);
         self.evict();
         Ok(())
     }
 
-    /// Evicts down to the low-water mark once above the high-water mark.
+    /// Starts an object's files (a record with only its header, an empty data file) and its
+    /// index entry, replacing whatever was there.
+    fn create_object(&self, digest: &str, key: &BlockKey, length: u64) -> Result<(), Error> {
+        locked(&self.index).remove(digest);
+        let header = Header {
+            block_size: self.settings.block_size,
+            length,
+            backend: key.backend.clone(),
+            key: key.key.clone(),
+            etag: key.etag.clone(),
+        };
+        let rec = self.path_of(digest, "rec");
+        if let Some(shard) = rec.parent() {
+            fs::create_dir_all(shard).map_err(io("creating a cache shard"))?;
+        }
+        let made = (|| -> std::io::Result<()> {
+            File::create(self.path_of(digest, "data"))?;
+            let temp = rec.with_file_name(format!(
+                ".tmp-{}-{}",
+                std::process::id(),
+                self.temp_counter.fetch_add(1, Ordering::Relaxed)
+            ));
+            fs::write(&temp, header.encode())?;
+            fs::rename(&temp, &rec)
+        })();
+        if let Err(err) = made {
+            self.delete_files(digest);
+            return Err(io("creating a cached object")(err));
+        }
+        locked(&self.index)
+            .objects
+            .insert(digest.to_owned(), Object::new(header));
+        Ok(())
+    }
+
+    /// The whole cached object version, its checksums all checked once since the cache was
+    /// opened, held open for the kernel to read directly (FUSE passthrough). `None` when any
+    /// of it is missing or corrupt (the corrupt range is dropped).
+    pub fn backing(&self, key: &BlockKey, length: u64) -> Option<Backing> {
+        let digest = key.digest();
+        let (verified, sums) = {
+            let mut index = locked(&self.index);
+            let object = index.objects.get_mut(&digest)?;
+            if object.header.length != length || length == 0 || !object.complete() {
+                return None;
+            }
+            object.pins += 1;
+            let sums: Vec<(u64, Box<[u32]>)> = if object.verified {
+                Vec::new()
+            } else {
+                object
+                    .units
+                    .iter()
+                    .map(|(at, unit)| (*at, unit.sums.clone()))
+                    .collect()
+            };
+            (object.verified, sums)
+        };
+        let backing = Backing {
+            file: match File::open(self.path_of(&digest, "data")) {
+                Ok(file) => file,
+                Err(_) => {
+                    let unpin = Backing {
+                        file: File::open("/dev/null").ok()?,
+                        digest,
+                        index: self.index.clone(),
+                    };
+                    drop(unpin);
+                    return None;
+                }
+            },
+            digest,
+            index: self.index.clone(),
+        };
+        if !verified {
+            if let Err(bad) = verify(&backing.file, &sums, length) {
+                let digest = backing.digest.clone();
+                drop(backing);
+                self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(object = %digest, offset = bad, "a cached range failed its checksum; dropping it");
+                self.drop_range(&digest, bad);
+                return None;
+            }
+            if let Some(object) = locked(&self.index).objects.get_mut(&backing.digest) {
+                object.verified = true;
+            }
+        }
+        self.stats.lookup(&key.backend, true);
+        Some(backing)
+    }
+
+    /// Evicts down to the low-water mark once above the high-water mark. Objects the kernel
+    /// is reading directly are skipped.
     fn evict(&self) {
         let max = self.settings.max_size as f64;
-        let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        if (index.total as f64) <= max * self.settings.high_water {
-            return;
-        }
-        let target = (max * self.settings.low_water) as u64;
-        // Read-once (or never re-read) blocks first, then the rest; oldest first in each group.
-        let mut order: Vec<(bool, u64, String)> = index
-            .entries
-            .iter()
-            .map(|(name, e)| (e.reads > 1, e.last_use, name.clone()))
-            .collect();
-        order.sort();
-        let mut gone = Vec::new();
-        for (_, _, name) in order {
-            if index.total <= target {
-                break;
+        let victims: Vec<(String, u64)> = {
+            let index = locked(&self.index);
+            if (index.total as f64) <= max * self.settings.high_water {
+                return;
             }
-            if index.remove(&name).is_some() {
-                gone.push(name);
+            let target = (max * self.settings.low_water) as u64;
+            // Read-once (or never re-read) ranges first, then the rest; oldest first in each.
+            let mut order: Vec<(bool, u64, &String, u64, u32)> = index
+                .objects
+                .iter()
+                .filter(|(_, o)| o.pins == 0)
+                .flat_map(|(digest, o)| {
+                    o.units
+                        .iter()
+                        .map(move |(at, u)| (u.reads > 1, u.last_use, digest, *at, u.len))
+                })
+                .collect();
+            order.sort_unstable();
+            let mut total = index.total;
+            let mut victims = Vec::new();
+            for (_, _, digest, at, len) in order {
+                if total <= target {
+                    break;
+                }
+                total -= u64::from(len);
+                victims.push((digest.clone(), at));
+            }
+            victims
+        };
+        let mut by_object: HashMap<String, Vec<u64>> = HashMap::new();
+        for (digest, at) in victims {
+            by_object.entry(digest).or_default().push(at);
+        }
+        let mut evicted = 0u64;
+        for (digest, ranges) in by_object {
+            let _stripe = self.stripe(&digest);
+            let (gone, empty) = {
+                let mut index = locked(&self.index);
+                if index.objects.get(&digest).is_none_or(|o| o.pins > 0) {
+                    continue;
+                }
+                let gone: Vec<(u64, u32)> = ranges
+                    .into_iter()
+                    .filter_map(|at| index.remove_unit(&digest, at).map(|len| (at, len)))
+                    .collect();
+                let empty = index
+                    .objects
+                    .get(&digest)
+                    .is_none_or(|o| o.units.is_empty());
+                if empty {
+                    index.remove(&digest);
+                }
+                (gone, empty)
+            };
+            evicted += gone.len() as u64;
+            if empty {
+                self.delete_files(&digest);
+            } else {
+                self.write_dropped(&digest, &gone);
             }
         }
-        drop(index);
-        self.stats
-            .evictions
-            .fetch_add(gone.len() as u64, Ordering::Relaxed);
-        for name in gone {
-            let _ = fs::remove_file(self.path_of(&name));
+        self.stats.evictions.fetch_add(evicted, Ordering::Relaxed);
+    }
+}
+
+/// Reads up to `buf.len()` bytes at `offset`, fewer only at the end of the file.
+fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
         }
     }
+    Ok(got)
+}
+
+/// Checks every chunk of a whole object's data file against its units' sums; `Err(unit)`
+/// names the first unit that fails.
+fn verify(file: &File, units: &[(u64, Box<[u32]>)], length: u64) -> Result<(), u64> {
+    let mut buf = vec![0u8; VERIFY_STEP];
+    for (at, sums) in units {
+        let unit_end = (at + sums.len() as u64 * CHUNK as u64).min(length);
+        let mut pos = *at;
+        while pos < unit_end {
+            let want = ((unit_end - pos) as usize).min(VERIFY_STEP);
+            let got = read_at_most(file, &mut buf[..want], pos).map_err(|_| *at)?;
+            if got < want {
+                return Err(*at);
+            }
+            for (i, bytes) in buf[..want].chunks(CHUNK).enumerate() {
+                let n = ((pos - at) / CHUNK as u64) as usize + i;
+                if sums.get(n).is_none_or(|s| crc32fast::hash(bytes) != *s) {
+                    return Err(*at);
+                }
+            }
+            pos += want as u64;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings(max: u64) -> Settings {
-        Settings {
-            max_size: max,
-            block_size: 256 * 1024,
-            high_water: 0.9,
-            low_water: 0.8,
-        }
-    }
-
-    fn key(name: &str, index: u64) -> BlockKey {
-        BlockKey {
-            backend: "b".into(),
-            key: name.into(),
-            etag: "e1".into(),
-            index,
-        }
-    }
-
-    fn block(seed: u8, len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-            .collect()
-    }
-
-    fn owned(backend: &str, name: &str, etag: &str, index: u64) -> BlockKey {
-        BlockKey {
-            backend: backend.into(),
-            key: name.into(),
-            etag: etag.into(),
-            index,
-        }
-    }
-
-    #[test]
-    fn evicting_a_prefix_drops_every_version_under_it_and_nothing_else_even_after_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
-        for (backend, name, etag) in [
-            ("s3", "train/a.bin", "v1"),
-            ("s3", "train/a.bin", "v2"),
-            ("s3", "train/deep/b.bin", "v1"),
-            ("s3", "training/c.bin", "v1"), // shares a string prefix, not a directory
-            ("s3", "eval/d.bin", "v1"),
-            ("gcs", "train/a.bin", "v1"),
-        ] {
-            for i in 0..3 {
-                cache
-                    .put(&owned(backend, name, etag, i), &block(1, 1000))
-                    .unwrap();
-            }
-        }
-        drop(cache);
-        // The owners come back from the block headers.
-        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
-        let before = cache.size();
-        let evicted = cache.evict_prefix("s3", "/train/");
-        assert_eq!(evicted.blocks, 9);
-        assert_eq!(cache.size(), before - evicted.bytes);
-        assert!(
-            cache
-                .get(&owned("s3", "train/a.bin", "v2", 0), 0, 10)
-                .is_none()
-        );
-        assert!(
-            cache
-                .get(&owned("s3", "train/deep/b.bin", "v1", 2), 0, 10)
-                .is_none()
-        );
-        assert!(
-            cache
-                .get(&owned("s3", "training/c.bin", "v1", 0), 0, 10)
-                .is_some()
-        );
-        assert!(
-            cache
-                .get(&owned("gcs", "train/a.bin", "v1", 0), 0, 10)
-                .is_some()
-        );
-        let usage = cache.usage_by_backend();
-        let s3 = usage.iter().find(|u| u.backend == "s3").unwrap();
-        assert_eq!(s3.blocks, 6);
-        assert_eq!(s3.lookups, Lookups { hits: 1, misses: 2 });
-        let gcs = usage.iter().find(|u| u.backend == "gcs").unwrap();
-        assert_eq!((gcs.blocks, gcs.lookups.hits), (3, 1));
-        assert_eq!(cache.evict_prefix("s3", "").blocks, 6);
-        assert_eq!(cache.blocks(), 3);
-        drop(cache);
-        let again = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
-        assert_eq!(again.blocks(), 3, "evicted files are gone from disk");
-    }
-
-    #[test]
-    fn the_state_directory_is_not_taken_for_blocks_and_old_format_blocks_are_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
-        cache.put(&key("a", 0), &block(1, 1000)).unwrap();
-        let state = cache.state_dir().unwrap();
-        fs::write(state.join("job-1.json"), b"{}").unwrap();
-        // A block of the first format, which did not name its object.
-        let old = dir
-            .path()
-            .join("ab")
-            .join("abababababababababababababababab-0");
-        fs::create_dir_all(old.parent().unwrap()).unwrap();
-        fs::write(&old, b"WDBLK001\x05\0\0\0\0\0\0\0").unwrap();
-        drop(cache);
-        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
-        assert_eq!(cache.blocks(), 1);
-        assert!(state.join("job-1.json").exists(), "state is kept");
-        assert!(!old.exists(), "an old-format block is dropped");
-        assert_eq!(cache.get(&key("a", 0), 0, 1000).unwrap(), block(1, 1000));
-    }
-
-    #[test]
-    fn a_directory_deleted_under_a_running_cache_comes_back_whole() {
-        use std::os::unix::fs::PermissionsExt;
-        let parent = tempfile::tempdir().unwrap();
-        let dir = parent.path().join("cache");
-        let cache = BlockCache::open(&dir, settings(1 << 30)).unwrap();
-        cache.put(&key("a", 0), &block(1, 1000)).unwrap();
-        fs::remove_dir_all(&dir).unwrap();
-        cache.put(&key("b", 0), &block(2, 1000)).unwrap();
-        assert!(dir.join(MARKER).exists(), "marker re-created");
-        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        assert!(
-            cache.get(&key("a", 0), 0, 10).is_none(),
-            "gone blocks are misses"
-        );
-        assert_eq!(cache.get(&key("b", 0), 0, 1000).unwrap(), block(2, 1000));
-        drop(cache);
-        // The next start knows it as its own.
-        let again = BlockCache::open(&dir, settings(1 << 30)).unwrap();
-        assert_eq!(again.get(&key("b", 0), 0, 1000).unwrap(), block(2, 1000));
-    }
-
-    #[test]
-    fn a_foreign_or_system_directory_is_refused_and_left_as_it_was() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("theirs.txt"), b"x").unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(matches!(check_dir(dir.path()), Err(Error::NotOurs(_))));
-        let err = BlockCache::open(dir.path(), settings(1 << 30)).unwrap_err();
-        assert!(matches!(err, Error::NotOurs(_)), "{err}");
-        let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o755, "its permissions were changed");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "files added");
-        for system in ["/etc", "/", "/usr"] {
-            assert!(matches!(
-                check_dir(Path::new(system)),
-                Err(Error::NotOurs(_))
-            ));
-        }
-        let fresh = dir.path().join("new");
-        check_dir(&fresh).unwrap();
-        assert!(!fresh.exists(), "a check changes nothing");
-    }
-
-    #[test]
-    fn the_lock_names_the_holder_and_a_process_may_reopen_its_own_cache() {
-        // Another process is refused (the binary's tests start a second daemon); the same
-        // process reopening its cache, as in-process restarts in tests do, is not.
-        let dir = tempfile::tempdir().unwrap();
-        let first = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
-        let pid: u32 = fs::read_to_string(dir.path().join(LOCK))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert_eq!(pid, std::process::id());
-        let again = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
-        drop((first, again));
-    }
-
-    #[test]
-    fn ranges_round_trip_and_versions_never_mix() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
-        let data = block(7, 200_000);
-        cache.put(&key("obj", 0), &data).unwrap();
-        for (offset, len) in [
-            (0, 10),
-            (65_530, 20),
-            (199_990, 100),
-            (0, 200_000),
-            (300_000, 5),
-        ] {
-            let got = cache.get(&key("obj", 0), offset, len).unwrap();
-            assert_eq!(
-                got,
-                data[offset.min(data.len())..(offset + len).min(data.len())],
-                "{offset}+{len}"
-            );
-        }
-        let other_version = BlockKey {
-            etag: "e2".into(),
-            ..key("obj", 0)
-        };
-        assert!(
-            cache.get(&other_version, 0, 10).is_none(),
-            "a new ETag never reads old blocks"
-        );
-        assert_eq!(cache.stats().hits.load(Ordering::Relaxed), 5);
-    }
-
-    #[test]
-    fn corruption_is_detected_dropped_and_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
-        cache.put(&key("obj", 3), &block(1, 150_000)).unwrap();
-        let path = cache.path_of(&key("obj", 3).file_name());
-        let mut bytes = fs::read(&path).unwrap();
-        let last = bytes.len() - 10;
-        bytes[last] ^= 0xff;
-        fs::write(&path, bytes).unwrap();
-        assert!(
-            cache.get(&key("obj", 3), 0, 10).is_some(),
-            "the first chunk is intact and still served"
-        );
-        assert!(
-            cache.get(&key("obj", 3), 140_000, 100).is_none(),
-            "the damaged chunk is caught"
-        );
-        assert_eq!(cache.stats().checksum_failures.load(Ordering::Relaxed), 1);
-        assert!(!path.exists() && cache.blocks() == 0, "dropped");
-    }
-
-    #[test]
-    fn restart_rebuilds_sizes_and_clears_interrupted_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
-            for i in 0..50 {
-                cache.put(&key("obj", i), &block(i as u8, 100_000)).unwrap();
-            }
-            fs::write(
-                cache
-                    .path_of(&key("obj", 0).file_name())
-                    .with_file_name(".tmp-999-1"),
-                b"partial",
-            )
-            .unwrap();
-        }
-        let cache = BlockCache::open(dir.path(), settings(1 << 30)).unwrap();
-        assert_eq!(cache.blocks(), 50);
-        assert_eq!(
-            cache.size(),
-            50 * (100_000 + header_len(100_000, key("obj", 0).owner_bytes().len()) as u64)
-        );
-        assert_eq!(
-            cache.get(&key("obj", 42), 5, 5).unwrap(),
-            block(42, 100_000)[5..10]
-        );
-        // A directory that is not ours is refused, not wiped.
-        let foreign = tempfile::tempdir().unwrap();
-        fs::write(foreign.path().join("precious.txt"), b"x").unwrap();
-        assert!(matches!(
-            BlockCache::open(foreign.path(), settings(1 << 30)),
-            Err(Error::NotOurs(_))
-        ));
-        assert!(foreign.path().join("precious.txt").exists());
-    }
-
-    #[test]
-    fn a_scan_does_not_flush_the_hot_set_and_the_limit_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let size = 100_000 + header_len(100_000, key("obj", 0).owner_bytes().len()) as u64;
-        let cache = BlockCache::open(dir.path(), settings(20 * size)).unwrap();
-        for i in 0..5 {
-            cache.put(&key("hot", i), &block(1, 100_000)).unwrap();
-            for _ in 0..3 {
-                cache.get(&key("hot", i), 0, 10).unwrap();
-            }
-        }
-        for i in 0..100 {
-            cache.put(&key("scan", i), &block(2, 100_000)).unwrap();
-            assert!(cache.size() <= 20 * size, "never past the limit");
-        }
-        for i in 0..5 {
-            assert!(
-                cache.get(&key("hot", i), 0, 10).is_some(),
-                "hot block {i} survived the scan"
-            );
-        }
-        assert!(cache.stats().evictions.load(Ordering::Relaxed) > 0);
-    }
-}
+mod tests;

@@ -373,6 +373,7 @@ impl Core {
         &self,
         cached: &Cached,
         claim: Claim,
+        length: u64,
         block: Bytes,
         when: Store,
         hold: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -392,7 +393,7 @@ impl Core {
         let (recent, metrics) = (cached.recent.clone(), self.metrics.clone());
         let logged = cached.write_error_logged.clone();
         let write = move || {
-            if let Err(err) = cache.put(&key, &block) {
+            if let Err(err) = cache.put(&key, length, &block) {
                 // A full or failing disk refuses every block: say so once a minute, and keep
                 // readahead blocks in memory so their reader need not fetch them again.
                 let refused = metrics.cache_write_error();
@@ -495,7 +496,8 @@ impl Core {
                 fetched += block.len() as u64;
                 // Readers get the bytes at once; the claim stays until the block is on disk.
                 sender.send_replace(Some(Ok(block.clone())));
-                self.store(cached, (key, sender), block, when, None).await;
+                self.store(cached, (key, sender), object.length, block, when, None)
+                    .await;
             }
             Ok(())
         }

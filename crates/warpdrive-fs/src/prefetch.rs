@@ -398,8 +398,15 @@ impl Core {
             // Readers get the bytes now; the claim stays until the block is on disk (so no one
             // fetches it again meanwhile), and the budget is held until then too.
             sender.send_replace(Some(Ok(block.clone())));
-            self.store(cached, (key, sender), block, Store::Ahead, Some(budget))
-                .await;
+            self.store(
+                cached,
+                (key, sender),
+                object.length,
+                block,
+                Store::Ahead,
+                Some(budget),
+            )
+            .await;
         }
 
         let code = failed.as_ref().map_or(0, ToErrno::errno);
