@@ -194,6 +194,41 @@ impl Core {
         result
     }
 
+    /// The whole cached copy of the version handle `fh` opened, verified and pinned, for the
+    /// kernel to read itself (FUSE passthrough); `None` when any of it is not cached.
+    pub(crate) async fn backing(&self, fh: u64) -> Option<blockcache::Backing> {
+        let cached = self.cached.as_ref()?;
+        let version = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)?
+            .version
+            .clone()?;
+        let Node::File {
+            backend,
+            key,
+            size,
+            etag: Some(etag),
+            ..
+        } = version
+        else {
+            return None;
+        };
+        let probe = BlockKey {
+            backend: self.backends[backend].name.clone(),
+            key,
+            etag,
+            index: 0,
+        };
+        let cache = cached.cache.clone();
+        // The first hand-out since start reads the whole file to check it.
+        tokio::task::spawn_blocking(move || cache.backing(&probe, size))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Reads `size` bytes at `offset`: through the block cache when there is one (blocks keyed
     /// by the ETag seen at lookup; the missing blocks of one request come in one ranged GET,
     /// and a block someone is already fetching is waited for, not fetched again), else with

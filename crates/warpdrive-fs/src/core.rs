@@ -174,6 +174,23 @@ impl Core {
         }
     }
 
+    /// Counts handle `fh`, which the kernel reads by itself (FUSE passthrough), as read whole
+    /// by `uid`: its reads never reach the daemon, so for such files usage is an upper bound.
+    pub fn account_whole(&self, fh: u64, uid: u32) {
+        let size = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .and_then(|h| match &h.version {
+                Some(Node::File { size, .. }) => Some(*size),
+                _ => None,
+            });
+        if let Some(size) = size {
+            self.account(fh, uid, size);
+        }
+    }
+
     /// One backend request finished: counted by outcome and, when it failed, by kind and in
     /// the backend's health.
     pub(crate) fn finished_request(

@@ -4,17 +4,20 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request, SessionACL,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    SessionACL,
 };
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
 use crate::error::{FsError, ToErrno, code_of, errno};
+use crate::passthrough::{Decision, Passthrough};
 use crate::{Attr, Core, Kind};
 
 /// Kernel cache lifetimes.
@@ -37,6 +40,9 @@ pub struct MountSettings {
     pub ttls: Ttls,
     /// Threads reading /dev/fuse.
     pub threads: usize,
+    /// Hand whole cached files to the kernel to read itself (FUSE passthrough, Linux 6.9+ and
+    /// CAP_SYS_ADMIN); without either, every read goes through the daemon as before.
+    pub passthrough: bool,
 }
 
 /// The FUSE filesystem.
@@ -47,6 +53,7 @@ pub struct WarpFs {
     /// The ETag each file had when last opened: the kernel keeps its cached pages only while
     /// it is unchanged.
     opened: Arc<std::sync::Mutex<std::collections::HashMap<u64, Option<String>>>>,
+    passthrough: Arc<Passthrough>,
 }
 
 const MAX_REQUEST: u32 = 1 << 20;
@@ -82,6 +89,7 @@ impl WarpFs {
             runtime,
             ttls,
             opened: Arc::default(),
+            passthrough: Arc::default(),
         }
     }
 }
@@ -91,6 +99,27 @@ impl Filesystem for WarpFs {
         // 1 MiB requests need max_pages 256, derived from max_readahead/max_write.
         let _ = config.set_max_readahead(MAX_REQUEST);
         let _ = config.set_max_background(64);
+        if self.passthrough.wanted {
+            // Depth 1: the cache's files may not be on a stacked filesystem (overlayfs), and
+            // this mount may still be the lower layer of one.
+            let taken = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            self.passthrough.active.store(taken, Ordering::Relaxed);
+            if taken {
+                tracing::info!(
+                    "FUSE passthrough on: whole cached files are read by the kernel from the cache disk"
+                );
+            } else {
+                tracing::warn!(
+                    "FUSE passthrough off: this kernel lacks it (Linux 6.9 or newer has it); every read goes through the daemon"
+                );
+            }
+        } else {
+            tracing::info!(
+                "FUSE passthrough off by configuration; every read goes through the daemon"
+            );
+        }
+        self.core.metrics().passthrough(self.passthrough.active());
         Ok(())
     }
 
@@ -150,7 +179,7 @@ impl Filesystem for WarpFs {
         );
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.0 & libc_o_accmode() != 0 {
             reply.error(Errno::EROFS);
             return;
@@ -162,14 +191,45 @@ impl Filesystem for WarpFs {
         }
         let core = self.core.clone();
         let opened = self.opened.clone();
+        let passthrough = self.passthrough.clone();
+        let uid = req.uid();
         let started = Instant::now();
         let span = tracing::info_span!("fuse", op = "open", ino = ino.0);
         self.runtime.spawn(
             async move {
                 let result = core.open(ino.0).await;
                 done(&core, "open", &result, started);
-                match result {
-                    Ok((fh, etag)) => {
+                let (fh, etag) = match result {
+                    Ok(opened) => opened,
+                    Err(err) => return reply.error(Errno::from_i32(err.errno())),
+                };
+                let backing = if passthrough.active() {
+                    core.backing(fh).await
+                } else {
+                    None
+                };
+                let decision = passthrough.open(ino.0, fh, etag.clone(), backing, |backing| {
+                    match reply.open_backing(backing.file()) {
+                        Ok(id) => Some(id),
+                        Err(err) => {
+                            // Not CAP_SYS_ADMIN, or the cache on a stacked filesystem: say so
+                            // once and stop trying.
+                            if passthrough.active.swap(false, Ordering::Relaxed) {
+                                tracing::warn!(%err, "FUSE passthrough off: the kernel refused a cache file as a backing file (it needs CAP_SYS_ADMIN and a cache directory that is not on overlayfs); every read goes through the daemon");
+                                core.metrics().passthrough(false);
+                            }
+                            None
+                        }
+                    }
+                });
+                match decision {
+                    Decision::Passthrough(id) => {
+                        core.metrics().opened("passthrough");
+                        core.account_whole(fh, uid);
+                        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                    }
+                    Decision::Daemon => {
+                        core.metrics().opened("daemon");
                         let previous = opened
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -182,7 +242,6 @@ impl Filesystem for WarpFs {
                         };
                         reply.opened(FileHandle(fh), flags);
                     }
-                    Err(err) => reply.error(Errno::from_i32(err.errno())),
                 }
             }
             .instrument(span),
@@ -230,6 +289,7 @@ impl Filesystem for WarpFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.passthrough.release(fh.0);
         self.core.release(fh.0);
         reply.ok();
     }
@@ -416,10 +476,11 @@ pub fn forget_in_kernel(notifier: &fuser::Notifier, inodes: &[u64]) {
 /// Mounts `fs` at `mount_point` and serves it on background threads until the returned session
 /// is dropped (which unmounts).
 pub fn mount(
-    fs: WarpFs,
+    mut fs: WarpFs,
     mount_point: &Path,
     settings: &MountSettings,
 ) -> std::io::Result<fuser::BackgroundSession> {
+    fs.passthrough = Arc::new(Passthrough::new(settings.passthrough));
     let mut options = vec![
         MountOption::FSName("warpdrive".into()),
         MountOption::Subtype("warpdrive".into()),

@@ -12,7 +12,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -55,6 +55,11 @@ pub const CACHE_CHECKSUM_FAILURES: &str = "cache_checksum_failures";
 pub const CACHE_SIZE_BYTES: &str = "cache_size_bytes";
 /// Gauge name: bytes of block files on disk as a fraction of `cache.max_size`.
 pub const CACHE_UTILIZATION: &str = "cache_utilization_ratio";
+/// Gauge name: 1 when the kernel reads whole cached files directly (FUSE passthrough), 0 when
+/// every read goes through the daemon.
+pub const PASSTHROUGH_ACTIVE: &str = "fuse_passthrough_active";
+/// Counter name: opens by how their reads are served (`passthrough`, `daemon`).
+pub const OPENS: &str = "fuse_opens";
 /// Counter name: failed backend requests by backend and kind (`timeout`, `denied`, ...).
 pub const BACKEND_ERRORS: &str = "backend_errors";
 /// Counter name: keys a listing left out, by backend and reason.
@@ -111,6 +116,13 @@ pub struct FsMetrics {
     cache_write_errors: Counter,
     keys_skipped: Family<SkipLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
+    passthrough_active: Gauge,
+    opens: Family<ServedLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServedLabel {
+    served: &'static str,
 }
 
 impl Default for FsMetrics {
@@ -134,6 +146,8 @@ impl Default for FsMetrics {
             cache_write_errors: Counter::default(),
             keys_skipped: Family::default(),
             errors: Family::default(),
+            passthrough_active: Gauge::default(),
+            opens: Family::default(),
         }
     }
 }
@@ -212,6 +226,16 @@ impl FsMetrics {
             "Bytes served from just-fetched blocks held in memory",
             metrics.memory_bytes_served.clone(),
         );
+        registry.register(
+            PASSTHROUGH_ACTIVE,
+            "1 when the kernel reads whole cached files itself (FUSE passthrough), else 0",
+            metrics.passthrough_active.clone(),
+        );
+        registry.register(
+            OPENS,
+            "File opens by how their reads are served (passthrough: by the kernel from the cache file; daemon)",
+            metrics.opens.clone(),
+        );
         if let Some(cache) = cache {
             registry.register_collector(Box::new(CacheCollector(cache)));
         }
@@ -271,6 +295,16 @@ impl FsMetrics {
         self.readahead_issued.inc_by(issued);
         self.readahead_used.inc_by(outcome.used);
         self.readahead_wasted.inc_by(outcome.wasted);
+    }
+
+    /// Whether the kernel took FUSE passthrough at mount.
+    pub(crate) fn passthrough(&self, active: bool) {
+        self.passthrough_active.set(i64::from(active));
+    }
+
+    /// A file was opened, its reads served by the kernel (`passthrough`) or by us (`daemon`).
+    pub(crate) fn opened(&self, served: &'static str) {
+        self.opens.get_or_create(&ServedLabel { served }).inc();
     }
 
     /// The cache disk refused a block; returns how many it has refused so far.

@@ -98,6 +98,7 @@ fn mount_with(extra: Vec<(String, Arc<dyn ObjectStore>, Duration)>) -> Mounted {
             allow_other: false,
             ttls,
             threads: 4,
+            passthrough: false,
         },
     )
     .expect("mount (needs root and /dev/fuse)");

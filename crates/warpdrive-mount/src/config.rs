@@ -172,6 +172,9 @@ pub(crate) struct CacheSettings {
     pub(crate) max_parallel_fetch: usize,
     /// Sequential-read prefetching.
     pub(crate) readahead: ReadaheadSettings,
+    /// Let the kernel read whole cached files itself (FUSE passthrough; Linux 6.9+, needs
+    /// CAP_SYS_ADMIN); falls back to reads through the daemon when it cannot.
+    pub(crate) passthrough: bool,
 }
 
 impl Default for CacheSettings {
@@ -184,6 +187,7 @@ impl Default for CacheSettings {
             low_water: 0.80,
             max_parallel_fetch: 16,
             readahead: ReadaheadSettings::default(),
+            passthrough: true,
         }
     }
 }

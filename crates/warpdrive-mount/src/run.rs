@@ -176,6 +176,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         allow_other: config.allow_other,
         ttls,
         threads: 4,
+        passthrough: config.cache.passthrough,
     };
     let state_dir = core
         .cache()

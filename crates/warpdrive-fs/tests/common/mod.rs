@@ -136,6 +136,17 @@ pub(crate) fn mount(
     core: Arc<Core>,
     runtime: &tokio::runtime::Runtime,
 ) -> Mount {
+    mount_passthrough(dir, name, core, runtime, false)
+}
+
+/// [`mount`], handing whole cached files to the kernel when `passthrough`.
+pub(crate) fn mount_passthrough(
+    dir: &Path,
+    name: &str,
+    core: Arc<Core>,
+    runtime: &tokio::runtime::Runtime,
+    passthrough: bool,
+) -> Mount {
     let mnt = dir.join(name);
     std::fs::create_dir_all(&mnt).unwrap();
     let ttls = Ttls {
@@ -151,6 +162,7 @@ pub(crate) fn mount(
             allow_other: false,
             ttls,
             threads: 4,
+            passthrough,
         },
     )
     .expect("mount (root, /dev/fuse)");
