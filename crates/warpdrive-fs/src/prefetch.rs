@@ -133,6 +133,25 @@ impl Core {
             Some(node) => node,
             None => self.node(ino)?,
         };
+        let mut random = false;
+        if !self.readahead.enabled
+            && let Some(cached) = &self.cached
+            && let Node::File { size: length, .. } = &node
+        {
+            // No readahead, but the access pattern still decides how much a miss fetches.
+            let end = (offset + u64::from(size)).min(*length);
+            let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(h) = handles.get_mut(&fh) {
+                h.pattern.on_read(
+                    offset,
+                    end,
+                    &self.readahead,
+                    cached.cache.block_size(),
+                    *length,
+                );
+                random = h.pattern.random();
+            }
+        }
         if self.readahead.enabled
             && let Some(cached) = &self.cached
             && let Node::File {
@@ -149,8 +168,13 @@ impl Core {
                 let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
                 let alone = handles.len() == 1;
                 match handles.get_mut(&fh) {
-                    Some(h) => self
-                        .plan_ahead(h, alone, cached, &backend, &key, &etag, offset, end, length),
+                    Some(h) => {
+                        let ahead = self.plan_ahead(
+                            h, alone, cached, &backend, &key, &etag, offset, end, length,
+                        );
+                        random = h.pattern.random();
+                        ahead
+                    }
                     None => Ahead::Nothing,
                 }
             };
@@ -187,7 +211,7 @@ impl Core {
                 });
             }
         }
-        self.read_node(node, offset, size).await
+        self.read_version(node, offset, size, random).await
     }
 
     /// Decides what a read through handle `h` asks of readahead. A sequential reader gets one

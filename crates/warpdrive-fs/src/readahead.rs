@@ -62,6 +62,13 @@ impl Pattern {
         self.run >= 2
     }
 
+    /// Whether the reader is not (yet, or any longer) sequential: its misses fetch only the
+    /// chunks they need, not whole blocks. A sequential run from mid-file pays this for its
+    /// first two reads; a read from byte 0 is sequential at once.
+    pub(crate) fn random(&self) -> bool {
+        self.reads > 0 && !self.sequential()
+    }
+
     /// How far ahead of the reader to fetch.
     pub(crate) fn window(&self) -> u64 {
         self.window

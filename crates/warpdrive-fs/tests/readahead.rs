@@ -459,3 +459,69 @@ fn a_full_cache_disk_still_serves_every_byte_fetched_once() {
     drop(m);
     drop(disk);
 }
+
+#[test]
+fn random_reads_fetch_the_chunks_they_touch_not_whole_blocks() {
+    let runtime = runtime();
+    // Blocks of 1 MiB: a whole-block fetch per random 64 KiB read would be 16× the bytes read.
+    let data = random(32 << 20, 21);
+    let (dir, src) = source_with("rnd.bin", &data);
+    let big_blocks = std::sync::Arc::new(
+        blockcache::BlockCache::open(
+            &dir.path().join("cache"),
+            blockcache::Settings {
+                max_size: 1 << 30,
+                block_size: 1 << 20,
+                high_water: 0.9,
+                low_water: 0.8,
+            },
+        )
+        .unwrap(),
+    );
+    let mut registry = Registry::default();
+    let core = core_with(&src, big_blocks, readahead(false), &mut registry);
+    // Each read lands at least 4 MiB (NEAR) from the one before, at a new place in its block.
+    let offsets: Vec<u64> = (0..200u64)
+        .map(|i| (i * (9 << 20) + i * 12_288) % ((32 << 20) - 65536))
+        .collect();
+    let read = runtime.block_on(async {
+        let local = core.lookup(ROOT, "local").await.unwrap();
+        let file = core.lookup(local.ino, "rnd.bin").await.unwrap();
+        let (fh, _) = core.open(file.ino).await.unwrap();
+        let mut read = 0u64;
+        for &offset in &offsets {
+            let got = core.read_handle(fh, file.ino, offset, 65536).await.unwrap();
+            assert!(
+                got[..] == data[offset as usize..offset as usize + 65536],
+                "bytes at {offset}"
+            );
+            read += got.len() as u64;
+        }
+        core.release(fh);
+        read
+    });
+    settle(&core);
+    let fetched = core.stats().backend_bytes.load(Ordering::Relaxed);
+    // The first read (no pattern yet) may fetch its whole block; every later one at most the
+    // two chunks a 64 KiB read can straddle.
+    assert!(
+        fetched <= 2 * read + (1 << 20),
+        "{fetched} bytes fetched for {read} read"
+    );
+    // Read again: every byte from the cache's parts of blocks.
+    let again = runtime.block_on(async {
+        let local = core.lookup(ROOT, "local").await.unwrap();
+        let file = core.lookup(local.ino, "rnd.bin").await.unwrap();
+        let (fh, _) = core.open(file.ino).await.unwrap();
+        for &offset in &offsets {
+            let got = core.read_handle(fh, file.ino, offset, 65536).await.unwrap();
+            assert!(got[..] == data[offset as usize..offset as usize + 65536]);
+        }
+        core.release(fh);
+        core.stats().backend_bytes.load(Ordering::Relaxed)
+    });
+    assert_eq!(
+        again, fetched,
+        "a second pass fetched bytes the cache holds"
+    );
+}

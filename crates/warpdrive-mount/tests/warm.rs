@@ -162,10 +162,14 @@ fn warm_fills_the_running_daemons_cache_skips_what_is_cached_and_names_errors() 
         metric(&addr, "warpdrive_backend_bytes_total{backend=\"scratch\"}"),
         before
     );
+    // Whole warmed files are handed to the kernel (FUSE passthrough): it reads the cache's
+    // files itself, so the daemon serves none of those bytes.
     assert_eq!(
-        metric(&addr, "warpdrive_cache_bytes_served_total"),
-        (16 << 20) as f64
+        metric(&addr, "warpdrive_fuse_opens_total{served=\"passthrough\"}"),
+        6.0
     );
+    assert_eq!(metric(&addr, "warpdrive_fuse_passthrough_active"), 1.0);
+    assert_eq!(metric(&addr, "warpdrive_cache_bytes_served_total"), 0.0);
 
     // A wrong backend is named, with the right ones.
     let out = warm(&cfg, &["--backend", "nope"]);
