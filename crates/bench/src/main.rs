@@ -5,6 +5,7 @@
 mod cache_bench;
 mod csi_bench;
 mod fuse_bench;
+mod s3_server;
 mod truenas_bench;
 
 use std::process::ExitCode;
@@ -54,10 +55,31 @@ enum Bench {
         #[arg(long, default_value_t = 100_000)]
         blocks: u64,
     },
-    /// warpdrive-mount over the moto S3 server: 4 × 1 GiB sequential, 20,000 × 128 KiB files
-    /// shuffled by 8 threads, random 64 KiB reads in a 2 GiB file, each cold and warm, beside
-    /// local disk, object_store with no FUSE, and `rclone mount --vfs-cache-mode full`; plus
-    /// warpdrive's peak RSS. Needs root, /dev/fuse and moto_server; installs rclone if missing.
+    /// warpdrive-mount over a fast S3 server of our own (`bench s3-server`): 4 × 1 GiB
+    /// sequential, 20,000 × 128 KiB files shuffled by 8 threads, random 64 KiB reads in a 2 GiB
+    /// file, each cold, warm and after a restart, beside local disk, direct GETs with no FUSE,
+    /// s3fs-fuse and `rclone mount --vfs-cache-mode full`; `ls -l` of 10^4–10^6 entries; CPU
+    /// per GiB and warpdrive's peak RSS. Needs root and /dev/fuse; installs s3fs and rclone
+    /// (apt-get) if missing.
+    /// Not a benchmark: the S3 server `bench fuse` starts (one directory served as one
+    /// read-only bucket on 127.0.0.1, 1 MiB reads, signed requests), to run it by hand.
+    S3Server {
+        /// The directory to serve.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// The bucket name it is served as.
+        #[arg(long, default_value = "bench")]
+        bucket: String,
+        /// Port on 127.0.0.1.
+        #[arg(long)]
+        port: u16,
+        /// Access key id requests must be signed with.
+        #[arg(long, default_value = "bench")]
+        access_key: String,
+        /// Environment variable holding the secret key (never a value on the command line).
+        #[arg(long, default_value = "BENCH_S3_SECRET")]
+        secret_key_env: String,
+    },
     Fuse {
         /// The warpdrive-mount binary (cargo xtask bench builds it in release mode).
         #[arg(long, env = "BENCH_WARPDRIVE_BIN")]
@@ -80,19 +102,25 @@ enum Bench {
         /// Size of the file read at random offsets, MiB.
         #[arg(long, default_value_t = 2048)]
         random_mib: u64,
-        /// Random 64 KiB reads per run.
-        #[arg(long, default_value_t = 4000)]
+        /// Random 64 KiB reads per run (the first reads of a cold file).
+        #[arg(long, default_value_t = 2000)]
         random_reads: usize,
-        /// Time limit of each random-read pass, seconds (cold random reads are slow on moto,
-        /// which reads the whole object for every ranged GET); throughput counts the reads done.
-        #[arg(long, default_value_t = 30)]
+        /// Time limit of each random-read pass, seconds; throughput counts the reads done.
+        #[arg(long, default_value_t = 60)]
         random_secs: u64,
         /// Reader threads for the small-file and random cases.
         #[arg(long, default_value_t = 8)]
         threads: usize,
-        /// Leave out the rclone baseline (its targets are then not checked).
+        /// Leave out the rclone baseline.
         #[arg(long)]
         skip_rclone: bool,
+        /// Leave out the s3fs-fuse baseline (its targets are then not checked).
+        #[arg(long)]
+        skip_s3fs: bool,
+        /// Directory sizes for the `ls -l` case, comma-separated (empty: skipped); the
+        /// directories are made once under --dir and kept.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        listing: Vec<usize>,
     },
 }
 
@@ -114,6 +142,16 @@ fn main() -> ExitCode {
             existing,
         } => runtime.block_on(csi_bench::run_bench(&binary, volumes, latency_ms, existing)),
         Bench::Cache { blocks } => cache_bench::run(blocks),
+        Bench::S3Server {
+            dir,
+            bucket,
+            port,
+            access_key,
+            secret_key_env,
+        } => {
+            let secret = std::env::var(&secret_key_env).unwrap_or_else(|_| "bench".into());
+            runtime.block_on(s3_server::serve(&dir, &bucket, port, &access_key, &secret))
+        }
         Bench::Fuse {
             binary,
             dir,
@@ -126,6 +164,8 @@ fn main() -> ExitCode {
             random_secs,
             threads,
             skip_rclone,
+            skip_s3fs,
+            listing,
         } => runtime.block_on(fuse_bench::run(fuse_bench::Options {
             binary,
             dir,
@@ -138,6 +178,8 @@ fn main() -> ExitCode {
             random_cold_secs: random_secs,
             threads: threads.max(1),
             skip_rclone,
+            skip_s3fs,
+            listing,
         })),
     };
     match result {

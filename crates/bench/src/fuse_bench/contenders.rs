@@ -1,6 +1,6 @@
-//! The servers and mounts a run measures: moto, warpdrive-mount, rclone, and the S3 client.
+//! The servers and mounts a run measures: the S3 server, warpdrive-mount, s3fs-fuse, rclone,
+//! and the S3 client.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use futures_util::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
-use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use super::*;
 
@@ -55,22 +53,40 @@ pub(super) fn find(name: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// rclone from Debian's package, installed when missing and we are root.
-pub(super) fn rclone() -> anyhow::Result<PathBuf> {
-    if let Some(found) = find("rclone") {
+/// A peer from Debian's package `package`, installed when missing (we are root).
+pub(super) fn installed(program: &str, package: &str, skip: &str) -> anyhow::Result<PathBuf> {
+    if let Some(found) = find(program) {
         return Ok(found);
     }
-    println!("installing rclone (apt-get install rclone) for the baseline…");
+    println!("installing {package} (apt-get install {package}) for the baseline…");
     let status = Command::new("apt-get")
-        .args(["install", "-y", "-q", "rclone"])
+        .args(["install", "-y", "-q", package])
         .stdout(Stdio::null())
         .status()
         .context("apt-get")?;
     ensure!(
         status.success(),
-        "rclone is missing and apt-get could not install it; install rclone or pass --skip-rclone"
+        "{program} is missing and apt-get could not install it; install {package} or pass {skip}"
     );
-    find("rclone").context("rclone still not on PATH after apt-get")
+    find(program).with_context(|| format!("{program} still not on PATH after apt-get"))
+}
+
+/// The S3 server (`bench s3-server`, this binary) serving `local` as the bucket.
+pub(super) fn start_server(local: &Path, port: u16) -> anyhow::Result<Proc> {
+    let me = std::env::current_exe().context("finding this binary")?;
+    let child = Command::new(me)
+        .arg("s3-server")
+        .arg("--dir")
+        .arg(local)
+        .args(["--bucket", BUCKET, "--port", &port.to_string()])
+        .env("BENCH_S3_SECRET", "bench")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("start the S3 server")?;
+    let proc = Proc(child);
+    wait_port(port, "the S3 server")?;
+    Ok(proc)
 }
 
 pub(super) fn s3(port: u16) -> anyhow::Result<Arc<dyn ObjectStore>> {
@@ -91,44 +107,6 @@ pub(super) fn s3(port: u16) -> anyhow::Result<Arc<dyn ObjectStore>> {
     ))
 }
 
-pub(super) async fn upload(
-    store: &Arc<dyn ObjectStore>,
-    local: &Path,
-    data: &Data,
-) -> anyhow::Result<()> {
-    for key in data.large.iter().chain(std::iter::once(&data.random)) {
-        let upload = store.put_multipart(&StorePath::from(key.as_str())).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, 16 * MIB as usize);
-        let mut file = std::fs::File::open(local.join(key))?;
-        let mut buf = vec![0u8; 16 * MIB as usize];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            writer.wait_for_capacity(4).await?;
-            writer.write(&buf[..n]);
-        }
-        writer.finish().await?;
-    }
-    futures_util::stream::iter(data.small.iter())
-        .map(|key| {
-            let store = store.clone();
-            let path = local.join(key);
-            async move {
-                let bytes = tokio::fs::read(&path).await?;
-                store
-                    .put(&StorePath::from(key.as_str()), bytes.into())
-                    .await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
-}
-
 pub(super) fn start_warpdrive(opts: &Options, port: u16, name: &str) -> anyhow::Result<Mounted> {
     let mnt = opts.dir.join(format!("mnt-{name}"));
     std::fs::create_dir_all(&mnt)?;
@@ -138,15 +116,17 @@ pub(super) fn start_warpdrive(opts: &Options, port: u16, name: &str) -> anyhow::
         format!(
             "mount_point: {mnt}\n\
              metadata: {{ attr_ttl: 10m, entry_ttl: 10m, list_cache_ttl: 10m }}\n\
-             cache: {{ path: {cache}, max_size: 64GiB, block_size: 4MiB, max_parallel_fetch: 16, readahead: {{ parallel_gets: 1 }} }}\n\
+             cache: {{ path: {cache}, max_size: 64GiB, block_size: 4MiB, max_parallel_fetch: 16 }}\n\
              control_socket: {sock}\n\
              backends:\n\
-             \x20 - name: moto\n    type: s3\n    bucket: {BUCKET}\n    mount_path: /\n    endpoint: http://127.0.0.1:{port}\n    allow_http: true\n    request_timeout: 120s\n    auth: {{ method: static, access_key_id_env: BENCH_AKID, secret_access_key_env: BENCH_SAK }}\n\
+             \x20 - name: s3\n    type: s3\n    bucket: {BUCKET}\n    mount_path: /s3\n    endpoint: http://127.0.0.1:{port}\n    allow_http: true\n    request_timeout: 120s\n    auth: {{ method: static, access_key_id_env: BENCH_AKID, secret_access_key_env: BENCH_SAK }}\n\
+             \x20 - name: disk\n    type: local\n    root: {local}\n    mount_path: /disk\n\
              metrics: {{ addr: 127.0.0.1:0 }}\n\
              log: {{ level: warn }}\n",
             mnt = mnt.display(),
             cache = opts.dir.join("cache-warpdrive").display(),
             sock = opts.dir.join("control.sock").display(),
+            local = opts.dir.join("local").display(),
         ),
     )?;
     let mut child = Command::new(&opts.binary)
@@ -159,11 +139,15 @@ pub(super) fn start_warpdrive(opts: &Options, port: u16, name: &str) -> anyhow::
         .spawn()
         .with_context(|| format!("start {}", opts.binary.display()))?;
     wait_mounted(&mnt, &mut child, "warpdrive-mount")?;
-    Ok(Mounted { child, mnt })
+    Ok(Mounted {
+        child,
+        root: mnt.join("s3"),
+        mnt,
+    })
 }
 
 pub(super) fn start_rclone(opts: &Options, port: u16) -> anyhow::Result<Mounted> {
-    let rclone = rclone()?;
+    let rclone = installed("rclone", "rclone", "--skip-rclone")?;
     let mnt = opts.dir.join("mnt-rclone");
     std::fs::create_dir_all(&mnt)?;
     let cache = opts.dir.join("cache-rclone");
@@ -197,23 +181,51 @@ pub(super) fn start_rclone(opts: &Options, port: u16) -> anyhow::Result<Mounted>
         .spawn()
         .context("start rclone")?;
     wait_mounted(&mnt, &mut child, "rclone mount")?;
-    Ok(Mounted { child, mnt })
+    Ok(Mounted {
+        child,
+        root: mnt.clone(),
+        mnt,
+    })
 }
 
-/// moto accepts an unsigned CreateBucket; object_store has no bucket API.
-pub(super) async fn create_bucket(port: u16) -> anyhow::Result<()> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    let request = format!(
-        "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await?;
-    let mut reply = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut reply).await?;
-    let status = BufReader::new(&reply[..])
-        .lines()
-        .next()
-        .transpose()?
-        .unwrap_or_default();
-    ensure!(status.contains(" 200 "), "moto answered {status}");
-    Ok(())
+/// s3fs-fuse over the S3 server, read-only, with its disk cache in `cache-s3fs` (kept across
+/// a restart when `fresh` is false).
+pub(super) fn start_s3fs(opts: &Options, port: u16, fresh: bool) -> anyhow::Result<Mounted> {
+    let s3fs = installed("s3fs", "s3fs", "--skip-s3fs")?;
+    let mnt = opts.dir.join("mnt-s3fs");
+    std::fs::create_dir_all(&mnt)?;
+    let cache = opts.dir.join("cache-s3fs");
+    if fresh {
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+    std::fs::create_dir_all(&cache)?;
+    let passwd = opts.dir.join("s3fs.passwd");
+    std::fs::write(&passwd, "bench:bench\n")?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let mut child = Command::new(s3fs)
+        .arg(BUCKET)
+        .arg(&mnt)
+        .arg("-f")
+        .args(["-o", &format!("url=http://127.0.0.1:{port}")])
+        .args(["-o", "use_path_request_style", "-o", "endpoint=us-east-1"])
+        .args(["-o", "ro", "-o", "stat_cache_expire=3600"])
+        .arg("-o")
+        .arg(format!("use_cache={}", cache.display()))
+        .arg("-o")
+        .arg(format!("passwd_file={}", passwd.display()))
+        // s3fs, like rclone, trips over a CA bundle meant for https endpoints.
+        .env_remove("AWS_CA_BUNDLE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("start s3fs")?;
+    wait_mounted(&mnt, &mut child, "s3fs")?;
+    Ok(Mounted {
+        child,
+        root: mnt.clone(),
+        mnt,
+    })
 }
