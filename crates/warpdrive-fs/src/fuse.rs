@@ -99,6 +99,13 @@ impl Filesystem for WarpFs {
         // 1 MiB requests need max_pages 256, derived from max_readahead/max_write.
         let _ = config.set_max_readahead(MAX_REQUEST);
         let _ = config.set_max_background(64);
+        // `ls -l` of a large directory: entries come with their attributes (answered from the
+        // listing), so the kernel needs no lookup per name; AUTO lets it fall back to plain
+        // readdir for a reader that never stats.
+        let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if config.add_capabilities(plus).is_err() {
+            tracing::debug!("the kernel has no readdirplus; directory entries are looked up one by one");
+        }
         if self.passthrough.wanted {
             // Depth 1: the cache's files may not be on a stacked filesystem (overlayfs), and
             // this mount may still be the lower layer of one.
