@@ -31,6 +31,9 @@ pub(crate) struct Object {
     pub(crate) verified: bool,
     /// Entries in the record file, live or not (for compaction at start).
     pub(crate) entries: u64,
+    /// Tells this object apart from a later one of the same digest (removed, then cached
+    /// again), so a pin is only ever released on the object it was taken on.
+    pub(crate) generation: u64,
 }
 
 impl Object {
@@ -42,6 +45,7 @@ impl Object {
             pins: 0,
             verified: false,
             entries: 0,
+            generation: 0,
         }
     }
 

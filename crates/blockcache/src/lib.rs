@@ -293,6 +293,7 @@ pub struct BlockCache {
 pub struct Backing {
     file: File,
     digest: String,
+    generation: u64,
     index: Arc<Mutex<Index>>,
 }
 
@@ -306,7 +307,9 @@ impl Backing {
 impl Drop for Backing {
     fn drop(&mut self) {
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(object) = index.objects.get_mut(&self.digest) {
+        if let Some(object) = index.objects.get_mut(&self.digest)
+            && object.generation == self.generation
+        {
             object.pins = object.pins.saturating_sub(1);
         }
     }
@@ -439,7 +442,8 @@ impl BlockCache {
                 let path = file.path();
                 if let Some(digest) = name.strip_suffix(".rec") {
                     match self.load(digest, &path) {
-                        Some(object) if !object.units.is_empty() => {
+                        Some(mut object) if !object.units.is_empty() => {
+                            object.generation = index.tick();
                             index.total += object.bytes;
                             index.units += object.units.len() as u64;
                             index.objects.insert(digest.to_owned(), object);
@@ -903,9 +907,10 @@ impl BlockCache {
             self.delete_files(digest);
             return Err(io("creating a cached object")(err));
         }
-        locked(&self.index)
-            .objects
-            .insert(digest.to_owned(), Object::new(header));
+        let mut index = locked(&self.index);
+        let mut object = Object::new(header);
+        object.generation = index.tick();
+        index.objects.insert(digest.to_owned(), object);
         Ok(())
     }
 
@@ -914,7 +919,7 @@ impl BlockCache {
     /// of it is missing or corrupt (the corrupt range is dropped).
     pub fn backing(&self, key: &BlockKey, length: u64) -> Option<Backing> {
         let digest = key.digest();
-        let (verified, sums) = {
+        let (verified, sums, generation) = {
             let mut index = locked(&self.index);
             let object = index.objects.get_mut(&digest)?;
             if object.header.length != length || length == 0 || !object.complete() {
@@ -930,22 +935,23 @@ impl BlockCache {
                     .map(|(at, unit)| (*at, unit.sums.clone()))
                     .collect()
             };
-            (object.verified, sums)
+            (object.verified, sums, object.generation)
+        };
+        let file = match File::open(self.path_of(&digest, "data")) {
+            Ok(file) => file,
+            Err(_) => {
+                if let Some(object) = locked(&self.index).objects.get_mut(&digest)
+                    && object.generation == generation
+                {
+                    object.pins = object.pins.saturating_sub(1);
+                }
+                return None;
+            }
         };
         let backing = Backing {
-            file: match File::open(self.path_of(&digest, "data")) {
-                Ok(file) => file,
-                Err(_) => {
-                    let unpin = Backing {
-                        file: File::open("/dev/null").ok()?,
-                        digest,
-                        index: self.index.clone(),
-                    };
-                    drop(unpin);
-                    return None;
-                }
-            },
+            file,
             digest,
+            generation,
             index: self.index.clone(),
         };
         if !verified {
@@ -957,7 +963,9 @@ impl BlockCache {
                 self.drop_range(&digest, bad);
                 return None;
             }
-            if let Some(object) = locked(&self.index).objects.get_mut(&backing.digest) {
+            if let Some(object) = locked(&self.index).objects.get_mut(&backing.digest)
+                && object.generation == generation
+            {
                 object.verified = true;
             }
         }

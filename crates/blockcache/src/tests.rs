@@ -501,6 +501,30 @@ fn a_whole_object_is_handed_out_verified_and_is_not_evicted_while_held() {
     assert!(cache.contains(&key("bad", 0)));
 }
 
+#[test]
+fn a_pin_is_released_only_on_the_object_it_was_taken_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlockCache::open(dir.path(), settings(12 * BS)).unwrap();
+    let data = object(5, 4 * BS);
+    put_all(&cache, &key("whole", 0), &data);
+    let first = cache.backing(&key("whole", 0), data.len() as u64).unwrap();
+    // Invalidated while the kernel reads it, then cached again and handed out again.
+    assert_eq!(cache.evict_prefix("b", "").blocks, 4);
+    put_all(&cache, &key("whole", 0), &data);
+    let second = cache.backing(&key("whole", 0), data.len() as u64).unwrap();
+    drop(first);
+    let filler = object(6, 40 * BS);
+    for i in 0..40 {
+        cache
+            .put(&key("filler", i), filler.len() as u64, block_of(&filler, i))
+            .unwrap();
+    }
+    let mut read = vec![0u8; data.len()];
+    second.file().read_exact_at(&mut read, 0).unwrap();
+    assert_eq!(read, data, "the second hand-out stayed pinned");
+    assert!(cache.contains(&key("whole", 3)));
+}
+
 /// The format, byte for byte. If this fails the on-disk format changed: bump the magic in
 /// `record.rs` (old files are then removed at open) and write new golden files with
 /// `WARPDRIVE_BLESS=1 cargo test -p blockcache golden`.

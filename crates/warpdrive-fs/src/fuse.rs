@@ -104,7 +104,9 @@ impl Filesystem for WarpFs {
         // readdir for a reader that never stats.
         let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
         if config.add_capabilities(plus).is_err() {
-            tracing::debug!("the kernel has no readdirplus; directory entries are looked up one by one");
+            tracing::debug!(
+                "the kernel has no readdirplus; directory entries are looked up one by one"
+            );
         }
         if self.passthrough.wanted {
             // Depth 1: the cache's files may not be on a stacked filesystem (overlayfs), and
