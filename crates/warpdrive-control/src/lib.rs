@@ -32,6 +32,7 @@ mod test_support {
             dir_mode: 0o555,
             attr_ttl: Duration::from_secs(60),
             list_cache_entries: 16,
+            list_cache_names: 100_000,
             list_cache_ttl: Duration::from_secs(60),
         };
         let cache = blockcache::BlockCache::open(

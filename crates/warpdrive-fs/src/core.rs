@@ -53,6 +53,8 @@ pub struct FsSettings {
     pub attr_ttl: Duration,
     /// Directory listings kept in memory.
     pub list_cache_entries: usize,
+    /// Names in all kept listings together (the oldest listings go first past it).
+    pub list_cache_names: usize,
     /// How long a listing is trusted.
     pub list_cache_ttl: Duration,
 }

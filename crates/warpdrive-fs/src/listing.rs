@@ -53,10 +53,20 @@ impl Core {
         };
         let listing = Arc::new(entries);
         let mut cache = self.listings.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= self.settings.list_cache_entries.max(1)
-            && let Some(oldest) = cache.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| *k)
+        cache.remove(&ino);
+        // Bounded in directories and in names: the oldest listings go first. A listing larger
+        // than the whole bound is kept alone (dropping it would cost a LIST per lookup).
+        let names_bound = self.settings.list_cache_names.max(1);
+        let mut names: usize = cache.values().map(|(_, l)| l.len()).sum::<usize>() + listing.len();
+        while !cache.is_empty()
+            && (cache.len() >= self.settings.list_cache_entries.max(1) || names > names_bound)
         {
-            cache.remove(&oldest);
+            let Some(oldest) = cache.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| *k) else {
+                break;
+            };
+            if let Some((_, gone)) = cache.remove(&oldest) {
+                names -= gone.len();
+            }
         }
         cache.insert(ino, (Instant::now(), listing.clone()));
         Ok(listing)

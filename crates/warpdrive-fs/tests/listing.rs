@@ -45,3 +45,53 @@ async fn a_directory_stream_keeps_its_listing_while_the_cache_refreshes() {
     assert_eq!(core.readdir(d, fh, 10_000, 10).await.unwrap().len(), 0);
     core.releasedir(fh);
 }
+
+#[tokio::test]
+async fn kept_listings_are_bounded_in_names_not_only_in_directories() {
+    use std::sync::Arc;
+    use warpdrive_fs::{Backend, Core, FsSettings, namespace};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for d in ["a", "b"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+        for i in 0..100 {
+            std::fs::write(src.join(format!("{d}/f{i:03}")), b"x").unwrap();
+        }
+    }
+    let store: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&src).unwrap());
+    let backends = vec![Backend {
+        name: "local".into(),
+        store,
+        prefix: String::new(),
+        timeout: Duration::from_secs(10),
+    }];
+    let tree = namespace::build(&[("/local".to_owned(), 0)]).unwrap();
+    let settings = FsSettings {
+        uid: 0,
+        gid: 0,
+        file_mode: 0o444,
+        dir_mode: 0o555,
+        attr_ttl: Duration::from_secs(300),
+        list_cache_entries: 64,
+        // Room for one directory of 100 names (and the small root listings), not two.
+        list_cache_names: 150,
+        list_cache_ttl: Duration::from_secs(300),
+    };
+    let core = Arc::new(Core::new(backends, tree, settings));
+    let local = core.lookup(warpdrive_fs::ROOT, "local").await.unwrap().ino;
+    let a = core.lookup(local, "a").await.unwrap().ino;
+    let b = core.lookup(local, "b").await.unwrap().ino;
+    let listed = |ino| {
+        let core = core.clone();
+        async move { core.readdir(ino, 0, 0, 1000).await.unwrap().len() }
+    };
+    assert_eq!(listed(a).await, 100);
+    assert_eq!(listed(b).await, 100);
+    // A new name in each: a kept listing (within its 300 s) does not show it, a dropped one
+    // is listed again and does.
+    std::fs::write(src.join("a/new"), b"y").unwrap();
+    std::fs::write(src.join("b/new"), b"y").unwrap();
+    assert_eq!(listed(b).await, 100, "b, the newest listing, is kept");
+    assert_eq!(listed(a).await, 101, "a went out to keep 150 names");
+}

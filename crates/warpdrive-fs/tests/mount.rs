@@ -82,6 +82,7 @@ fn mount_with(extra: Vec<(String, Arc<dyn ObjectStore>, Duration)>) -> Mounted {
         dir_mode: 0o555,
         attr_ttl: Duration::from_secs(60),
         list_cache_entries: 1024,
+        list_cache_names: 1_000_000,
         list_cache_ttl: Duration::from_secs(300),
     };
     let core = Arc::new(Core::new(backends, tree, settings));

@@ -87,6 +87,9 @@ pub(crate) struct MetadataSettings {
     pub(crate) negative_ttl: Duration,
     /// Directory listings kept in memory.
     pub(crate) list_cache_entries: usize,
+    /// Names in all kept listings together: a directory of 10^6 objects must not push every
+    /// other listing out, nor a few such directories pin unbounded memory.
+    pub(crate) list_cache_names: usize,
     /// How long a listing is reused.
     #[serde(with = "humantime_serde")]
     pub(crate) list_cache_ttl: Duration,
@@ -99,6 +102,7 @@ impl Default for MetadataSettings {
             attr_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
             list_cache_entries: 1024,
+            list_cache_names: 2_000_000,
             list_cache_ttl: Duration::from_secs(300),
         }
     }

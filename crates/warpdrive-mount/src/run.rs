@@ -125,6 +125,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         dir_mode: mode(&config.dir_mode),
         attr_ttl: config.metadata.attr_ttl,
         list_cache_entries: config.metadata.list_cache_entries,
+        list_cache_names: config.metadata.list_cache_names,
         list_cache_ttl: config.metadata.list_cache_ttl,
     };
     let cache_settings = blockcache::Settings {

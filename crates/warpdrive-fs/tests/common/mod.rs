@@ -62,6 +62,7 @@ pub(crate) fn core_over(
         dir_mode: 0o555,
         attr_ttl: Duration::from_millis(200),
         list_cache_entries: 64,
+        list_cache_names: 1_000_000,
         list_cache_ttl: Duration::from_millis(200),
     };
     Core::new(backends, tree, settings).with_cache(cache, 8)
