@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::index::{Index, Object};
@@ -649,7 +650,7 @@ impl BlockCache {
 
     /// `len` bytes at `offset` inside the block, verified; `None` when any of them is absent or
     /// was corrupt (then that range is dropped).
-    pub fn get(&self, key: &BlockKey, offset: usize, len: usize) -> Option<Vec<u8>> {
+    pub fn get(&self, key: &BlockKey, offset: usize, len: usize) -> Option<Bytes> {
         let digest = key.digest();
         let start = key.index * self.settings.block_size + offset as u64;
         let found = {
@@ -703,48 +704,48 @@ impl BlockCache {
         }
     }
 
-    /// Reads `[start, end)` (which `pieces`, units by offset with their sums, cover) and checks
-    /// every chunk it touches. `Err(Some(unit))`: that unit is corrupt; `Err(None)`: the file
-    /// could not be read.
+    /// Reads `[start, end)` (which `pieces`, units by offset with their sums, cover without a
+    /// gap) with one read into one buffer, and checks every chunk it touches; the bytes are
+    /// handed out as a slice of that buffer, not copied again. `Err(Some(unit))`: that unit is
+    /// corrupt; `Err(None)`: the file could not be read.
     fn read_verified(
         &self,
         digest: &str,
         start: u64,
         end: u64,
         pieces: &[(u64, Box<[u32]>)],
-    ) -> Result<Vec<u8>, Option<u64>> {
+    ) -> Result<Bytes, Option<u64>> {
         let file = File::open(self.path_of(digest, "data")).map_err(|_| None)?;
         let chunk = CHUNK as u64;
-        let from = start / chunk * chunk;
-        let mut out = Vec::with_capacity((end - start) as usize);
-        let mut buf = Vec::new();
-        for (at, sums) in pieces {
-            let unit_end = at + sums.len() as u64 * chunk; // chunk-rounded
-            let lo = from.max(*at);
-            let hi = end.min(unit_end).div_ceil(chunk) * chunk;
-            if lo >= hi {
-                continue;
+        let lo = start / chunk * chunk;
+        // Where the covering pieces end, chunk-rounded (the last chunk of an object is short).
+        let covered = pieces
+            .last()
+            .map_or(end, |(at, sums)| at + sums.len() as u64 * chunk);
+        let hi = (end.div_ceil(chunk) * chunk).min(covered);
+        let mut buf = vec![0u8; (hi - lo) as usize];
+        let got = read_at_most(&file, &mut buf, lo).map_err(|_| None)?;
+        buf.truncate(got);
+        let mut piece = 0;
+        for (i, bytes) in buf.chunks(CHUNK).enumerate() {
+            let pos = lo + i as u64 * chunk;
+            while pieces.get(piece + 1).is_some_and(|(next, _)| *next <= pos) {
+                piece += 1;
             }
-            buf.resize((hi - lo) as usize, 0);
-            let got = read_at_most(&file, &mut buf, lo).map_err(|_| None)?;
-            buf.truncate(got);
-            for (i, bytes) in buf.chunks(CHUNK).enumerate() {
-                let n = ((lo - at) / chunk) as usize + i;
-                if sums
-                    .get(n)
-                    .is_none_or(|want| crc32fast::hash(bytes) != *want)
-                {
-                    return Err(Some(*at));
-                }
+            let (at, sums) = &pieces[piece];
+            let n = ((pos - at) / chunk) as usize;
+            if sums
+                .get(n)
+                .is_none_or(|want| crc32fast::hash(bytes) != *want)
+            {
+                return Err(Some(*at));
             }
-            if (got as u64) < (end.min(unit_end) - lo) {
-                return Err(Some(*at)); // shorter than its record says
-            }
-            let take_from = (start.max(lo) - lo) as usize;
-            let take_to = ((end.min(unit_end)) - lo) as usize;
-            out.extend_from_slice(&buf[take_from..take_to.min(buf.len())]);
         }
-        Ok(out)
+        if (got as u64) < end - lo {
+            // Shorter than its record says: the last piece is not all there.
+            return Err(Some(pieces.last().map_or(lo, |(at, _)| *at)));
+        }
+        Ok(Bytes::from(buf).slice((start - lo) as usize..(end - lo) as usize))
     }
 
     /// Gives up one range of an object (a corrupt one): a punched hole and a record entry; a

@@ -314,7 +314,7 @@ impl Core {
                     .ok()
                     .flatten();
                 if let Some(bytes) = hit {
-                    pieces.push(Bytes::from(bytes));
+                    pieces.push(bytes);
                     index += 1;
                     continue;
                 }
@@ -435,7 +435,6 @@ impl Core {
                         .await
                         .ok()
                         .flatten()
-                        .map(Bytes::from)
                 }
                 None => None,
             };
