@@ -122,51 +122,66 @@ pub(crate) struct Body {
     key: String,
     timeout: Duration,
     stream: BoxStream<'static, object_store::Result<Bytes>>,
-    buffer: BytesMut,
+    /// What the last chunk held beyond the last block (a slice of it, not a copy).
+    rest: Bytes,
 }
 
+/// Blocks start on this boundary in memory, so the cache can write them with O_DIRECT (no
+/// copy into the page cache).
+const BLOCK_ALIGN: usize = 4096;
+
 impl Body {
-    /// The next `want` bytes (one block); a body that ends or stalls first is an error.
+    /// The next chunk of the body, within the timeout; `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, FsError> {
+        match tokio::time::timeout(self.timeout, self.stream.next()).await {
+            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+            Ok(Some(Err(err))) => Err(FsError::store(&self.backend, err)),
+            Ok(None) => Ok(None),
+            Err(_) => {
+                tracing::warn!(backend = %self.backend, key = %self.key, "backend body stalled");
+                Err(FsError::Timeout {
+                    backend: self.backend.clone(),
+                    timeout: self.timeout,
+                })
+            }
+        }
+    }
+
+    /// The next `want` bytes (one block), in one buffer aligned to [`BLOCK_ALIGN`]; a body
+    /// that ends or stalls first is an error.
     pub(crate) async fn next_block(&mut self, want: usize) -> Result<Bytes, FsError> {
-        self.buffer.reserve(want.saturating_sub(self.buffer.len()));
-        while self.buffer.len() < want {
-            match tokio::time::timeout(self.timeout, self.stream.next()).await {
-                Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
-                Ok(Some(Err(err))) => return Err(FsError::store(&self.backend, err)),
-                Ok(None) => {
+        let mut out: Vec<u8> = Vec::with_capacity(want + BLOCK_ALIGN);
+        let pad = out.as_ptr().align_offset(BLOCK_ALIGN).min(BLOCK_ALIGN);
+        out.resize(pad, 0);
+        let mut chunk = std::mem::take(&mut self.rest);
+        loop {
+            let need = want - (out.len() - pad);
+            if chunk.len() >= need {
+                out.extend_from_slice(&chunk[..need]);
+                self.rest = chunk.slice(need..);
+                return Ok(Bytes::from(out).slice(pad..));
+            }
+            out.extend_from_slice(&chunk);
+            chunk = match self.chunk().await? {
+                Some(chunk) => chunk,
+                None => {
                     tracing::warn!(backend = %self.backend, key = %self.key, "backend body ended early");
                     return Err(FsError::ShortBody {
                         backend: self.backend.clone(),
                         key: self.key.clone(),
                     });
                 }
-                Err(_) => {
-                    tracing::warn!(backend = %self.backend, key = %self.key, "backend body stalled");
-                    return Err(FsError::Timeout {
-                        backend: self.backend.clone(),
-                        timeout: self.timeout,
-                    });
-                }
-            }
+            };
         }
-        Ok(self.buffer.split_to(want).freeze())
     }
 
     /// Everything left in the body.
     async fn rest(mut self) -> Result<Bytes, FsError> {
-        loop {
-            match tokio::time::timeout(self.timeout, self.stream.next()).await {
-                Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
-                Ok(Some(Err(err))) => return Err(FsError::store(&self.backend, err)),
-                Ok(None) => return Ok(self.buffer.freeze()),
-                Err(_) => {
-                    return Err(FsError::Timeout {
-                        backend: self.backend,
-                        timeout: self.timeout,
-                    });
-                }
-            }
+        let mut out = BytesMut::from(&self.rest[..]);
+        while let Some(chunk) = self.chunk().await? {
+            out.extend_from_slice(&chunk);
         }
+        Ok(out.freeze())
     }
 }
 
@@ -638,7 +653,7 @@ impl Core {
                 key: key.to_owned(),
                 timeout: b.timeout,
                 stream: got.into_stream(),
-                buffer: BytesMut::new(),
+                rest: Bytes::new(),
             }),
             // A handle pinned to a version whose object is gone is as stale as one whose
             // object changed: read(2) has no ENOENT.
