@@ -112,8 +112,7 @@ impl Core {
             },
             None => Node::Synthetic(Vec::new()),
         };
-        inodes.index.insert(Inodes::key_of(&root), ROOT);
-        inodes.nodes.insert(ROOT, root);
+        inodes.insert(ROOT, root);
         inodes.next = ROOT + 1;
         let health = backends.iter().map(|_| Health::default()).collect();
         Self {

@@ -64,12 +64,39 @@ pub(crate) enum NodeKey {
     File(usize, String),
 }
 
-/// Every inode handed out, both ways.
+/// Every inode handed out, both ways. The way back (key → inode) is keyed by a hash of the
+/// key, not by a second copy of it: a directory of 10^6 objects would otherwise hold every key
+/// twice. Keys whose hash another key already has go to an ordinary map, so crafted
+/// collisions cost only memory, never a wrong inode.
 #[derive(Default)]
 pub(crate) struct Inodes {
     pub(crate) nodes: HashMap<u64, Node>,
-    pub(crate) index: HashMap<NodeKey, u64>,
+    by_hash: HashMap<u64, u64>,
+    collided: HashMap<NodeKey, u64>,
     pub(crate) next: u64,
+}
+
+/// The fixed-key hash the reverse index is keyed by.
+fn hash_of(key: &NodeKey) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Whether `node` is the node `key` names, without copying its key.
+fn is(node: &Node, key: &NodeKey) -> bool {
+    match (node, key) {
+        (Node::Synthetic(a), NodeKey::Synthetic(b)) => a == b,
+        (Node::Dir { backend, key: a }, NodeKey::Dir(b_backend, b))
+        | (
+            Node::File {
+                backend, key: a, ..
+            },
+            NodeKey::File(b_backend, b),
+        ) => backend == b_backend && a == b,
+        _ => false,
+    }
 }
 
 impl Inodes {
@@ -81,10 +108,40 @@ impl Inodes {
         }
     }
 
+    /// The inode `key` was given, if any.
+    fn find(&self, key: &NodeKey, hash: u64) -> Option<u64> {
+        if let Some(&ino) = self.by_hash.get(&hash)
+            && self.nodes.get(&ino).is_some_and(|node| is(node, key))
+        {
+            return Some(ino);
+        }
+        self.collided.get(key).copied()
+    }
+
+    /// The inode `key` was given, if any.
+    pub(crate) fn lookup(&self, key: &NodeKey) -> Option<u64> {
+        self.find(key, hash_of(key))
+    }
+
+    /// Records `node` as inode `ino`.
+    pub(crate) fn insert(&mut self, ino: u64, node: Node) {
+        let key = Self::key_of(&node);
+        let hash = hash_of(&key);
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(ino);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(key, ino);
+            }
+        }
+        self.nodes.insert(ino, node);
+    }
+
     /// The inode of `node`, creating it; file metadata is refreshed.
     pub(crate) fn intern(&mut self, node: Node) -> u64 {
         let key = Self::key_of(&node);
-        if let Some(&ino) = self.index.get(&key) {
+        if let Some(ino) = self.find(&key, hash_of(&key)) {
             if matches!(node, Node::File { .. }) {
                 self.nodes.insert(ino, node);
             }
@@ -93,9 +150,56 @@ impl Inodes {
         self.next = self.next.max(ROOT + 1);
         let ino = self.next;
         self.next += 1;
-        self.index.insert(key, ino);
-        self.nodes.insert(ino, node);
+        self.insert(ino, node);
         ino
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hash_taken_by_another_key_still_gets_its_own_inode() {
+        let mut inodes = Inodes::default();
+        let a = Node::Dir {
+            backend: 0,
+            key: "a".into(),
+        };
+        let b = Node::Dir {
+            backend: 0,
+            key: "b".into(),
+        };
+        let ino_a = inodes.intern(a.clone());
+        // Force b's hash onto a's slot, as a crafted collision would.
+        let hash_b = hash_of(&Inodes::key_of(&b));
+        inodes.by_hash.insert(hash_b, ino_a);
+        let ino_b = inodes.intern(b.clone());
+        assert_ne!(ino_a, ino_b);
+        assert_eq!(
+            inodes.intern(b),
+            ino_b,
+            "found again through the collision map"
+        );
+        assert_eq!(inodes.intern(a), ino_a);
+        let file = |size| Node::File {
+            backend: 1,
+            key: "a".into(),
+            size,
+            mtime: SystemTime::UNIX_EPOCH,
+            etag: None,
+            checked: None,
+        };
+        let ino_f = inodes.intern(file(1));
+        assert_ne!(
+            ino_f, ino_a,
+            "a file and a directory of one key are two inodes"
+        );
+        assert_eq!(inodes.intern(file(2)), ino_f);
+        assert!(
+            matches!(inodes.nodes[&ino_f], Node::File { size: 2, .. }),
+            "refreshed"
+        );
     }
 }
 

@@ -521,13 +521,12 @@ impl Core {
         let Ok(Node::File { backend, key, .. }) = self.node(ino) else {
             return;
         };
-        let parent = key.rsplit_once('/').map_or("", |(dir, _)| dir).to_owned();
-        let Some(&dir) = self
+        let (parent, raw) = key.rsplit_once('/').unwrap_or(("", key.as_str()));
+        let Some(dir) = self
             .inodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .index
-            .get(&NodeKey::Dir(backend, parent))
+            .lookup(&NodeKey::Dir(backend, parent.to_owned()))
         else {
             return;
         };
@@ -540,7 +539,14 @@ impl Core {
         else {
             return;
         };
-        let Some(position) = listing.iter().position(|(_, i)| *i == ino) else {
+        // The listing is sorted by name: find the file by its name, not by a scan (a
+        // directory of 10^6 files opened in order would otherwise cost n² in all).
+        let name = crate::inodes::display_name(raw);
+        let Some(position) = listing
+            .binary_search_by(|(n, _)| n.as_str().cmp(&name))
+            .ok()
+            .filter(|&at| listing[at].1 == ino)
+        else {
             return;
         };
         let previous = {
