@@ -155,54 +155,6 @@ impl Inodes {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hash_taken_by_another_key_still_gets_its_own_inode() {
-        let mut inodes = Inodes::default();
-        let a = Node::Dir {
-            backend: 0,
-            key: "a".into(),
-        };
-        let b = Node::Dir {
-            backend: 0,
-            key: "b".into(),
-        };
-        let ino_a = inodes.intern(a.clone());
-        // Force b's hash onto a's slot, as a crafted collision would.
-        let hash_b = hash_of(&Inodes::key_of(&b));
-        inodes.by_hash.insert(hash_b, ino_a);
-        let ino_b = inodes.intern(b.clone());
-        assert_ne!(ino_a, ino_b);
-        assert_eq!(
-            inodes.intern(b),
-            ino_b,
-            "found again through the collision map"
-        );
-        assert_eq!(inodes.intern(a), ino_a);
-        let file = |size| Node::File {
-            backend: 1,
-            key: "a".into(),
-            size,
-            mtime: SystemTime::UNIX_EPOCH,
-            etag: None,
-            checked: None,
-        };
-        let ino_f = inodes.intern(file(1));
-        assert_ne!(
-            ino_f, ino_a,
-            "a file and a directory of one key are two inodes"
-        );
-        assert_eq!(inodes.intern(file(2)), ino_f);
-        assert!(
-            matches!(inodes.nodes[&ino_f], Node::File { size: 2, .. }),
-            "refreshed"
-        );
-    }
-}
-
 /// Whether a key segment can be a path component: not empty, `.` or `..`, no longer than
 /// NAME_MAX, no `/` and no control character (a NUL among them).
 pub(crate) fn valid_name(name: &str) -> bool {
@@ -249,5 +201,53 @@ pub(crate) fn join(a: &str, b: &str) -> String {
         (true, _) => b.to_owned(),
         (_, true) => a.to_owned(),
         _ => format!("{a}/{b}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hash_taken_by_another_key_still_gets_its_own_inode() {
+        let mut inodes = Inodes::default();
+        let a = Node::Dir {
+            backend: 0,
+            key: "a".into(),
+        };
+        let b = Node::Dir {
+            backend: 0,
+            key: "b".into(),
+        };
+        let ino_a = inodes.intern(a.clone());
+        // Force b's hash onto a's slot, as a crafted collision would.
+        let hash_b = hash_of(&Inodes::key_of(&b));
+        inodes.by_hash.insert(hash_b, ino_a);
+        let ino_b = inodes.intern(b.clone());
+        assert_ne!(ino_a, ino_b);
+        assert_eq!(
+            inodes.intern(b),
+            ino_b,
+            "found again through the collision map"
+        );
+        assert_eq!(inodes.intern(a), ino_a);
+        let file = |size| Node::File {
+            backend: 1,
+            key: "a".into(),
+            size,
+            mtime: SystemTime::UNIX_EPOCH,
+            etag: None,
+            checked: None,
+        };
+        let ino_f = inodes.intern(file(1));
+        assert_ne!(
+            ino_f, ino_a,
+            "a file and a directory of one key are two inodes"
+        );
+        assert_eq!(inodes.intern(file(2)), ino_f);
+        assert!(
+            matches!(inodes.nodes[&ino_f], Node::File { size: 2, .. }),
+            "refreshed"
+        );
     }
 }
