@@ -48,14 +48,20 @@ struct Bucket {
     listings: Mutex<HashMap<PathBuf, Listed>>,
 }
 
-/// A strong ETag from the file's size and mtime.
-fn etag_of(meta: &std::fs::Metadata) -> String {
-    let nanos = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+/// A strong ETag from a file's size and mtime.
+fn etag(len: u64, modified: SystemTime) -> String {
+    let nanos = modified
+        .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!("{nanos:x}-{:x}", meta.len())
+    format!("{nanos:x}-{len:x}")
+}
+
+/// [`etag`] of a file's metadata.
+fn etag_of(meta: &std::fs::Metadata) -> String {
+    etag(
+        meta.len(),
+        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    )
 }
 
 impl Bucket {
@@ -180,9 +186,8 @@ impl Bucket {
                     key: Some(key.clone()),
                     size: Some(entry.size as i64),
                     last_modified: Some(Timestamp::from(entry.modified)),
-                    e_tag: std::fs::metadata(self.root.join(&key))
-                        .ok()
-                        .map(|m| ETag::Strong(etag_of(&m))),
+                    // From the listing's own stat of the file: no second stat per key.
+                    e_tag: Some(ETag::Strong(etag(entry.size, entry.modified))),
                     ..Default::default()
                 });
             }
@@ -382,5 +387,39 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let _ = conn.await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_would_leave_the_directory_name_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/x"), b"x").unwrap();
+        let bucket = Bucket {
+            name: "b".into(),
+            root: dir.path().join("d"),
+            listings: Mutex::default(),
+        };
+        for key in ["../d/x", "a/../../x", "/x", "a//x", "./x", ""] {
+            assert!(bucket.path_of("b", key).is_err(), "{key:?}");
+        }
+        assert!(bucket.path_of("other", "x").is_err(), "another bucket");
+        assert_eq!(bucket.path_of("b", "x").unwrap(), dir.path().join("d/x"));
+        let (objects, prefixes, _) = bucket.list("b", "../", None, 10).unwrap();
+        assert!(
+            objects.is_empty() && prefixes.is_empty(),
+            "a listing above the root"
+        );
+        let (objects, _, _) = bucket.list("b", "", None, 10).unwrap();
+        let meta = std::fs::metadata(dir.path().join("d/x")).unwrap();
+        assert_eq!(
+            objects[0].e_tag,
+            Some(ETag::Strong(etag_of(&meta))),
+            "a listing's ETag is the one GET and HEAD send"
+        );
     }
 }

@@ -212,7 +212,7 @@ impl Filesystem for WarpFs {
                     Ok(opened) => opened,
                     Err(err) => return reply.error(Errno::from_i32(err.errno())),
                 };
-                let backing = if passthrough.active() {
+                let backing = if passthrough.takes_backing(ino.0) {
                     core.backing(fh).await
                 } else {
                     None

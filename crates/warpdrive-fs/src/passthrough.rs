@@ -68,6 +68,17 @@ impl Passthrough {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// Whether an open of `ino` now could start passthrough: no other open file of it sets
+    /// the mode already. Saves verifying and pinning a cached copy that would go unused.
+    pub(crate) fn takes_backing(&self, ino: u64) -> bool {
+        self.active()
+            && !self
+                .modes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&ino)
+    }
+
     /// Decides how handle `fh` of `ino` (version `etag`) is served; `register` turns a whole
     /// cached copy into a backing id (the kernel may refuse: then `None`, and passthrough is
     /// switched off).

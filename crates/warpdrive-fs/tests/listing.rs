@@ -49,7 +49,6 @@ async fn a_directory_stream_keeps_its_listing_while_the_cache_refreshes() {
 #[tokio::test]
 async fn kept_listings_are_bounded_in_names_not_only_in_directories() {
     use std::sync::Arc;
-    use warpdrive_fs::{Backend, Core, FsSettings, namespace};
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     for d in ["a", "b"] {
@@ -60,25 +59,19 @@ async fn kept_listings_are_bounded_in_names_not_only_in_directories() {
     }
     let store: Arc<dyn object_store::ObjectStore> =
         Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&src).unwrap());
-    let backends = vec![Backend {
-        name: "local".into(),
-        store,
-        prefix: String::new(),
-        timeout: Duration::from_secs(10),
-    }];
-    let tree = namespace::build(&[("/local".to_owned(), 0)]).unwrap();
-    let settings = FsSettings {
-        uid: 0,
-        gid: 0,
-        file_mode: 0o444,
-        dir_mode: 0o555,
+    let settings = warpdrive_fs::FsSettings {
         attr_ttl: Duration::from_secs(300),
-        list_cache_entries: 64,
         // Room for one directory of 100 names (and the small root listings), not two.
         list_cache_names: 150,
         list_cache_ttl: Duration::from_secs(300),
+        ..common::fs_settings()
     };
-    let core = Arc::new(Core::new(backends, tree, settings));
+    let core = Arc::new(common::uncached_core(
+        "local",
+        store,
+        Duration::from_secs(10),
+        settings,
+    ));
     let local = core.lookup(warpdrive_fs::ROOT, "local").await.unwrap().ino;
     let a = core.lookup(local, "a").await.unwrap().ino;
     let b = core.lookup(local, "b").await.unwrap().ino;

@@ -40,22 +40,9 @@ fn bare_core(src: &Path, cache: Arc<BlockCache>) -> Core {
     core_over("local", store, cache, Duration::from_secs(10))
 }
 
-/// A core over any store (the fault-injecting one among them), with `timeout` per call. The
-/// backend is called `name` in metrics and mounted at `/local`.
-pub(crate) fn core_over(
-    name: &str,
-    store: Arc<dyn ObjectStore>,
-    cache: Arc<BlockCache>,
-    timeout: Duration,
-) -> Core {
-    let backends = vec![Backend {
-        name: name.into(),
-        store,
-        prefix: String::new(),
-        timeout,
-    }];
-    let tree = namespace::build(&[("/local".to_owned(), 0)]).unwrap();
-    let settings = FsSettings {
+/// What the helpers' cores show and cache: short TTLs, so tests see changes quickly.
+pub(crate) fn fs_settings() -> FsSettings {
+    FsSettings {
         uid: 0,
         gid: 0,
         file_mode: 0o444,
@@ -64,8 +51,35 @@ pub(crate) fn core_over(
         list_cache_entries: 64,
         list_cache_names: 1_000_000,
         list_cache_ttl: Duration::from_millis(200),
-    };
-    Core::new(backends, tree, settings).with_cache(cache, 8)
+    }
+}
+
+/// A core with no cache over one store mounted at `/local`, with `settings`.
+pub(crate) fn uncached_core(
+    name: &str,
+    store: Arc<dyn ObjectStore>,
+    timeout: Duration,
+    settings: FsSettings,
+) -> Core {
+    let backends = vec![Backend {
+        name: name.into(),
+        store,
+        prefix: String::new(),
+        timeout,
+    }];
+    let tree = namespace::build(&[("/local".to_owned(), 0)]).unwrap();
+    Core::new(backends, tree, settings)
+}
+
+/// A core over any store (the fault-injecting one among them), with `timeout` per call. The
+/// backend is called `name` in metrics and mounted at `/local`.
+pub(crate) fn core_over(
+    name: &str,
+    store: Arc<dyn ObjectStore>,
+    cache: Arc<BlockCache>,
+    timeout: Duration,
+) -> Core {
+    uncached_core(name, store, timeout, fs_settings()).with_cache(cache, 8)
 }
 
 /// A core without readahead or registered metrics.
