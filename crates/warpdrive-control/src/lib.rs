@@ -23,6 +23,7 @@ mod test_support {
             store,
             prefix: String::new(),
             timeout: Duration::from_secs(5),
+            pages: None,
         }];
         let tree = namespace::build(&[("/mem".to_owned(), 0)]).unwrap();
         let settings = FsSettings {

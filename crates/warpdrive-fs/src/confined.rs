@@ -10,13 +10,15 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
+use futures_util::stream::{self, BoxStream};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
+
+use crate::paged::{PAGE_KEYS, PagedList};
 
 /// A [`LocalFileSystem`] confined to the real path of `allowed` (its root with the prefix).
 #[derive(Debug)]
@@ -83,7 +85,10 @@ impl Confined {
                     skipped.push(format!("{prefix}/{name}"));
                     continue;
                 }
-                let location = prefix.clone().join(name.as_str());
+                let Some(location) = location_of(&prefix, &name) else {
+                    skipped.push(format!("{prefix}/{name}"));
+                    continue;
+                };
                 if !Self::inside(&inner, &allowed, &location) {
                     continue;
                 }
@@ -116,6 +121,101 @@ impl Confined {
         })
     }
 
+    /// One directory's entries as pages of [`PAGE_KEYS`], read on a blocking thread that
+    /// stays at most two pages ahead of the reader. Only symbolic links are resolved (an
+    /// entry that is no link lies where its directory lies); ETags are the local store's own,
+    /// so the versions a listing reports are the ones a read checks.
+    fn read_pages(
+        inner: &LocalFileSystem,
+        root: &FsPath,
+        allowed: &FsPath,
+        prefix: Path,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<ListResult>>> {
+        let dir = if prefix.as_ref().is_empty() {
+            root.to_owned()
+        } else {
+            inner.path_to_filesystem(&prefix)?
+        };
+        let (send, receive) = tokio::sync::mpsc::channel(2);
+        let allowed = allowed.to_owned();
+        tokio::task::spawn_blocking(move || {
+            // The directory itself must resolve inside (it may be reached through a link).
+            let entries = match dir.canonicalize() {
+                Ok(real) if real.starts_with(&allowed) => std::fs::read_dir(&dir),
+                Ok(_) => return,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+                Err(err) => Err(err),
+            };
+            let entries = match entries {
+                Ok(entries) => entries,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+                Err(err) => {
+                    let _ = send.blocking_send(Err(object_store::Error::Generic {
+                        store: "local",
+                        source: Box::new(err),
+                    }));
+                    return;
+                }
+            };
+            let mut page = ListResult {
+                common_prefixes: Vec::new(),
+                objects: Vec::new(),
+                extensions: Default::default(),
+            };
+            let mut skipped = Vec::new();
+            for entry in entries.flatten() {
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    // No UTF-8, so no key: reported like any other key no path can show.
+                    skipped.push(format!("{prefix}/{}", entry.file_name().to_string_lossy()));
+                    continue;
+                };
+                if name.chars().any(char::is_control) {
+                    skipped.push(format!("{prefix}/{name}"));
+                    continue;
+                }
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let meta = if kind.is_symlink() {
+                    match entry.path().canonicalize() {
+                        Ok(real) if real.starts_with(&allowed) => std::fs::metadata(real),
+                        _ => continue,
+                    }
+                } else {
+                    entry.metadata()
+                };
+                let Ok(meta) = meta else { continue };
+                let Some(location) = location_of(&prefix, &name) else {
+                    skipped.push(format!("{prefix}/{name}"));
+                    continue;
+                };
+                if meta.is_dir() {
+                    page.common_prefixes.push(location);
+                } else if meta.is_file() && location.filename().is_some_and(local_file_name) {
+                    page.objects.push(local_meta(location, &meta));
+                } else {
+                    continue;
+                }
+                if page.objects.len() + page.common_prefixes.len() >= PAGE_KEYS {
+                    let full = std::mem::replace(
+                        &mut page,
+                        ListResult {
+                            common_prefixes: Vec::new(),
+                            objects: Vec::new(),
+                            extensions: Default::default(),
+                        },
+                    );
+                    if send.blocking_send(Ok(full)).is_err() {
+                        return; // the reader gave up
+                    }
+                }
+            }
+            object_store::list::SkippedKeys(skipped).merge_into(&mut page.extensions);
+            let _ = send.blocking_send(Ok(page));
+        });
+        Ok(receive)
+    }
+
     fn refuse(location: &Path) -> object_store::Error {
         object_store::Error::PermissionDenied {
             path: location.to_string(),
@@ -127,6 +227,57 @@ impl Confined {
         object_store::Error::NotImplemented {
             operation: operation.to_owned(),
             implementer: "warpdrive's confined local store (the mount is read-only)".to_owned(),
+        }
+    }
+}
+
+/// The key of `name` in directory `prefix`, spelled as the local store's own listing spells
+/// it (the raw name, not percent-encoded): its reads find the file by that spelling, and warm,
+/// which lists through the store, keys blocks the way reads do.
+fn location_of(prefix: &Path, name: &str) -> Option<Path> {
+    if prefix.as_ref().is_empty() {
+        Path::parse(name).ok()
+    } else {
+        Path::parse(format!("{prefix}/{name}")).ok()
+    }
+}
+
+/// Whether the local store shows a file of this name: it hides `name#digits`, its own
+/// uploads in progress (`is_valid_file_path` in object_store's local store).
+fn local_file_name(name: &str) -> bool {
+    match name.split_once('#') {
+        Some((_, suffix)) if !suffix.is_empty() => !suffix.bytes().all(|b| b.is_ascii_digit()),
+        _ => true,
+    }
+}
+
+/// A file's metadata as object_store's local store reports it: the same ETag
+/// (`"inode-mtime_micros-size"`, hex) its reads check versions against.
+fn local_meta(location: Path, meta: &std::fs::Metadata) -> ObjectMeta {
+    use std::os::unix::fs::MetadataExt;
+    let modified = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+    let micros = modified
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    ObjectMeta {
+        location,
+        last_modified: modified.into(),
+        size: meta.len(),
+        e_tag: Some(format!("\"{:x}-{micros:x}-{:x}\"", meta.ino(), meta.len())),
+        version: None,
+    }
+}
+
+impl PagedList for Confined {
+    fn list_pages(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ListResult>> {
+        let prefix = prefix.cloned().unwrap_or_default();
+        match Self::read_pages(&self.inner, &self.root, &self.allowed, prefix) {
+            Ok(receive) => stream::unfold(receive, |mut receive| async move {
+                receive.recv().await.map(|page| (page, receive))
+            })
+            .boxed(),
+            Err(err) => stream::once(async move { Err(err) }).boxed(),
         }
     }
 }

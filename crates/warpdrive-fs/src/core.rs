@@ -16,10 +16,11 @@ use tracing::Instrument;
 use crate::blocks::{Cached, MAX_PENDING_STORES, RECENT_BLOCK_BYTES};
 use crate::error::{FsError, ToErrno};
 use crate::health::Health;
-use crate::inodes::{Attr, Inodes, Kind, Node, ROOT};
+use crate::inodes::{Attr, Inodes, Kind, Node, Shape};
 use crate::listing::Listing;
 use crate::metrics::FsMetrics;
 use crate::namespace::SyntheticDir;
+use crate::paged::PagedList;
 use crate::prefetch::{Handle, LEDGER_BLOCKS};
 use crate::readahead::{Ledger, ReadaheadSettings};
 use crate::recent::RecentBlocks;
@@ -34,8 +35,11 @@ pub struct Backend {
     pub store: Arc<dyn ObjectStore>,
     /// Key prefix inside the store, without leading or trailing `/` (may be empty).
     pub prefix: String,
-    /// Limit for each call to the store.
+    /// Limit for each call to the store (each page of a listing).
     pub timeout: Duration,
+    /// The store's listing page by page, where it has one; else a listing is one
+    /// `list_with_delimiter` call, held whole until it is done.
+    pub pages: Option<Arc<dyn PagedList>>,
 }
 
 /// What every entry shows and how long the kernel may cache it.
@@ -104,7 +108,6 @@ pub(crate) fn kib(bytes: u64) -> u32 {
 impl Core {
     /// A filesystem over `backends` arranged by `tree`.
     pub fn new(backends: Vec<Backend>, tree: SyntheticDir, settings: FsSettings) -> Self {
-        let mut inodes = Inodes::default();
         let root = match tree.backend {
             Some(backend) => Node::Dir {
                 backend,
@@ -112,8 +115,7 @@ impl Core {
             },
             None => Node::Synthetic(Vec::new()),
         };
-        inodes.insert(ROOT, root);
-        inodes.next = ROOT + 1;
+        let inodes = Inodes::new(root);
         let health = backends.iter().map(|_| Health::default()).collect();
         Self {
             health,
@@ -261,9 +263,7 @@ impl Core {
         self.inodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .nodes
-            .get(&ino)
-            .cloned()
+            .get(ino)
             .ok_or(FsError::NoEntry)
     }
 
@@ -275,18 +275,31 @@ impl Core {
     }
 
     pub(crate) fn attr_of(&self, ino: u64, node: &Node) -> Attr {
+        self.attr_of_shape(
+            ino,
+            match node {
+                Node::File { size, mtime, .. } => Shape::File {
+                    size: *size,
+                    mtime: *mtime,
+                },
+                _ => Shape::Dir,
+            },
+        )
+    }
+
+    pub(crate) fn attr_of_shape(&self, ino: u64, shape: Shape) -> Attr {
         let s = &self.settings;
-        match node {
-            Node::File { size, mtime, .. } => Attr {
+        match shape {
+            Shape::File { size, mtime } => Attr {
                 ino,
                 kind: Kind::File,
-                size: *size,
-                mtime: *mtime,
+                size,
+                mtime,
                 perm: s.file_mode,
                 uid: s.uid,
                 gid: s.gid,
             },
-            _ => Attr {
+            Shape::Dir => Attr {
                 ino,
                 kind: Kind::Dir,
                 size: 0,

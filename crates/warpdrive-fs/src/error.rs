@@ -20,6 +20,8 @@ pub mod errno {
     pub const EINVAL: i32 = 22;
     /// Read-only filesystem.
     pub const EROFS: i32 = 30;
+    /// Out of memory (a directory too large to hold).
+    pub const ENOMEM: i32 = 12;
     /// The object changed under an open handle (Linux's value).
     pub const ESTALE: i32 = 116;
 }
@@ -36,6 +38,7 @@ pub fn errno_name(code: i32) -> &'static str {
         errno::EINVAL => "EINVAL",
         errno::EROFS => "EROFS",
         errno::ESTALE => "ESTALE",
+        errno::ENOMEM => "ENOMEM",
         _ => "other",
     }
 }
@@ -120,6 +123,9 @@ pub enum FsError {
     /// The fetch this request waited for went away without an answer (its task ended).
     #[error("the fetch of this block was abandoned")]
     Abandoned,
+    /// Something is larger than the daemon can hold (what, in the message).
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
 impl FsError {
@@ -168,6 +174,7 @@ impl FsError {
             Self::Timeout { .. } => "timeout",
             Self::ShortBody { .. } => "short_body",
             Self::Abandoned => "abandoned",
+            Self::TooLarge(_) => "too_large",
             Self::Backend { source, .. } => match source.as_ref() {
                 object_store::Error::NotModified { .. } => "changed",
                 _ => "backend",
@@ -185,6 +192,7 @@ impl ToErrno for FsError {
             Self::InvalidName(_) => errno::EINVAL,
             Self::Denied { .. } => errno::EACCES,
             Self::Changed { .. } => errno::ESTALE,
+            Self::TooLarge(_) => errno::ENOMEM,
             Self::Backend { .. }
             | Self::Timeout { .. }
             | Self::ShortBody { .. }

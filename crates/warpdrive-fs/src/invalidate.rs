@@ -4,7 +4,7 @@
 //! drop: the inodes touched are handed back for that.
 
 use crate::core::Core;
-use crate::inodes::Node;
+use crate::inodes::NodeRef;
 use crate::warm::WarmError;
 
 /// What an invalidation touched.
@@ -60,28 +60,27 @@ impl Core {
         let mut dirs = Vec::new();
         {
             let mut inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-            for (ino, node) in inodes.nodes.iter_mut() {
+            let mut files = Vec::new();
+            for (ino, node) in inodes.iter() {
                 match node {
-                    Node::File {
-                        backend,
-                        key,
-                        checked,
-                        ..
-                    } if *backend == index && under(key, &prefix) => {
-                        *checked = None;
-                        done.files += 1;
-                        done.inodes.push(*ino);
+                    NodeRef::File { backend, key } if backend == index && under(key, &prefix) => {
+                        files.push(ino);
                     }
                     // The directories under the prefix, and the one holding it (where entries
                     // may have appeared or changed size).
-                    Node::Dir { backend, key }
-                        if *backend == index && (under(key, &prefix) || *key == parent) =>
+                    NodeRef::Dir { backend, key }
+                        if backend == index && (under(key, &prefix) || key == parent) =>
                     {
-                        dirs.push(*ino);
-                        done.inodes.push(*ino);
+                        dirs.push(ino);
+                        done.inodes.push(ino);
                     }
                     _ => {}
                 }
+            }
+            for ino in files {
+                inodes.uncheck(ino);
+                done.files += 1;
+                done.inodes.push(ino);
             }
         }
         let mut listings = self.listings.lock().unwrap_or_else(|e| e.into_inner());
@@ -112,12 +111,11 @@ impl Core {
             .inodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .nodes
             .iter()
             .filter(|(_, node)| {
-                matches!(node, Node::File { backend, key, .. } if *backend == index && under(key, &prefix))
+                matches!(node, NodeRef::File { backend, key } if *backend == index && under(key, &prefix))
             })
-            .map(|(ino, _)| *ino)
+            .map(|(ino, _)| ino)
             .collect();
         tracing::info!(%backend, prefix = %prefix, blocks = evicted.blocks, bytes = evicted.bytes, "evicted");
         Ok((evicted, files))

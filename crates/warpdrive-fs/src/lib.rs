@@ -19,6 +19,7 @@ pub mod invalidate;
 mod listing;
 pub mod metrics;
 pub mod namespace;
+pub mod paged;
 mod passthrough;
 mod prefetch;
 pub mod readahead;

@@ -1,9 +1,10 @@
 //! Directories and metadata: listings (cached, bounded, name-sorted), lookups and `stat`,
 //! each backend listing one delimited LIST call within the backend's timeout.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+use futures_util::StreamExt;
 
 use object_store::GetOptions;
 use object_store::path::Path as StorePath;
@@ -12,8 +13,99 @@ use crate::core::Core;
 use crate::error::FsError;
 use crate::inodes::{Attr, Node, display_name, join, store_path, valid_name};
 
-/// A directory's entries: `(name, inode)`, sorted by name.
-pub(crate) type Listing = Arc<Vec<(String, u64)>>;
+/// A directory's entries sorted by name, packed for directories of 10^6: every name in one
+/// string and 16 bytes per entry, shared by the cache and open directory streams.
+pub(crate) type Listing = Arc<Entries>;
+
+/// The packed entries of one directory.
+#[derive(Default)]
+pub(crate) struct Entries {
+    names: String,
+    entries: Vec<Entry>,
+}
+
+/// One entry: its inode, where its name lies in [`Entries::names`], and whether it is a
+/// directory (which wins over a file of the same name).
+#[derive(Clone, Copy)]
+struct Entry {
+    ino: u64,
+    start: u32,
+    len: u16,
+    dir: bool,
+}
+
+impl Entries {
+    /// Entries in the directory.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn name_of(&self, entry: &Entry) -> &str {
+        let start = entry.start as usize;
+        &self.names[start..start + entry.len as usize]
+    }
+
+    /// The name and inode at position `at`.
+    pub(crate) fn get(&self, at: usize) -> Option<(&str, u64)> {
+        self.entries.get(at).map(|e| (self.name_of(e), e.ino))
+    }
+
+    /// The position of `name`, by a binary search: `ls -l` of n entries costs n log n.
+    pub(crate) fn find(&self, name: &str) -> Option<usize> {
+        self.entries
+            .binary_search_by(|e| self.name_of(e).cmp(name))
+            .ok()
+    }
+
+    /// Adds an entry in any order; [`Entries::finish`] sorts.
+    pub(crate) fn push(&mut self, name: &str, dir: bool, ino: u64) -> Result<(), FsError> {
+        let (Ok(start), Ok(len)) = (u32::try_from(self.names.len()), u16::try_from(name.len()))
+        else {
+            return Err(FsError::TooLarge(
+                "a directory whose names take more than 4 GiB".into(),
+            ));
+        };
+        self.names.push_str(name);
+        self.entries.push(Entry {
+            ino,
+            start,
+            len,
+            dir,
+        });
+        Ok(())
+    }
+
+    /// Sorts by name and keeps one entry per name: a directory over a file of the same name
+    /// (a key that is both an object and a prefix), else the older inode. `dropped` hears
+    /// the name of each file left out.
+    pub(crate) fn finish(mut self, mut dropped: impl FnMut(&str)) -> Self {
+        let names = std::mem::take(&mut self.names);
+        let name = |e: &Entry| &names[e.start as usize..e.start as usize + e.len as usize];
+        self.entries.sort_unstable_by(|a, b| {
+            name(a)
+                .cmp(name(b))
+                .then(b.dir.cmp(&a.dir))
+                .then(a.ino.cmp(&b.ino))
+        });
+        self.entries.dedup_by(|later, kept| {
+            let same = name(later) == name(kept);
+            if same && !later.dir {
+                dropped(name(later));
+            }
+            same
+        });
+        self.names = names;
+        self.names.shrink_to_fit();
+        self.entries.shrink_to_fit();
+        self
+    }
+
+    /// Every `(name, inode)` in order.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.entries.iter().map(|e| (self.name_of(e), e.ino))
+    }
+}
 
 impl Core {
     /// The entries of a directory: `(name, inode)`, from the listing cache when fresh.
@@ -31,23 +123,20 @@ impl Core {
             Node::File { .. } => return Err(FsError::NotDir),
             Node::Synthetic(path) => {
                 let dir = self.synthetic(&path).ok_or(FsError::NoEntry)?;
-                let mut entries = Vec::new();
+                let mut entries = Entries::default();
                 for name in dir.dirs.keys() {
                     let mut child = path.clone();
                     child.push(name.clone());
-                    entries.push((name.clone(), self.intern(Node::Synthetic(child))));
+                    entries.push(name, true, self.intern(Node::Synthetic(child)))?;
                 }
                 for (name, backend) in &dir.backends {
-                    entries.push((
-                        name.clone(),
-                        self.intern(Node::Dir {
-                            backend: *backend,
-                            key: String::new(),
-                        }),
-                    ));
+                    let ino = self.intern(Node::Dir {
+                        backend: *backend,
+                        key: String::new(),
+                    });
+                    entries.push(name, true, ino)?;
                 }
-                entries.sort();
-                entries
+                entries.finish(|_| {})
             }
             Node::Dir { backend, key } => self.list_backend(backend, &key).await?,
         };
@@ -72,7 +161,10 @@ impl Core {
         Ok(listing)
     }
 
-    async fn list_backend(&self, backend: usize, key: &str) -> Result<Vec<(String, u64)>, FsError> {
+    /// One directory of a backend, consumed page by page as the store delivers it (each page
+    /// within the backend's timeout): a directory of 10^6 keys is never held whole as the
+    /// store's metadata, only as the packed listing it becomes.
+    async fn list_backend(&self, backend: usize, key: &str) -> Result<Entries, FsError> {
         let b = &self.backends[backend];
         let full = join(&b.prefix, key);
         let prefix = if full.is_empty() {
@@ -80,18 +172,16 @@ impl Core {
         } else {
             Some(store_path(&full))
         };
-        let store = b.store.clone();
-        let listed = self
-            .backend_call(backend, "list", async move {
-                store.list_with_delimiter(prefix.as_ref()).await
-            })
-            .await?;
-        if let Some(skipped) = listed.extensions.get::<object_store::list::SkippedKeys>() {
-            for key in &skipped.0 {
-                tracing::warn!(backend = %b.name, key = %key.escape_debug(), "skipping a key that is no valid path (an empty, `.` or `..` segment, or a control character)");
-                self.metrics.key_skipped(&b.name, "invalid_key");
+        let mut pages = match &b.pages {
+            Some(paged) => paged.list_pages(prefix.as_ref()),
+            None => {
+                let store = b.store.clone();
+                futures_util::stream::once(async move {
+                    store.list_with_delimiter(prefix.as_ref()).await
+                })
+                .boxed()
             }
-        }
+        };
         let strip = |location: &StorePath| -> Option<String> {
             let text = location.as_ref();
             let rest = if full.is_empty() {
@@ -101,9 +191,37 @@ impl Core {
             };
             Some(rest.to_owned())
         };
-        let mut names: HashMap<String, u64> = HashMap::new();
-        for dir in &listed.common_prefixes {
-            let Some(raw) = strip(dir) else { continue };
+        let mut entries = Entries::default();
+        while let Some(page) = self
+            .backend_call(backend, "list", async { pages.next().await.transpose() })
+            .await?
+        {
+            self.take_page(backend, key, page, &strip, &mut entries)?;
+        }
+        Ok(entries.finish(|name| {
+            tracing::warn!(backend = %b.name, key = %join(key, name), "a key is both a file and a prefix; showing the directory");
+            self.metrics.key_skipped(&b.name, "file_and_prefix");
+        }))
+    }
+
+    /// Adds one page of a backend listing to `entries`, interning every entry it shows.
+    fn take_page(
+        &self,
+        backend: usize,
+        key: &str,
+        page: object_store::ListResult,
+        strip: &impl Fn(&StorePath) -> Option<String>,
+        entries: &mut Entries,
+    ) -> Result<(), FsError> {
+        let b = &self.backends[backend];
+        if let Some(skipped) = page.extensions.get::<object_store::list::SkippedKeys>() {
+            for key in &skipped.0 {
+                tracing::warn!(backend = %b.name, key = %key.escape_debug(), "skipping a key that is no valid path (an empty, `.` or `..` segment, or a control character)");
+                self.metrics.key_skipped(&b.name, "invalid_key");
+            }
+        }
+        for dir in page.common_prefixes {
+            let Some(raw) = strip(&dir) else { continue };
             let name = display_name(&raw);
             if !valid_name(&name) {
                 tracing::warn!(backend = %b.name, key = %dir, "skipping a key prefix that is not a valid path component");
@@ -114,9 +232,10 @@ impl Core {
                 backend,
                 key: join(key, &raw),
             });
-            names.insert(name, ino);
+            entries.push(&name, true, ino)?;
         }
-        for object in &listed.objects {
+        let now = Instant::now();
+        for object in page.objects {
             let Some(raw) = strip(&object.location) else {
                 continue;
             };
@@ -129,24 +248,17 @@ impl Core {
                 self.metrics.key_skipped(&b.name, "invalid_name");
                 continue;
             }
-            if names.contains_key(&name) {
-                tracing::warn!(backend = %b.name, key = %object.location, "a key is both a file and a prefix; showing the directory");
-                self.metrics.key_skipped(&b.name, "file_and_prefix");
-                continue;
-            }
             let ino = self.intern(Node::File {
                 backend,
                 key: join(key, &raw),
                 size: object.size,
                 mtime: object.last_modified.into(),
-                etag: object.e_tag.clone(),
-                checked: Some(Instant::now()),
+                etag: object.e_tag,
+                checked: Some(now),
             });
-            names.insert(name, ino);
+            entries.push(&name, false, ino)?;
         }
-        let mut entries: Vec<(String, u64)> = names.into_iter().collect();
-        entries.sort();
-        Ok(entries)
+        Ok(())
     }
 
     /// Looks `name` up in directory `parent`.
@@ -162,9 +274,10 @@ impl Core {
         // Listings are sorted by name: a lookup is a binary search, so `ls -l` of a directory
         // of n entries costs n log n, not n² (a linear scan made 300,000 entries take minutes).
         let ino = listing
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
-            .map(|at| listing[at].1)
-            .map_err(|_| FsError::NoEntry)?;
+            .find(name)
+            .and_then(|at| listing.get(at))
+            .map(|(_, ino)| ino)
+            .ok_or(FsError::NoEntry)?;
         self.getattr(ino).await
     }
 
@@ -254,17 +367,14 @@ impl Core {
             Some(listing) => listing,
             None => self.list(ino).await?,
         };
-        let page = listing.get(from..).unwrap_or_default();
-        let page = &page[..page.len().min(max)];
+        let end = listing.len().min(from.saturating_add(max));
         let inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(page
-            .iter()
-            .enumerate()
-            .filter_map(|(at, (name, child))| {
+        Ok((from..end)
+            .filter_map(|at| {
+                let (name, child) = listing.get(at)?;
                 inodes
-                    .nodes
-                    .get(child)
-                    .map(|node| (from + at, name.clone(), self.attr_of(*child, node)))
+                    .shape(child)
+                    .map(|shape| (at, name.to_owned(), self.attr_of_shape(child, shape)))
             })
             .collect())
     }
@@ -275,5 +385,39 @@ impl Core {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_sort_by_name_and_a_directory_wins_over_a_file_of_its_name() {
+        let mut entries = Entries::default();
+        for (name, dir, ino) in [
+            ("b", false, 10),
+            ("a", false, 11),
+            ("é", false, 12),
+            ("a", true, 13),
+            ("c", false, 14),
+            ("c", false, 9),
+        ] {
+            entries.push(name, dir, ino).unwrap();
+        }
+        let mut dropped = Vec::new();
+        let entries = entries.finish(|name| dropped.push(name.to_owned()));
+        let listed: Vec<(&str, u64)> = entries.iter().collect();
+        assert_eq!(listed, [("a", 13), ("b", 10), ("c", 9), ("é", 12)]);
+        assert_eq!(
+            dropped,
+            ["a", "c"],
+            "the file `a` and the newer `c` are left out"
+        );
+        assert_eq!(entries.find("b"), Some(1));
+        assert_eq!(entries.find("é"), Some(3));
+        assert_eq!(entries.find("d"), None);
+        assert_eq!(entries.get(4), None);
+        assert_eq!(std::mem::size_of::<Entry>(), 16, "16 bytes per entry");
     }
 }

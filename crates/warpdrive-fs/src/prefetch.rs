@@ -543,9 +543,8 @@ impl Core {
         // directory of 10^6 files opened in order would otherwise cost n² in all).
         let name = crate::inodes::display_name(raw);
         let Some(position) = listing
-            .binary_search_by(|(n, _)| n.as_str().cmp(&name))
-            .ok()
-            .filter(|&at| listing[at].1 == ino)
+            .find(&name)
+            .filter(|&at| listing.get(at).is_some_and(|(_, found)| found == ino))
         else {
             return;
         };
@@ -564,18 +563,17 @@ impl Core {
         }
         let Some(cached) = &self.cached else { return };
         let block_size = cached.cache.block_size();
-        for (_, next) in listing
-            .iter()
-            .skip(position + 1)
-            .take(self.readahead.directory_files)
-        {
+        let end = listing
+            .len()
+            .min(position + 1 + self.readahead.directory_files);
+        for next in (position + 1..end).filter_map(|at| listing.get(at).map(|(_, ino)| ino)) {
             if let Ok(Node::File {
                 backend,
                 key,
                 size,
                 etag: Some(etag),
                 ..
-            }) = self.node(*next)
+            }) = self.node(next)
                 && size > 0
             {
                 self.prefetch(0, backend, &key, &etag, size, 0, block_size.min(size));

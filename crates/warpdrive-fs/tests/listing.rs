@@ -88,3 +88,155 @@ async fn kept_listings_are_bounded_in_names_not_only_in_directories() {
     assert_eq!(listed(b).await, 100, "b, the newest listing, is kept");
     assert_eq!(listed(a).await, 101, "a went out to keep 150 names");
 }
+
+/// The names a page-by-page listing of `dir` shows through `core`, in order.
+async fn names_of(core: &warpdrive_fs::Core, dir: u64) -> Vec<String> {
+    let fh = core.opendir(dir).await.unwrap();
+    let mut names = Vec::new();
+    loop {
+        let page = core.readdir(dir, fh, names.len(), 500).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        names.extend(page.into_iter().map(|(_, name, _)| name));
+    }
+    core.releasedir(fh);
+    names
+}
+
+#[tokio::test]
+async fn a_local_directory_listed_page_by_page_matches_the_store_and_reads_back() {
+    use futures_util::TryStreamExt;
+    use object_store::ObjectStore;
+    use std::os::unix::fs::symlink;
+    use warpdrive_fs::confined::Confined;
+    use warpdrive_fs::paged::{PAGE_KEYS, PagedList};
+
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let d = src.join("d");
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    std::fs::write(dir.path().join("secret"), b"outside").unwrap();
+    // More than two pages, and names object_store spells in odd ways.
+    let files = 2 * PAGE_KEYS + 17;
+    for i in 0..files {
+        std::fs::write(d.join(format!("f{i:05}")), vec![b'x'; i % 7]).unwrap();
+    }
+    let odd = ["é.txt", "a b", "x{y}[z]", "#a1", "q?r&s=t", "tab\u{a0}nbsp"];
+    for name in odd {
+        std::fs::write(d.join(name), name.as_bytes()).unwrap();
+    }
+    std::fs::write(
+        d.join("upload#123"),
+        b"the local store's own upload in progress",
+    )
+    .unwrap();
+    symlink(d.join("f00001"), d.join("link-in")).unwrap();
+    symlink(dir.path().join("secret"), d.join("link-out")).unwrap();
+    symlink(dir.path(), d.join("dir-out")).unwrap();
+
+    // The pages against the local store's own whole listing: same keys, same ETags.
+    let confined = Confined::new(
+        object_store::local::LocalFileSystem::new_with_prefix(&src).unwrap(),
+        &src,
+        "",
+    )
+    .unwrap();
+    let prefix = object_store::path::Path::from("d");
+    let pages: Vec<object_store::ListResult> = confined
+        .list_pages(Some(&prefix))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(pages.len() >= 3, "{} pages", pages.len());
+    assert!(
+        pages
+            .iter()
+            .all(|p| p.objects.len() + p.common_prefixes.len() <= PAGE_KEYS)
+    );
+    let mut paged: Vec<_> = pages
+        .iter()
+        .flat_map(|p| &p.objects)
+        .map(|o| {
+            (
+                o.location.to_string(),
+                o.size,
+                o.e_tag.clone(),
+                o.last_modified,
+            )
+        })
+        .collect();
+    let whole = confined.list_with_delimiter(Some(&prefix)).await.unwrap();
+    let mut want: Vec<_> = whole
+        .objects
+        .iter()
+        .map(|o| {
+            (
+                o.location.to_string(),
+                o.size,
+                o.e_tag.clone(),
+                o.last_modified,
+            )
+        })
+        .collect();
+    paged.sort();
+    want.sort();
+    assert_eq!(
+        paged.len(),
+        files + odd.len() + 1,
+        "link-in is listed, link-out not"
+    );
+    let only_paged: Vec<_> = paged.iter().filter(|e| !want.contains(e)).collect();
+    let only_whole: Vec<_> = want.iter().filter(|e| !paged.contains(e)).collect();
+    assert!(
+        only_paged.is_empty() && only_whole.is_empty(),
+        "pages only: {only_paged:?}; whole listing only: {only_whole:?}"
+    );
+    let dirs: Vec<String> = pages
+        .iter()
+        .flat_map(|p| &p.common_prefixes)
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(
+        dirs,
+        ["d/sub"],
+        "the link to a directory outside is left out"
+    );
+
+    // Entries the local store's whole listing gives up on (a link loop, a control character)
+    // cost only themselves.
+    std::fs::write(d.join("bad\u{1}name"), b"control").unwrap();
+    symlink(d.join("loop"), d.join("loop")).unwrap();
+    let pages: Vec<object_store::ListResult> = confined
+        .list_pages(Some(&prefix))
+        .try_collect()
+        .await
+        .unwrap();
+    let listed: usize = pages.iter().map(|p| p.objects.len()).sum();
+    assert_eq!(listed, files + odd.len() + 1);
+    let skipped: Vec<&String> = pages
+        .iter()
+        .filter_map(|p| p.extensions.get::<object_store::list::SkippedKeys>())
+        .flat_map(|s| &s.0)
+        .collect();
+    assert_eq!(skipped, [&"d/bad\u{1}name".to_owned()]);
+
+    // Through the core: every name as the file system spells it, and a read of each odd
+    // name returns its bytes (the listed version is the one the store serves).
+    let core = common::core(&src, common::cache(&dir.path().join("cache"), 1 << 30));
+    let local = core.lookup(warpdrive_fs::ROOT, "local").await.unwrap().ino;
+    let d_ino = core.lookup(local, "d").await.unwrap().ino;
+    let names = names_of(&core, d_ino).await;
+    let mut expected: Vec<String> = (0..files).map(|i| format!("f{i:05}")).collect();
+    expected.extend(odd.iter().map(|s| s.to_string()));
+    expected.extend(["link-in".to_owned(), "sub".to_owned()]);
+    expected.sort();
+    assert_eq!(names, expected);
+    for name in odd {
+        let attr = core.lookup(d_ino, name).await.unwrap();
+        let (fh, _) = core.open(attr.ino).await.unwrap();
+        let bytes = core.read_handle(fh, attr.ino, 0, 4096).await.unwrap();
+        assert_eq!(&bytes[..], name.as_bytes(), "{name}");
+        core.release(fh);
+    }
+}

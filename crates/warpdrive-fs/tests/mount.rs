@@ -56,12 +56,14 @@ fn mount_with(extra: Vec<(String, Arc<dyn ObjectStore>, Duration)>) -> Mounted {
             store: local.clone(),
             prefix: String::new(),
             timeout: Duration::from_secs(10),
+            pages: None,
         },
         Backend {
             name: "nested".into(),
             store: local,
             prefix: "a/b".into(),
             timeout: Duration::from_secs(10),
+            pages: None,
         },
     ];
     let mut mounts = vec![("/local".to_owned(), 0), ("/deep/er/path".to_owned(), 1)];
@@ -72,6 +74,7 @@ fn mount_with(extra: Vec<(String, Arc<dyn ObjectStore>, Duration)>) -> Mounted {
             store,
             prefix: String::new(),
             timeout,
+            pages: None,
         });
     }
     let tree = namespace::build(&mounts).unwrap();

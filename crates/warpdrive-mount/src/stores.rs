@@ -14,6 +14,7 @@ use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::{Certificate, ClientOptions, RetryConfig};
 use warpdrive_fs::Backend;
+use warpdrive_fs::paged::{PagedList, Paginated};
 
 use crate::config::{BackendSettings, BackendType, Config, ResolvedSecret};
 use crate::identity::Keyless;
@@ -52,13 +53,16 @@ fn retry(settings: &BackendSettings) -> RetryConfig {
     }
 }
 
+/// A backend's store, and its page-by-page listing where it has one.
+pub(crate) type Built = (Arc<dyn ObjectStore>, Option<Arc<dyn PagedList>>);
+
 /// The store of one backend.
 pub(crate) fn build_store(
     settings: &BackendSettings,
     at: &str,
     secrets: &[ResolvedSecret],
     metrics: &CredentialMetrics,
-) -> anyhow::Result<Arc<dyn ObjectStore>> {
+) -> anyhow::Result<Built> {
     let keyless = crate::identity::start(settings, at, metrics)?;
     if let Some(endpoint) = &settings.endpoint
         && endpoint.starts_with("http://")
@@ -68,115 +72,117 @@ pub(crate) fn build_store(
             "config key `{at}.endpoint`: {endpoint} is plain http; set `{at}.allow_http: true` for an emulator"
         );
     }
-    let store: Arc<dyn ObjectStore> = match settings.kind {
-        BackendType::S3 => {
-            let mut builder = AmazonS3Builder::new()
-                .with_bucket_name(settings.bucket.clone().unwrap_or_default())
-                .with_region(
-                    settings
-                        .region
-                        .clone()
-                        .unwrap_or_else(|| "us-east-1".into()),
-                )
-                .with_client_options(client_options(settings, at)?)
-                .with_retry(retry(settings));
-            if let Some(endpoint) = &settings.endpoint {
-                builder = builder
-                    .with_endpoint(endpoint)
-                    .with_allow_http(settings.allow_http);
-            }
-            if let Some(Keyless::Aws(provider)) = &keyless {
-                builder = builder.with_credentials(provider.clone());
-            } else {
-                match (
-                    secret(secrets, at, "access_key_id"),
-                    secret(secrets, at, "secret_access_key"),
-                ) {
-                    (Some(id), Some(key)) => {
-                        builder = builder
-                            .with_access_key_id(id.value.expose_secret())
-                            .with_secret_access_key(key.value.expose_secret());
+    let store: Built =
+        match settings.kind {
+            BackendType::S3 => {
+                let mut builder = AmazonS3Builder::new()
+                    .with_bucket_name(settings.bucket.clone().unwrap_or_default())
+                    .with_region(
+                        settings
+                            .region
+                            .clone()
+                            .unwrap_or_else(|| "us-east-1".into()),
+                    )
+                    .with_client_options(client_options(settings, at)?)
+                    .with_retry(retry(settings));
+                if let Some(endpoint) = &settings.endpoint {
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_allow_http(settings.allow_http);
+                }
+                if let Some(Keyless::Aws(provider)) = &keyless {
+                    builder = builder.with_credentials(provider.clone());
+                } else {
+                    match (
+                        secret(secrets, at, "access_key_id"),
+                        secret(secrets, at, "secret_access_key"),
+                    ) {
+                        (Some(id), Some(key)) => {
+                            builder = builder
+                                .with_access_key_id(id.value.expose_secret())
+                                .with_secret_access_key(key.value.expose_secret());
+                        }
+                        _ => builder = builder.with_skip_signature(true),
                     }
-                    _ => builder = builder.with_skip_signature(true),
                 }
+                let s3 =
+                    Arc::new(builder.build().with_context(|| {
+                        format!("config key `{at}`: cannot build the S3 client")
+                    })?);
+                (s3.clone(), Some(Arc::new(Paginated(s3))))
             }
-            Arc::new(
-                builder
-                    .build()
-                    .with_context(|| format!("config key `{at}`: cannot build the S3 client"))?,
-            )
-        }
-        BackendType::Azure => {
-            let mut builder = MicrosoftAzureBuilder::new()
-                .with_account(settings.account.clone().unwrap_or_default())
-                .with_container_name(settings.container.clone().unwrap_or_default())
-                .with_client_options(client_options(settings, at)?)
-                .with_retry(retry(settings));
-            if let Some(endpoint) = &settings.endpoint {
-                builder = builder
-                    .with_endpoint(endpoint.clone())
-                    .with_allow_http(settings.allow_http);
-            }
-            if let Some(Keyless::Azure(provider)) = &keyless {
-                builder = builder.with_credentials(provider.clone());
-            } else {
-                match secret(secrets, at, "account_key") {
-                    Some(key) => builder = builder.with_access_key(key.value.expose_secret()),
-                    None => builder = builder.with_skip_signature(true),
+            BackendType::Azure => {
+                let mut builder = MicrosoftAzureBuilder::new()
+                    .with_account(settings.account.clone().unwrap_or_default())
+                    .with_container_name(settings.container.clone().unwrap_or_default())
+                    .with_client_options(client_options(settings, at)?)
+                    .with_retry(retry(settings));
+                if let Some(endpoint) = &settings.endpoint {
+                    builder = builder
+                        .with_endpoint(endpoint.clone())
+                        .with_allow_http(settings.allow_http);
                 }
+                if let Some(Keyless::Azure(provider)) = &keyless {
+                    builder = builder.with_credentials(provider.clone());
+                } else {
+                    match secret(secrets, at, "account_key") {
+                        Some(key) => builder = builder.with_access_key(key.value.expose_secret()),
+                        None => builder = builder.with_skip_signature(true),
+                    }
+                }
+                // object_store has no paginated listing for Azure: its listings come whole.
+                let azure = Arc::new(builder.build().with_context(|| {
+                    format!("config key `{at}`: cannot build the Azure client")
+                })?);
+                (azure, None)
             }
-            Arc::new(
-                builder
-                    .build()
-                    .with_context(|| format!("config key `{at}`: cannot build the Azure client"))?,
-            )
-        }
-        BackendType::Gcs => {
-            let mut builder = GoogleCloudStorageBuilder::new()
-                .with_bucket_name(settings.bucket.clone().unwrap_or_default())
-                .with_client_options(client_options(settings, at)?)
-                .with_retry(retry(settings));
-            if let Some(file) = &settings.auth.service_account_file {
-                builder = builder.with_service_account_path(file.display().to_string());
+            BackendType::Gcs => {
+                let mut builder = GoogleCloudStorageBuilder::new()
+                    .with_bucket_name(settings.bucket.clone().unwrap_or_default())
+                    .with_client_options(client_options(settings, at)?)
+                    .with_retry(retry(settings));
+                if let Some(file) = &settings.auth.service_account_file {
+                    builder = builder.with_service_account_path(file.display().to_string());
+                }
+                if let Some(endpoint) = &settings.endpoint {
+                    builder = builder
+                        .with_config(GoogleConfigKey::BaseUrl, endpoint.trim_end_matches('/'));
+                }
+                if let Some(Keyless::Gcp(provider)) = &keyless {
+                    builder = builder.with_credentials(provider.clone());
+                }
+                let gcs =
+                    Arc::new(builder.build().with_context(|| {
+                        format!("config key `{at}`: cannot build the GCS client")
+                    })?);
+                (gcs.clone(), Some(Arc::new(Paginated(gcs))))
             }
-            if let Some(endpoint) = &settings.endpoint {
-                builder =
-                    builder.with_config(GoogleConfigKey::BaseUrl, endpoint.trim_end_matches('/'));
-            }
-            if let Some(Keyless::Gcp(provider)) = &keyless {
-                builder = builder.with_credentials(provider.clone());
-            }
-            Arc::new(
-                builder
-                    .build()
-                    .with_context(|| format!("config key `{at}`: cannot build the GCS client"))?,
-            )
-        }
-        BackendType::Local => {
-            let root = settings.root.clone().with_context(|| {
-                format!("config key `{at}.root` is required for a local backend")
-            })?;
-            if !root.is_dir() {
-                bail!(
-                    "config key `{at}.root`: {} is not a directory",
-                    root.display()
+            BackendType::Local => {
+                let root = settings.root.clone().with_context(|| {
+                    format!("config key `{at}.root` is required for a local backend")
+                })?;
+                if !root.is_dir() {
+                    bail!(
+                        "config key `{at}.root`: {} is not a directory",
+                        root.display()
+                    );
+                }
+                let local = LocalFileSystem::new_with_prefix(&root).with_context(|| {
+                    format!("config key `{at}.root`: cannot serve {}", root.display())
+                })?;
+                let prefix = settings
+                    .prefix
+                    .as_deref()
+                    .unwrap_or_default()
+                    .trim_matches('/');
+                let confined = Arc::new(
+                    warpdrive_fs::confined::Confined::new(local, &root, prefix).with_context(
+                        || format!("config key `{at}.root`: cannot resolve {}", root.display()),
+                    )?,
                 );
+                (confined.clone(), Some(confined))
             }
-            let local = LocalFileSystem::new_with_prefix(&root).with_context(|| {
-                format!("config key `{at}.root`: cannot serve {}", root.display())
-            })?;
-            let prefix = settings
-                .prefix
-                .as_deref()
-                .unwrap_or_default()
-                .trim_matches('/');
-            Arc::new(
-                warpdrive_fs::confined::Confined::new(local, &root, prefix).with_context(|| {
-                    format!("config key `{at}.root`: cannot resolve {}", root.display())
-                })?,
-            )
-        }
-    };
+        };
     Ok(store)
 }
 
@@ -192,9 +198,11 @@ pub(crate) fn build(
         .enumerate()
         .map(|(i, settings)| {
             let at = format!("backends.{i}");
+            let (store, pages) = build_store(settings, &at, secrets, metrics)?;
             Ok(Backend {
                 name: settings.name.clone(),
-                store: build_store(settings, &at, secrets, metrics)?,
+                store,
+                pages,
                 prefix: settings
                     .prefix
                     .clone()

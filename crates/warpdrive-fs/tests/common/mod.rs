@@ -13,6 +13,7 @@ use blockcache::{BlockCache, Settings};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use prometheus_client::registry::Registry;
+use warpdrive_fs::confined::Confined;
 use warpdrive_fs::fuse::{MountSettings, Ttls, WarpFs};
 use warpdrive_fs::metrics::FsMetrics;
 use warpdrive_fs::readahead::ReadaheadSettings;
@@ -35,9 +36,26 @@ pub(crate) fn cache(dir: &Path, max: u64) -> Arc<BlockCache> {
     )
 }
 
+/// A core over `src` as warpdrive-mount serves a local backend: confined to its root and
+/// listed page by page.
 fn bare_core(src: &Path, cache: Arc<BlockCache>) -> Core {
-    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(src).unwrap());
-    core_over("local", store, cache, Duration::from_secs(10))
+    paged_core(src, fs_settings()).with_cache(cache, 8)
+}
+
+/// A core with no cache over `src` as warpdrive-mount serves a local backend (confined,
+/// listed page by page), mounted at `/local`.
+pub(crate) fn paged_core(src: &Path, settings: FsSettings) -> Core {
+    let confined =
+        Arc::new(Confined::new(LocalFileSystem::new_with_prefix(src).unwrap(), src, "").unwrap());
+    let backends = vec![Backend {
+        name: "local".into(),
+        store: confined.clone(),
+        prefix: String::new(),
+        timeout: Duration::from_secs(10),
+        pages: Some(confined),
+    }];
+    let tree = namespace::build(&[("/local".to_owned(), 0)]).unwrap();
+    Core::new(backends, tree, settings)
 }
 
 /// What the helpers' cores show and cache: short TTLs, so tests see changes quickly.
@@ -66,6 +84,7 @@ pub(crate) fn uncached_core(
         store,
         prefix: String::new(),
         timeout,
+        pages: None,
     }];
     let tree = namespace::build(&[("/local".to_owned(), 0)]).unwrap();
     Core::new(backends, tree, settings)
