@@ -17,7 +17,7 @@ use crate::blocks::{Cached, MAX_PENDING_STORES, RECENT_BLOCK_BYTES};
 use crate::error::{FsError, ToErrno};
 use crate::health::Health;
 use crate::inodes::{Attr, Inodes, Kind, Node, Shape};
-use crate::listing::Listing;
+use crate::listing::{DirStream, Growing, Listing};
 use crate::metrics::FsMetrics;
 use crate::namespace::SyntheticDir;
 use crate::paged::PagedList;
@@ -70,6 +70,8 @@ pub struct CoreStats {
     pub backend_gets: AtomicU64,
     /// Bytes received from backends.
     pub backend_bytes: AtomicU64,
+    /// Pages of backend listings taken.
+    pub list_pages: AtomicU64,
 }
 
 /// The filesystem core.
@@ -89,7 +91,9 @@ pub struct Core {
     pub(crate) speculative_slots: Arc<Semaphore>,
     pub(crate) handles: Mutex<HashMap<u64, Handle>>,
     /// Open directory streams: the listing each one pages through, fixed at opendir.
-    pub(crate) dir_handles: Mutex<HashMap<u64, Listing>>,
+    pub(crate) dir_handles: Mutex<HashMap<u64, DirStream>>,
+    /// Backend listings being taken, by directory inode (one at a time per directory).
+    pub(crate) growing: Mutex<HashMap<u64, Arc<Growing>>>,
     pub(crate) next_handle: AtomicU64,
     pub(crate) ledger: Mutex<Ledger>,
     pub(crate) directory_order: Mutex<HashMap<u64, usize>>,
@@ -136,6 +140,7 @@ impl Core {
             speculative_slots: Arc::new(Semaphore::new(1)),
             handles: Mutex::default(),
             dir_handles: Mutex::default(),
+            growing: Mutex::default(),
             next_handle: AtomicU64::new(1),
             ledger: Mutex::new(Ledger::new(LEDGER_BLOCKS)),
             directory_order: Mutex::default(),

@@ -1,10 +1,13 @@
 //! Directories and metadata: listings (cached, bounded, name-sorted), lookups and `stat`,
 //! each backend listing one delimited LIST call within the backend's timeout.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use object_store::ListResult;
 
 use object_store::GetOptions;
 use object_store::path::Path as StorePath;
@@ -18,7 +21,7 @@ use crate::inodes::{Attr, Node, display_name, join, store_path, valid_name};
 pub(crate) type Listing = Arc<Entries>;
 
 /// The packed entries of one directory.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Entries {
     names: String,
     entries: Vec<Entry>,
@@ -75,6 +78,15 @@ impl Entries {
         Ok(())
     }
 
+    /// Adds every entry of `other`, in its order.
+    fn append(&mut self, other: &Entries) -> Result<(), FsError> {
+        for at in 0..other.len() {
+            let entry = other.entries[at];
+            self.push(other.name_of(&entry), entry.dir, entry.ino)?;
+        }
+        Ok(())
+    }
+
     /// Sorts by name and keeps one entry per name: a directory over a file of the same name
     /// (a key that is both an object and a prefix), else the older inode. `dropped` hears
     /// the name of each file left out.
@@ -107,20 +119,81 @@ impl Entries {
     }
 }
 
+/// A backend listing being taken page by page: the entries so far in the order they came,
+/// shared by the directory streams opened meanwhile and by lookups (which finish it).
+pub(crate) struct Growing {
+    backend: usize,
+    /// The directory's key inside the backend.
+    key: String,
+    /// The same with the backend's prefix: what listed locations start with.
+    full: String,
+    /// The pages not yet taken; none once the last one is in or one failed.
+    pages: tokio::sync::Mutex<Option<BoxStream<'static, object_store::Result<ListResult>>>>,
+    taken: Mutex<Entries>,
+    /// The sorted listing once the last page is in, or why a page failed.
+    outcome: Mutex<Option<Result<Listing, FsError>>>,
+    /// When the listing was asked for.
+    started: Instant,
+}
+
+impl Growing {
+    fn lock_taken(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.taken.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn taken(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.lock_taken()
+    }
+
+    fn outcome(&self) -> Option<Result<Listing, FsError>> {
+        self.outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn listing(&self) -> Option<Listing> {
+        self.outcome().and_then(Result::ok)
+    }
+}
+
+/// What an open directory pages through: a whole listing, or one still coming in (read in
+/// the order its entries came, which stays the stream's order to its end).
+#[derive(Clone)]
+pub(crate) enum DirStream {
+    Whole(Listing),
+    Growing(Arc<Growing>),
+}
+
+/// The part of `location` below the listed directory `full` (empty: the backend's root).
+fn strip(full: &str, location: &StorePath) -> Option<String> {
+    let text = location.as_ref();
+    let rest = if full.is_empty() {
+        text
+    } else {
+        text.strip_prefix(full)?.strip_prefix('/')?
+    };
+    Some(rest.to_owned())
+}
+
 impl Core {
-    /// The entries of a directory: `(name, inode)`, from the listing cache when fresh.
-    pub(crate) async fn list(&self, ino: u64) -> Result<Listing, FsError> {
-        if let Some((at, listing)) = self
-            .listings
+    /// A fresh kept listing of `ino`, if any.
+    fn kept(&self, ino: u64) -> Option<Listing> {
+        self.listings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&ino)
-            && at.elapsed() < self.settings.list_cache_ttl
-        {
-            return Ok(listing.clone());
+            .filter(|(at, _)| at.elapsed() < self.settings.list_cache_ttl)
+            .map(|(_, listing)| listing.clone())
+    }
+
+    /// The entries of a directory: `(name, inode)`, from the listing cache when fresh.
+    pub(crate) async fn list(&self, ino: u64) -> Result<Listing, FsError> {
+        if let Some(listing) = self.kept(ino) {
+            return Ok(listing);
         }
-        let entries = match self.node(ino)? {
-            Node::File { .. } => return Err(FsError::NotDir),
+        match self.node(ino)? {
+            Node::File { .. } => Err(FsError::NotDir),
             Node::Synthetic(path) => {
                 let dir = self.synthetic(&path).ok_or(FsError::NoEntry)?;
                 let mut entries = Entries::default();
@@ -136,15 +209,26 @@ impl Core {
                     });
                     entries.push(name, true, ino)?;
                 }
-                entries.finish(|_| {})
+                let listing = Arc::new(entries.finish(|_| {}));
+                self.keep(ino, Instant::now(), listing.clone());
+                Ok(listing)
             }
-            Node::Dir { backend, key } => self.list_backend(backend, &key).await?,
-        };
-        let listing = Arc::new(entries);
+            Node::Dir { backend, key } => {
+                // One listing per directory at a time: a lookup during a directory stream
+                // finishes the stream's listing rather than taking a second one.
+                let growing = self.growing(ino, backend, key);
+                self.advance(ino, &growing, usize::MAX).await?;
+                growing.listing().ok_or(FsError::Abandoned)
+            }
+        }
+    }
+
+    /// Keeps `listing` of `ino`, within the bounds in directories and in names: the oldest
+    /// listings go first. A listing larger than the whole bound is kept alone (dropping it
+    /// would cost a LIST per lookup).
+    fn keep(&self, ino: u64, taken_at: Instant, listing: Listing) {
         let mut cache = self.listings.lock().unwrap_or_else(|e| e.into_inner());
         cache.remove(&ino);
-        // Bounded in directories and in names: the oldest listings go first. A listing larger
-        // than the whole bound is kept alone (dropping it would cost a LIST per lookup).
         let names_bound = self.settings.list_cache_names.max(1);
         let mut names: usize = cache.values().map(|(_, l)| l.len()).sum::<usize>() + listing.len();
         while !cache.is_empty()
@@ -157,22 +241,23 @@ impl Core {
                 names -= gone.len();
             }
         }
-        cache.insert(ino, (Instant::now(), listing.clone()));
-        Ok(listing)
+        cache.insert(ino, (taken_at, listing));
     }
 
-    /// One directory of a backend, consumed page by page as the store delivers it (each page
-    /// within the backend's timeout): a directory of 10^6 keys is never held whole as the
-    /// store's metadata, only as the packed listing it becomes.
-    async fn list_backend(&self, backend: usize, key: &str) -> Result<Entries, FsError> {
+    /// The listing of backend directory `ino` being taken, started if none is.
+    fn growing(&self, ino: u64, backend: usize, key: String) -> Arc<Growing> {
+        let mut growing = self.growing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(taking) = growing.get(&ino) {
+            return taking.clone();
+        }
         let b = &self.backends[backend];
-        let full = join(&b.prefix, key);
+        let full = join(&b.prefix, &key);
         let prefix = if full.is_empty() {
             None
         } else {
             Some(store_path(&full))
         };
-        let mut pages = match &b.pages {
+        let pages = match &b.pages {
             Some(paged) => paged.list_pages(prefix.as_ref()),
             None => {
                 let store = b.store.clone();
@@ -182,37 +267,90 @@ impl Core {
                 .boxed()
             }
         };
-        let strip = |location: &StorePath| -> Option<String> {
-            let text = location.as_ref();
-            let rest = if full.is_empty() {
-                text
-            } else {
-                text.strip_prefix(full.as_str())?.strip_prefix('/')?
+        let taking = Arc::new(Growing {
+            backend,
+            key,
+            full,
+            pages: tokio::sync::Mutex::new(Some(pages)),
+            taken: Mutex::default(),
+            outcome: Mutex::default(),
+            started: Instant::now(),
+        });
+        growing.insert(ino, taking.clone());
+        taking
+    }
+
+    /// Takes pages of `growing` (each within the backend's timeout) until it holds `want`
+    /// entries or the last page is in; then its sorted listing is kept for lookups. A
+    /// directory of 10^6 keys is never held whole as the store's metadata, and a directory
+    /// stream returns its first entries once the first page is in.
+    async fn advance(&self, ino: u64, growing: &Growing, want: usize) -> Result<(), FsError> {
+        loop {
+            if let Some(outcome) = growing.outcome() {
+                return outcome.map(|_| ());
+            }
+            if growing.taken().len() >= want {
+                return Ok(());
+            }
+            let mut pages = growing.pages.lock().await;
+            // Another reader may have taken the pages wanted while this one waited.
+            let Some(stream) = pages.as_mut() else {
+                continue;
             };
-            Some(rest.to_owned())
-        };
-        let mut entries = Entries::default();
-        while let Some(page) = self
-            .backend_call(backend, "list", async { pages.next().await.transpose() })
-            .await?
-        {
-            self.take_page(backend, key, page, &strip, &mut entries)?;
+            if growing.taken().len() >= want {
+                return Ok(());
+            }
+            let next = self
+                .backend_call(growing.backend, "list", async {
+                    stream.next().await.transpose()
+                })
+                .await;
+            let outcome = match next {
+                Ok(Some(page)) => {
+                    self.stats.list_pages.fetch_add(1, Ordering::Relaxed);
+                    let mut batch = Entries::default();
+                    let taken = self
+                        .take_page(growing, page, &mut batch)
+                        .and_then(|()| growing.lock_taken().append(&batch));
+                    match taken {
+                        Ok(()) => continue,
+                        Err(err) => Err(err),
+                    }
+                }
+                Ok(None) => {
+                    let b = &self.backends[growing.backend];
+                    let copy = growing.taken().clone();
+                    let sorted = copy.finish(|name| {
+                        tracing::warn!(backend = %b.name, key = %join(&growing.key, name), "a key is both a file and a prefix; showing the directory");
+                        self.metrics.key_skipped(&b.name, "file_and_prefix");
+                    });
+                    let listing = Arc::new(sorted);
+                    // Its age counts from its start: a stream read slowly does not make an
+                    // old listing look fresh.
+                    self.keep(ino, growing.started, listing.clone());
+                    Ok(listing)
+                }
+                Err(err) => Err(err),
+            };
+            *pages = None;
+            *growing.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome.clone());
+            self.growing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&ino);
+            return outcome.map(|_| ());
         }
-        Ok(entries.finish(|name| {
-            tracing::warn!(backend = %b.name, key = %join(key, name), "a key is both a file and a prefix; showing the directory");
-            self.metrics.key_skipped(&b.name, "file_and_prefix");
-        }))
     }
 
     /// Adds one page of a backend listing to `entries`, interning every entry it shows.
     fn take_page(
         &self,
-        backend: usize,
-        key: &str,
+        growing: &Growing,
         page: object_store::ListResult,
-        strip: &impl Fn(&StorePath) -> Option<String>,
         entries: &mut Entries,
     ) -> Result<(), FsError> {
+        let (backend, key) = (growing.backend, growing.key.as_str());
+        let strip = |location: &StorePath| strip(&growing.full, location);
         let b = &self.backends[backend];
         if let Some(skipped) = page.extensions.get::<object_store::list::SkippedKeys>() {
             for key in &skipped.0 {
@@ -326,16 +464,23 @@ impl Core {
 
     /// Opens a directory stream: the listing it pages through is fixed here, so entries
     /// neither repeat nor vanish between the kernel's readdir calls when the listing cache
-    /// refreshes mid-stream.
+    /// refreshes mid-stream. A backend directory not listed yet is not waited for: the
+    /// stream reads its entries as the pages come in.
     pub async fn opendir(&self, ino: u64) -> Result<u64, FsError> {
-        let listing = self.list(ino).await?;
+        let stream = match (self.kept(ino), self.node(ino)?) {
+            (Some(listing), _) => DirStream::Whole(listing),
+            (None, Node::Dir { backend, key }) => {
+                DirStream::Growing(self.growing(ino, backend, key))
+            }
+            (None, _) => DirStream::Whole(self.list(ino).await?),
+        };
         let fh = self
             .next_handle
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.dir_handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(fh, listing);
+            .insert(fh, stream);
         Ok(fh)
     }
 
@@ -363,20 +508,27 @@ impl Core {
             .unwrap_or_else(|e| e.into_inner())
             .get(&fh)
             .cloned();
-        let listing = match pinned {
-            Some(listing) => listing,
-            None => self.list(ino).await?,
+        let want = from.saturating_add(max);
+        let page = |listing: &Entries| {
+            let end = listing.len().min(want);
+            let inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+            (from..end)
+                .filter_map(|at| {
+                    let (name, child) = listing.get(at)?;
+                    inodes
+                        .shape(child)
+                        .map(|shape| (at, name.to_owned(), self.attr_of_shape(child, shape)))
+                })
+                .collect()
         };
-        let end = listing.len().min(from.saturating_add(max));
-        let inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
-        Ok((from..end)
-            .filter_map(|at| {
-                let (name, child) = listing.get(at)?;
-                inodes
-                    .shape(child)
-                    .map(|shape| (at, name.to_owned(), self.attr_of_shape(child, shape)))
-            })
-            .collect())
+        match pinned {
+            Some(DirStream::Growing(growing)) => {
+                self.advance(ino, &growing, want).await?;
+                Ok(page(&growing.taken()))
+            }
+            Some(DirStream::Whole(listing)) => Ok(page(&listing)),
+            None => Ok(page(&*self.list(ino).await?)),
+        }
     }
 
     /// The object may have changed under us: list again next time.

@@ -19,7 +19,6 @@ async fn a_directory_stream_keeps_its_listing_while_the_cache_refreshes() {
     let fh = core.opendir(d).await.unwrap();
     let first = core.readdir(d, fh, 0, 100).await.unwrap();
     assert_eq!(first.len(), 100);
-    assert_eq!(first[0].1, "f000");
     // Names that sort before every listed one appear, and the listing cache (200 ms) expires.
     for i in 0..50 {
         std::fs::write(src.join(format!("d/a{i:02}")), b"y").unwrap();
@@ -33,6 +32,8 @@ async fn a_directory_stream_keeps_its_listing_while_the_cache_refreshes() {
         from = last.0 + 1;
         seen.extend(page.into_iter().map(|(_, name, _)| name));
     }
+    // A directory's first stream reads entries in the order the backend gave them.
+    seen.sort();
     let want: Vec<String> = (0..300).map(|i| format!("f{i:03}")).collect();
     assert_eq!(seen, want, "every name of the opened listing exactly once");
     core.releasedir(fh);
@@ -40,7 +41,7 @@ async fn a_directory_stream_keeps_its_listing_while_the_cache_refreshes() {
     let fh = core.opendir(d).await.unwrap();
     let page = core.readdir(d, fh, 0, 1000).await.unwrap();
     assert_eq!(page.len(), 350);
-    assert_eq!(page[0].1, "a00");
+    assert!(page.iter().any(|(_, name, _)| name == "a00"));
     assert_eq!(core.readdir(d, fh, 350, 10).await.unwrap().len(), 0);
     assert_eq!(core.readdir(d, fh, 10_000, 10).await.unwrap().len(), 0);
     core.releasedir(fh);
@@ -226,7 +227,8 @@ async fn a_local_directory_listed_page_by_page_matches_the_store_and_reads_back(
     let core = common::core(&src, common::cache(&dir.path().join("cache"), 1 << 30));
     let local = core.lookup(warpdrive_fs::ROOT, "local").await.unwrap().ino;
     let d_ino = core.lookup(local, "d").await.unwrap().ino;
-    let names = names_of(&core, d_ino).await;
+    let mut names = names_of(&core, d_ino).await;
+    names.sort();
     let mut expected: Vec<String> = (0..files).map(|i| format!("f{i:05}")).collect();
     expected.extend(odd.iter().map(|s| s.to_string()));
     expected.extend(["link-in".to_owned(), "sub".to_owned()]);
@@ -239,4 +241,146 @@ async fn a_local_directory_listed_page_by_page_matches_the_store_and_reads_back(
         assert_eq!(&bytes[..], name.as_bytes(), "{name}");
         core.release(fh);
     }
+}
+
+#[tokio::test]
+async fn a_directory_stream_returns_entries_before_the_listing_is_whole() {
+    use std::sync::atomic::Ordering;
+    use warpdrive_fs::paged::PAGE_KEYS;
+
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    let files = 2 * PAGE_KEYS + 500;
+    for i in 0..files {
+        std::fs::write(src.join(format!("d/f{i:05}")), b"x").unwrap();
+    }
+    let settings = warpdrive_fs::FsSettings {
+        list_cache_ttl: Duration::from_secs(300),
+        attr_ttl: Duration::from_secs(300),
+        ..common::fs_settings()
+    };
+    let core = std::sync::Arc::new(common::paged_core(&src, settings));
+    let pages = || core.stats().list_pages.load(Ordering::SeqCst);
+    let local = core.lookup(warpdrive_fs::ROOT, "local").await.unwrap().ino;
+    let d = core.lookup(local, "d").await.unwrap().ino;
+    let before = pages();
+    let fh = core.opendir(d).await.unwrap();
+    assert_eq!(pages(), before, "opendir does not wait for the listing");
+    let first = core.readdir(d, fh, 0, 100).await.unwrap();
+    assert_eq!(first.len(), 100);
+    assert_eq!(
+        pages() - before,
+        1,
+        "the first entries need only the first page"
+    );
+    // A second stream opened meanwhile shares the listing being taken.
+    let fh2 = core.opendir(d).await.unwrap();
+    assert_eq!(core.readdir(d, fh2, 0, 10).await.unwrap().len(), 10);
+    assert_eq!(pages() - before, 1);
+    let mut seen: Vec<String> = first.into_iter().map(|(_, name, _)| name).collect();
+    loop {
+        let page = core.readdir(d, fh, seen.len(), 300).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert_eq!(page[0].0, seen.len(), "positions run on without a gap");
+        seen.extend(page.into_iter().map(|(_, name, _)| name));
+    }
+    core.releasedir(fh);
+    core.releasedir(fh2);
+    let taken = pages() - before;
+    assert_eq!(taken, 3, "each page taken once");
+    seen.sort();
+    let want: Vec<String> = (0..files).map(|i| format!("f{i:05}")).collect();
+    assert_eq!(seen, want, "every name once");
+    // The finished listing is kept: lookups and a new stream need no page.
+    assert!(core.lookup(d, "f01234").await.is_ok());
+    let fh = core.opendir(d).await.unwrap();
+    assert_eq!(core.readdir(d, fh, 0, 10_000).await.unwrap().len(), files);
+    assert_eq!(
+        core.readdir(d, fh, 0, 3).await.unwrap()[0].1,
+        "f00000",
+        "sorted"
+    );
+    core.releasedir(fh);
+    assert_eq!(pages() - before, taken);
+}
+
+#[tokio::test]
+async fn a_lookup_during_a_directory_stream_finishes_its_listing_not_a_second_one() {
+    use std::sync::atomic::Ordering;
+    use warpdrive_fs::paged::PAGE_KEYS;
+
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..(PAGE_KEYS + 10) {
+        std::fs::write(src.join(format!("d/f{i:05}")), b"x").unwrap();
+    }
+    let core = std::sync::Arc::new(common::paged_core(&src, common::fs_settings()));
+    let local = core.lookup(warpdrive_fs::ROOT, "local").await.unwrap().ino;
+    let d = core.lookup(local, "d").await.unwrap().ino;
+    let before = core.stats().list_pages.load(Ordering::SeqCst);
+    let fh = core.opendir(d).await.unwrap();
+    assert_eq!(core.readdir(d, fh, 0, 5).await.unwrap().len(), 5);
+    let found = core.lookup(d, "f01005").await.unwrap();
+    assert_eq!(found.size, 1);
+    assert_eq!(
+        core.stats().list_pages.load(Ordering::SeqCst) - before,
+        2,
+        "the lookup took the stream's second page, not a new listing"
+    );
+    let rest = core.readdir(d, fh, 5, 10_000).await.unwrap();
+    assert_eq!(rest.len(), PAGE_KEYS + 5);
+    core.releasedir(fh);
+}
+
+#[tokio::test]
+async fn a_listing_that_stalls_fails_its_stream_within_the_timeout_and_the_next_open_lists_again() {
+    use common::faulty::{Faults, Faulty};
+    use object_store::{ObjectStore, ObjectStoreExt};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    for i in 0..20 {
+        inner
+            .put(&format!("d/f{i:02}").as_str().into(), b"x".to_vec().into())
+            .await
+            .unwrap();
+    }
+    let faults = Arc::new(Faults::default());
+    let store: Arc<dyn ObjectStore> = Arc::new(Faulty {
+        inner,
+        faults: faults.clone(),
+    });
+    let core = common::uncached_core(
+        "memory",
+        store,
+        Duration::from_millis(300),
+        common::fs_settings(),
+    );
+    let local = core.lookup(warpdrive_fs::ROOT, "local").await.unwrap().ino;
+    let d = core.lookup(local, "d").await.unwrap().ino;
+    // The listing of `d` is kept 200 ms; past that, the store stops answering.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    faults.stall.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let fh = core.opendir(d).await.unwrap();
+    let err = core.readdir(d, fh, 0, 10).await.unwrap_err();
+    assert!(
+        matches!(err, warpdrive_fs::FsError::Timeout { .. }),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        core.readdir(d, fh, 0, 10).await.is_err(),
+        "the stream stays failed"
+    );
+    core.releasedir(fh);
+    faults.stall.store(false, Ordering::SeqCst);
+    let fh = core.opendir(d).await.unwrap();
+    assert_eq!(core.readdir(d, fh, 0, 100).await.unwrap().len(), 20);
+    core.releasedir(fh);
 }
