@@ -16,15 +16,19 @@ use crate::core::Core;
 use crate::error::FsError;
 use crate::inodes::{Attr, Node, display_name, join, store_path, valid_name};
 
-/// A directory's entries sorted by name, packed for directories of 10^6: every name in one
-/// string and 16 bytes per entry, shared by the cache and open directory streams.
+/// A directory's entries, packed for directories of 10^6: every name in one string, 16 bytes
+/// per entry in the order the backend gave them, and 4 more for the order by name; shared by
+/// the cache and open directory streams.
 pub(crate) type Listing = Arc<Entries>;
 
 /// The packed entries of one directory.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub(crate) struct Entries {
     names: String,
+    /// In the order they came (a directory's first stream reads them so).
     entries: Vec<Entry>,
+    /// Positions in `entries` sorted by name, one per name; filled by [`Entries::finish`].
+    sorted: Vec<u32>,
 }
 
 /// One entry: its inode, where its name lies in [`Entries::names`], and whether it is a
@@ -38,8 +42,13 @@ struct Entry {
 }
 
 impl Entries {
-    /// Entries in the directory.
+    /// Entries in the directory, one per name.
     pub(crate) fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// Entries taken so far, in the order they came.
+    fn arrived(&self) -> usize {
         self.entries.len()
     }
 
@@ -48,22 +57,31 @@ impl Entries {
         &self.names[start..start + entry.len as usize]
     }
 
-    /// The name and inode at position `at`.
+    /// The name and inode at position `at` in name order.
     pub(crate) fn get(&self, at: usize) -> Option<(&str, u64)> {
+        let entry = &self.entries[*self.sorted.get(at)? as usize];
+        Some((self.name_of(entry), entry.ino))
+    }
+
+    /// The name and inode at position `at` in the order the entries came.
+    fn get_arrived(&self, at: usize) -> Option<(&str, u64)> {
         self.entries.get(at).map(|e| (self.name_of(e), e.ino))
     }
 
     /// The position of `name`, by a binary search: `ls -l` of n entries costs n log n.
     pub(crate) fn find(&self, name: &str) -> Option<usize> {
-        self.entries
-            .binary_search_by(|e| self.name_of(e).cmp(name))
+        self.sorted
+            .binary_search_by(|&at| self.name_of(&self.entries[at as usize]).cmp(name))
             .ok()
     }
 
     /// Adds an entry in any order; [`Entries::finish`] sorts.
     pub(crate) fn push(&mut self, name: &str, dir: bool, ino: u64) -> Result<(), FsError> {
-        let (Ok(start), Ok(len)) = (u32::try_from(self.names.len()), u16::try_from(name.len()))
-        else {
+        let (Ok(start), Ok(len), Ok(_)) = (
+            u32::try_from(self.names.len()),
+            u16::try_from(name.len()),
+            u32::try_from(self.entries.len()),
+        ) else {
             return Err(FsError::TooLarge(
                 "a directory whose names take more than 4 GiB".into(),
             ));
@@ -80,42 +98,45 @@ impl Entries {
 
     /// Adds every entry of `other`, in its order.
     fn append(&mut self, other: &Entries) -> Result<(), FsError> {
-        for at in 0..other.len() {
-            let entry = other.entries[at];
-            self.push(other.name_of(&entry), entry.dir, entry.ino)?;
+        for entry in &other.entries {
+            self.push(other.name_of(entry), entry.dir, entry.ino)?;
         }
         Ok(())
     }
 
-    /// Sorts by name and keeps one entry per name: a directory over a file of the same name
+    /// Orders by name and keeps one entry per name: a directory over a file of the same name
     /// (a key that is both an object and a prefix), else the older inode. `dropped` hears
-    /// the name of each file left out.
+    /// the name of each file left out. The entries stay where they are (a stream reading
+    /// them in the order they came goes on undisturbed); only the 4-byte order is new.
     pub(crate) fn finish(mut self, mut dropped: impl FnMut(&str)) -> Self {
-        let names = std::mem::take(&mut self.names);
-        let name = |e: &Entry| &names[e.start as usize..e.start as usize + e.len as usize];
-        self.entries.sort_unstable_by(|a, b| {
+        self.names.shrink_to_fit();
+        self.entries.shrink_to_fit();
+        let entry = |at: &u32| &self.entries[*at as usize];
+        let name = |at: &u32| self.name_of(entry(at));
+        // `push` refused more than u32::MAX entries.
+        let mut sorted: Vec<u32> = (0..self.entries.len() as u32).collect();
+        sorted.sort_unstable_by(|a, b| {
             name(a)
                 .cmp(name(b))
-                .then(b.dir.cmp(&a.dir))
-                .then(a.ino.cmp(&b.ino))
+                .then(entry(b).dir.cmp(&entry(a).dir))
+                .then(entry(a).ino.cmp(&entry(b).ino))
         });
-        self.entries.dedup_by(|later, kept| {
+        sorted.dedup_by(|later, kept| {
             let same = name(later) == name(kept);
-            if same && !later.dir {
+            if same && !entry(later).dir {
                 dropped(name(later));
             }
             same
         });
-        self.names = names;
-        self.names.shrink_to_fit();
-        self.entries.shrink_to_fit();
+        sorted.shrink_to_fit();
+        self.sorted = sorted;
         self
     }
 
-    /// Every `(name, inode)` in order.
+    /// Every `(name, inode)` in name order.
     #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.entries.iter().map(|e| (self.name_of(e), e.ino))
+        (0..self.len()).filter_map(|at| self.get(at))
     }
 }
 
@@ -137,12 +158,10 @@ pub(crate) struct Growing {
 }
 
 impl Growing {
-    fn lock_taken(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.taken.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
+    /// The entries taken so far; empty once the listing is finished (they moved into it).
+    /// Lock it before looking at the outcome: the two change together.
     fn taken(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.lock_taken()
+        self.taken.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn outcome(&self) -> Option<Result<Listing, FsError>> {
@@ -289,7 +308,7 @@ impl Core {
             if let Some(outcome) = growing.outcome() {
                 return outcome.map(|_| ());
             }
-            if growing.taken().len() >= want {
+            if growing.taken().arrived() >= want {
                 return Ok(());
             }
             let mut pages = growing.pages.lock().await;
@@ -297,7 +316,7 @@ impl Core {
             let Some(stream) = pages.as_mut() else {
                 continue;
             };
-            if growing.taken().len() >= want {
+            if growing.taken().arrived() >= want {
                 return Ok(());
             }
             let next = self
@@ -311,7 +330,7 @@ impl Core {
                     let mut batch = Entries::default();
                     let taken = self
                         .take_page(growing, page, &mut batch)
-                        .and_then(|()| growing.lock_taken().append(&batch));
+                        .and_then(|()| growing.taken().append(&batch));
                     match taken {
                         Ok(()) => continue,
                         Err(err) => Err(err),
@@ -319,12 +338,17 @@ impl Core {
                 }
                 Ok(None) => {
                     let b = &self.backends[growing.backend];
-                    let copy = growing.taken().clone();
-                    let sorted = copy.finish(|name| {
+                    // The entries move into the listing (no copy of 10^6 entries), under the
+                    // lock streams read them by, and the outcome is set before it is let go.
+                    let mut taken = growing.taken();
+                    let sorted = std::mem::take(&mut *taken).finish(|name| {
                         tracing::warn!(backend = %b.name, key = %join(&growing.key, name), "a key is both a file and a prefix; showing the directory");
                         self.metrics.key_skipped(&b.name, "file_and_prefix");
                     });
                     let listing = Arc::new(sorted);
+                    *growing.outcome.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Ok(listing.clone()));
+                    drop(taken);
                     // Its age counts from its start: a stream read slowly does not make an
                     // old listing look fresh.
                     self.keep(ino, growing.started, listing.clone());
@@ -509,12 +533,22 @@ impl Core {
             .get(&fh)
             .cloned();
         let want = from.saturating_add(max);
-        let page = |listing: &Entries| {
-            let end = listing.len().min(want);
+        // Entries at positions `from..want` of `listing`, by name or in the order they came.
+        let page = |listing: &Entries, arrived: bool| {
+            let end = if arrived {
+                listing.arrived()
+            } else {
+                listing.len()
+            }
+            .min(want);
             let inodes = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
             (from..end)
                 .filter_map(|at| {
-                    let (name, child) = listing.get(at)?;
+                    let (name, child) = if arrived {
+                        listing.get_arrived(at)?
+                    } else {
+                        listing.get(at)?
+                    };
                     inodes
                         .shape(child)
                         .map(|shape| (at, name.to_owned(), self.attr_of_shape(child, shape)))
@@ -524,10 +558,17 @@ impl Core {
         match pinned {
             Some(DirStream::Growing(growing)) => {
                 self.advance(ino, &growing, want).await?;
-                Ok(page(&growing.taken()))
+                let taken = growing.taken();
+                match growing.listing() {
+                    Some(listing) => {
+                        drop(taken);
+                        Ok(page(&listing, true))
+                    }
+                    None => Ok(page(&taken, true)),
+                }
             }
-            Some(DirStream::Whole(listing)) => Ok(page(&listing)),
-            None => Ok(page(&*self.list(ino).await?)),
+            Some(DirStream::Whole(listing)) => Ok(page(&listing, false)),
+            None => Ok(page(&*self.list(ino).await?, false)),
         }
     }
 
