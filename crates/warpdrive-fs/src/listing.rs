@@ -24,9 +24,9 @@ pub(crate) type Listing = Arc<Entries>;
 /// The packed entries of one directory.
 #[derive(Default)]
 pub(crate) struct Entries {
-    names: String,
+    names: Names,
     /// In the order they came (a directory's first stream reads them so).
-    entries: Vec<Entry>,
+    entries: Chunks,
     /// Positions in `entries` sorted by name, one per name; filled by [`Entries::finish`].
     sorted: Vec<u32>,
 }
@@ -41,6 +41,89 @@ struct Entry {
     dir: bool,
 }
 
+/// Entries per chunk (64 KiB).
+const ENTRY_CHUNK: usize = 4096;
+/// Bytes of names per chunk.
+const NAME_CHUNK: usize = 64 * 1024;
+
+/// Entries in fixed chunks: a listing that grows a page at a time never copies itself (a
+/// doubling vector of 10^6 entries leaves each outgrown buffer behind in malloc's heap).
+#[derive(Default)]
+struct Chunks {
+    chunks: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+impl Chunks {
+    fn push(&mut self, entry: Entry) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < ENTRY_CHUNK => chunk.push(entry),
+            _ => {
+                let mut chunk = Vec::with_capacity(ENTRY_CHUNK);
+                chunk.push(entry);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn get(&self, at: usize) -> Option<&Entry> {
+        self.chunks.get(at / ENTRY_CHUNK)?.get(at % ENTRY_CHUNK)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.chunks.iter().flatten()
+    }
+
+    /// Gives back the unused end of the last chunk.
+    fn trim(&mut self) {
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.shrink_to_fit();
+        }
+    }
+}
+
+/// Names in chunks of [`NAME_CHUNK`] bytes, no name split across two; a name's start is
+/// `chunk × NAME_CHUNK + offset`.
+#[derive(Default)]
+struct Names {
+    chunks: Vec<String>,
+}
+
+impl Names {
+    /// Stores `name`, returning where it starts; none past 4 GiB of chunks.
+    fn push(&mut self, name: &str) -> Option<u32> {
+        if name.len() > NAME_CHUNK {
+            return None;
+        }
+        if self
+            .chunks
+            .last()
+            .is_none_or(|chunk| chunk.len() + name.len() > NAME_CHUNK)
+        {
+            self.chunks.push(String::with_capacity(NAME_CHUNK));
+        }
+        let index = self.chunks.len() - 1;
+        let chunk = &mut self.chunks[index];
+        let start = index.checked_mul(NAME_CHUNK)?.checked_add(chunk.len())?;
+        let start = u32::try_from(start).ok()?;
+        chunk.push_str(name);
+        Some(start)
+    }
+
+    fn get(&self, start: u32, len: u16) -> &str {
+        let (chunk, offset) = (start as usize / NAME_CHUNK, start as usize % NAME_CHUNK);
+        &self.chunks[chunk][offset..offset + len as usize]
+    }
+
+    /// Gives back the unused end of the last chunk.
+    fn trim(&mut self) {
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.shrink_to_fit();
+        }
+    }
+}
+
 impl Entries {
     /// Entries in the directory, one per name.
     pub(crate) fn len(&self) -> usize {
@@ -49,17 +132,23 @@ impl Entries {
 
     /// Entries taken so far, in the order they came.
     fn arrived(&self) -> usize {
-        self.entries.len()
+        self.entries.len
     }
 
     fn name_of(&self, entry: &Entry) -> &str {
-        let start = entry.start as usize;
-        &self.names[start..start + entry.len as usize]
+        self.names.get(entry.start, entry.len)
+    }
+
+    /// The entry at position `at` in the order the entries came.
+    fn entry(&self, at: u32) -> &Entry {
+        self.entries
+            .get(at as usize)
+            .expect("sorted positions point into the entries")
     }
 
     /// The name and inode at position `at` in name order.
     pub(crate) fn get(&self, at: usize) -> Option<(&str, u64)> {
-        let entry = &self.entries[*self.sorted.get(at)? as usize];
+        let entry = self.entry(*self.sorted.get(at)?);
         Some((self.name_of(entry), entry.ino))
     }
 
@@ -71,22 +160,17 @@ impl Entries {
     /// The position of `name`, by a binary search: `ls -l` of n entries costs n log n.
     pub(crate) fn find(&self, name: &str) -> Option<usize> {
         self.sorted
-            .binary_search_by(|&at| self.name_of(&self.entries[at as usize]).cmp(name))
+            .binary_search_by(|&at| self.name_of(self.entry(at)).cmp(name))
             .ok()
     }
 
     /// Adds an entry in any order; [`Entries::finish`] sorts.
     pub(crate) fn push(&mut self, name: &str, dir: bool, ino: u64) -> Result<(), FsError> {
-        let (Ok(start), Ok(len), Ok(_)) = (
-            u32::try_from(self.names.len()),
-            u16::try_from(name.len()),
-            u32::try_from(self.entries.len()),
-        ) else {
-            return Err(FsError::TooLarge(
-                "a directory whose names take more than 4 GiB".into(),
-            ));
+        let too_large = || FsError::TooLarge("a directory whose names take more than 4 GiB".into());
+        let (Ok(len), Ok(_)) = (u16::try_from(name.len()), u32::try_from(self.entries.len)) else {
+            return Err(too_large());
         };
-        self.names.push_str(name);
+        let start = self.names.push(name).ok_or_else(too_large)?;
         self.entries.push(Entry {
             ino,
             start,
@@ -98,7 +182,7 @@ impl Entries {
 
     /// Adds every entry of `other`, in its order.
     fn append(&mut self, other: &Entries) -> Result<(), FsError> {
-        for entry in &other.entries {
+        for entry in other.entries.iter() {
             self.push(other.name_of(entry), entry.dir, entry.ino)?;
         }
         Ok(())
@@ -109,12 +193,12 @@ impl Entries {
     /// the name of each file left out. The entries stay where they are (a stream reading
     /// them in the order they came goes on undisturbed); only the 4-byte order is new.
     pub(crate) fn finish(mut self, mut dropped: impl FnMut(&str)) -> Self {
-        self.names.shrink_to_fit();
-        self.entries.shrink_to_fit();
-        let entry = |at: &u32| &self.entries[*at as usize];
+        self.names.trim();
+        self.entries.trim();
+        let entry = |at: &u32| self.entry(*at);
         let name = |at: &u32| self.name_of(entry(at));
         // `push` refused more than u32::MAX entries.
-        let mut sorted: Vec<u32> = (0..self.entries.len() as u32).collect();
+        let mut sorted: Vec<u32> = (0..self.entries.len as u32).collect();
         sorted.sort_unstable_by(|a, b| {
             name(a)
                 .cmp(name(b))
@@ -612,5 +696,35 @@ mod tests {
         assert_eq!(entries.find("d"), None);
         assert_eq!(entries.get(4), None);
         assert_eq!(std::mem::size_of::<Entry>(), 16, "16 bytes per entry");
+    }
+
+    #[test]
+    fn names_and_entries_across_many_chunks_come_back_whole() {
+        let mut entries = Entries::default();
+        // Names of 1 to 255 bytes: 20,000 of them fill about 40 name chunks (none split) and
+        // 5 entry chunks.
+        let names: Vec<String> = (0..20_000usize)
+            .map(|i| format!("{i:05}{}", "x".repeat(i % 251)))
+            .collect();
+        for (i, name) in names.iter().enumerate().rev() {
+            entries.push(name, false, i as u64 + 2).unwrap();
+        }
+        assert_eq!(entries.arrived(), names.len());
+        assert_eq!(
+            entries.get_arrived(0),
+            Some((names[19_999].as_str(), 20_001))
+        );
+        let entries = entries.finish(|_| panic!("no duplicates"));
+        assert!(entries.names.chunks.len() > 30);
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(entries.find(name), Some(i));
+            assert_eq!(entries.get(i), Some((name.as_str(), i as u64 + 2)));
+        }
+        assert!(
+            Entries::default()
+                .push(&"y".repeat(70_000), false, 1)
+                .is_err(),
+            "a name longer than a chunk is refused, not split"
+        );
     }
 }
