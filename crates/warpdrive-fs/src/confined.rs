@@ -75,18 +75,7 @@ impl Confined {
             let mut files = Vec::new();
             let mut skipped = Vec::new();
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                    // No UTF-8, so no key: reported like any other key no path can show.
-                    skipped.push(format!("{prefix}/{}", entry.file_name().to_string_lossy()));
-                    continue;
-                };
-                if name.chars().any(char::is_control) {
-                    // A key with a control character is no path on any backend.
-                    skipped.push(format!("{prefix}/{name}"));
-                    continue;
-                }
-                let Some(location) = location_of(&prefix, &name) else {
-                    skipped.push(format!("{prefix}/{name}"));
+                let Some(location) = key_of(&prefix, &entry, &mut skipped) else {
                     continue;
                 };
                 if !Self::inside(&inner, &allowed, &location) {
@@ -164,15 +153,9 @@ impl Confined {
             };
             let mut skipped = Vec::new();
             for entry in entries.flatten() {
-                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                    // No UTF-8, so no key: reported like any other key no path can show.
-                    skipped.push(format!("{prefix}/{}", entry.file_name().to_string_lossy()));
+                let Some(location) = key_of(&prefix, &entry, &mut skipped) else {
                     continue;
                 };
-                if name.chars().any(char::is_control) {
-                    skipped.push(format!("{prefix}/{name}"));
-                    continue;
-                }
                 let Ok(kind) = entry.file_type() else {
                     continue;
                 };
@@ -185,10 +168,6 @@ impl Confined {
                     entry.metadata()
                 };
                 let Ok(meta) = meta else { continue };
-                let Some(location) = location_of(&prefix, &name) else {
-                    skipped.push(format!("{prefix}/{name}"));
-                    continue;
-                };
                 if meta.is_dir() {
                     page.common_prefixes.push(location);
                 } else if meta.is_file() && location.filename().is_some_and(local_file_name) {
@@ -231,15 +210,29 @@ impl Confined {
     }
 }
 
-/// The key of `name` in directory `prefix`, spelled as the local store's own listing spells
-/// it (the raw name, not percent-encoded): its reads find the file by that spelling, and warm,
-/// which lists through the store, keys blocks the way reads do.
-fn location_of(prefix: &Path, name: &str) -> Option<Path> {
-    if prefix.as_ref().is_empty() {
-        Path::parse(name).ok()
+/// The key of directory entry `entry` of `prefix`, spelled as the local store's own listing
+/// spells it (the raw name, not percent-encoded): its reads find the file by that spelling,
+/// and warm, which lists through the store, keys blocks the way reads do. A name no key can
+/// hold (not UTF-8, a control character) goes to `skipped` instead.
+fn key_of(prefix: &Path, entry: &std::fs::DirEntry, skipped: &mut Vec<String>) -> Option<Path> {
+    let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+        skipped.push(format!("{prefix}/{}", entry.file_name().to_string_lossy()));
+        return None;
+    };
+    let full = if prefix.as_ref().is_empty() {
+        name
     } else {
-        Path::parse(format!("{prefix}/{name}")).ok()
+        format!("{prefix}/{name}")
+    };
+    // A control character (C1 ones too) is no path on any backend; Path::parse refuses the
+    // ASCII ones (and `.`/`..`, which read_dir never gives).
+    let location = Path::parse(&full)
+        .ok()
+        .filter(|_| !full.chars().any(char::is_control));
+    if location.is_none() {
+        skipped.push(full);
     }
+    location
 }
 
 /// Whether the local store shows a file of this name: it hides `name#digits`, its own

@@ -155,31 +155,17 @@ async fn a_local_directory_listed_page_by_page_matches_the_store_and_reads_back(
             .iter()
             .all(|p| p.objects.len() + p.common_prefixes.len() <= PAGE_KEYS)
     );
-    let mut paged: Vec<_> = pages
-        .iter()
-        .flat_map(|p| &p.objects)
-        .map(|o| {
-            (
-                o.location.to_string(),
-                o.size,
-                o.e_tag.clone(),
-                o.last_modified,
-            )
-        })
-        .collect();
+    let row = |o: &object_store::ObjectMeta| {
+        (
+            o.location.to_string(),
+            o.size,
+            o.e_tag.clone(),
+            o.last_modified,
+        )
+    };
+    let mut paged: Vec<_> = pages.iter().flat_map(|p| &p.objects).map(row).collect();
     let whole = confined.list_with_delimiter(Some(&prefix)).await.unwrap();
-    let mut want: Vec<_> = whole
-        .objects
-        .iter()
-        .map(|o| {
-            (
-                o.location.to_string(),
-                o.size,
-                o.e_tag.clone(),
-                o.last_modified,
-            )
-        })
-        .collect();
+    let mut want: Vec<_> = whole.objects.iter().map(row).collect();
     paged.sort();
     want.sort();
     assert_eq!(
