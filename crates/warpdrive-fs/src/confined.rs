@@ -18,7 +18,7 @@ use object_store::{
     ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
-use crate::paged::{PAGE_KEYS, PagedList};
+use crate::paged::{PagedList, page_keys};
 
 /// A [`LocalFileSystem`] confined to the real path of `allowed` (its root with the prefix).
 #[derive(Debug)]
@@ -110,7 +110,8 @@ impl Confined {
         })
     }
 
-    /// One directory's entries as pages of [`PAGE_KEYS`], read on a blocking thread that
+    /// One directory's entries as pages ([`page_keys`]: small first, then up to
+    /// [`crate::paged::PAGE_KEYS`]), read on a blocking thread that
     /// stays at most two pages ahead of the reader. Only symbolic links are resolved (an
     /// entry that is no link lies where its directory lies); ETags are the local store's own,
     /// so the versions a listing reports are the ones a read checks.
@@ -152,6 +153,7 @@ impl Confined {
                 extensions: Default::default(),
             };
             let mut skipped = Vec::new();
+            let mut sent = 0u32;
             for entry in entries.flatten() {
                 let Some(location) = key_of(&prefix, &entry, &mut skipped) else {
                     continue;
@@ -175,7 +177,8 @@ impl Confined {
                 } else {
                     continue;
                 }
-                if page.objects.len() + page.common_prefixes.len() >= PAGE_KEYS {
+                if page.objects.len() + page.common_prefixes.len() >= page_keys(sent) {
+                    sent = sent.saturating_add(1);
                     let full = std::mem::replace(
                         &mut page,
                         ListResult {

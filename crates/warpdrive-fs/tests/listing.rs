@@ -276,7 +276,12 @@ async fn a_directory_stream_returns_entries_before_the_listing_is_whole() {
     core.releasedir(fh);
     core.releasedir(fh2);
     let taken = pages() - before;
-    assert_eq!(taken, 3, "each page taken once");
+    assert!(warpdrive_fs::paged::pages_for(files) > 3);
+    assert_eq!(
+        taken,
+        u64::from(warpdrive_fs::paged::pages_for(files)),
+        "each page taken once"
+    );
     seen.sort();
     let want: Vec<String> = (0..files).map(|i| format!("f{i:05}")).collect();
     assert_eq!(seen, want, "every name once");
@@ -314,8 +319,8 @@ async fn a_lookup_during_a_directory_stream_finishes_its_listing_not_a_second_on
     assert_eq!(found.size, 1);
     assert_eq!(
         core.stats().list_pages.load(Ordering::SeqCst) - before,
-        2,
-        "the lookup took the stream's second page, not a new listing"
+        u64::from(warpdrive_fs::paged::pages_for(PAGE_KEYS + 10)),
+        "the lookup took the stream's remaining pages, not a new listing"
     );
     let rest = core.readdir(d, fh, 5, 10_000).await.unwrap();
     assert_eq!(rest.len(), PAGE_KEYS + 5);
