@@ -58,14 +58,6 @@ pub(crate) enum Node {
     },
 }
 
-/// What makes two nodes the same inode.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum NodeKey {
-    Synthetic(Vec<String>),
-    Dir(usize, String),
-    File(usize, String),
-}
-
 /// A node as the table keeps it. A file is 56 bytes and one heap allocation (its key and
 /// ETag together): a directory of 10^6 objects holds 10^6 of them.
 enum Stored {
@@ -150,22 +142,12 @@ impl Stored {
     }
 }
 
-/// A node's identity, borrowed: what is hashed and compared.
+/// What makes two nodes the same inode, borrowed: what is hashed and compared.
 #[derive(PartialEq, Eq)]
-enum KeyRef<'a> {
+pub(crate) enum KeyRef<'a> {
     Synthetic(&'a [String]),
     Dir(usize, &'a str),
     File(usize, &'a str),
-}
-
-impl<'a> From<&'a NodeKey> for KeyRef<'a> {
-    fn from(key: &'a NodeKey) -> Self {
-        match key {
-            NodeKey::Synthetic(path) => KeyRef::Synthetic(path),
-            NodeKey::Dir(backend, key) => KeyRef::Dir(*backend, key),
-            NodeKey::File(backend, key) => KeyRef::File(*backend, key),
-        }
-    }
 }
 
 /// Every inode handed out, both ways. Inodes are numbered densely from [`ROOT`] and never
@@ -192,11 +174,12 @@ impl Inodes {
         inodes
     }
 
-    pub(crate) fn key_of(node: &Node) -> NodeKey {
+    /// The identity of `node`, borrowed (no copy of its key).
+    fn key_ref(node: &Node) -> KeyRef<'_> {
         match node {
-            Node::Synthetic(path) => NodeKey::Synthetic(path.clone()),
-            Node::Dir { backend, key } => NodeKey::Dir(*backend, key.clone()),
-            Node::File { backend, key, .. } => NodeKey::File(*backend, key.clone()),
+            Node::Synthetic(path) => KeyRef::Synthetic(path),
+            Node::Dir { backend, key } => KeyRef::Dir(*backend, key),
+            Node::File { backend, key, .. } => KeyRef::File(*backend, key),
         }
     }
 
@@ -237,8 +220,8 @@ impl Inodes {
     }
 
     /// The inode `key` was given, if any.
-    pub(crate) fn lookup(&self, key: &NodeKey) -> Option<u64> {
-        self.index_of(&KeyRef::from(key)).map(Self::ino)
+    pub(crate) fn lookup(&self, key: &KeyRef<'_>) -> Option<u64> {
+        self.index_of(key).map(Self::ino)
     }
 
     fn store(&self, node: Node) -> Stored {
@@ -351,30 +334,23 @@ impl Inodes {
 
     /// Appends `node` as the next inode.
     fn push(&mut self, node: Node) -> u64 {
-        let stored = self.store(node);
         let at = self.nodes.len();
+        self.nodes.push(self.store(node));
         // Past 2^32 nodes an inode is still handed out, only not found again by its key (a
         // re-listed key would get a new number); no mount holds that many.
         if let Ok(index) = u32::try_from(at) {
-            let hash = Self::hash(&self.hasher, &stored.key_ref());
             let (nodes, hasher) = (&self.nodes, &self.hasher);
+            let hash = Self::hash(hasher, &nodes[at].key_ref());
             self.by_key.insert_unique(hash, index, |&other| {
-                let other = if other as usize == at {
-                    &stored
-                } else {
-                    &nodes[other as usize]
-                };
-                Self::hash(hasher, &other.key_ref())
+                Self::hash(hasher, &nodes[other as usize].key_ref())
             });
         }
-        self.nodes.push(stored);
         Self::ino(at)
     }
 
     /// The inode of `node`, creating it; file metadata is refreshed.
     pub(crate) fn intern(&mut self, node: Node) -> u64 {
-        let key = Self::key_of(&node);
-        if let Some(at) = self.index_of(&KeyRef::from(&key)) {
+        if let Some(at) = self.index_of(&Self::key_ref(&node)) {
             if matches!(node, Node::File { .. }) {
                 self.nodes[at] = self.store(node);
             }
@@ -493,8 +469,8 @@ mod tests {
         assert!(
             matches!(inodes.get(ino_file), Some(Node::File { etag: Some(e), .. }) if e == "\"e2\"")
         );
-        assert_eq!(inodes.lookup(&NodeKey::File(1, "a".into())), Some(ino_file));
-        assert_eq!(inodes.lookup(&NodeKey::File(0, "a".into())), None);
+        assert_eq!(inodes.lookup(&KeyRef::File(1, "a")), Some(ino_file));
+        assert_eq!(inodes.lookup(&KeyRef::File(0, "a")), None);
         assert!(inodes.get(0).is_none() && inodes.get(99).is_none());
         assert_eq!(inodes.len(), 3);
     }
@@ -532,7 +508,7 @@ mod tests {
             .collect();
         for (i, ino) in inos.iter().enumerate() {
             assert_eq!(
-                inodes.lookup(&NodeKey::File(1, format!("dir/f{i}"))),
+                inodes.lookup(&KeyRef::File(1, &format!("dir/f{i}"))),
                 Some(*ino)
             );
         }

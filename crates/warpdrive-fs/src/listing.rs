@@ -71,10 +71,6 @@ impl Chunks {
         self.chunks.get(at / ENTRY_CHUNK)?.get(at % ENTRY_CHUNK)
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.chunks.iter().flatten()
-    }
-
     /// Gives back the unused end of the last chunk.
     fn trim(&mut self) {
         if let Some(chunk) = self.chunks.last_mut() {
@@ -180,14 +176,6 @@ impl Entries {
         Ok(())
     }
 
-    /// Adds every entry of `other`, in its order.
-    fn append(&mut self, other: &Entries) -> Result<(), FsError> {
-        for entry in other.entries.iter() {
-            self.push(other.name_of(entry), entry.dir, entry.ino)?;
-        }
-        Ok(())
-    }
-
     /// Orders by name and keeps one entry per name: a directory over a file of the same name
     /// (a key that is both an object and a prefix), else the older inode. `dropped` hears
     /// the name of each file left out. The entries stay where they are (a stream reading
@@ -269,14 +257,13 @@ pub(crate) enum DirStream {
 }
 
 /// The part of `location` below the listed directory `full` (empty: the backend's root).
-fn strip(full: &str, location: &StorePath) -> Option<String> {
+fn strip<'a>(full: &str, location: &'a StorePath) -> Option<&'a str> {
     let text = location.as_ref();
-    let rest = if full.is_empty() {
-        text
+    if full.is_empty() {
+        Some(text)
     } else {
-        text.strip_prefix(full)?.strip_prefix('/')?
-    };
-    Some(rest.to_owned())
+        text.strip_prefix(full)?.strip_prefix('/')
+    }
 }
 
 impl Core {
@@ -411,11 +398,7 @@ impl Core {
             let outcome = match next {
                 Ok(Some(page)) => {
                     self.stats.list_pages.fetch_add(1, Ordering::Relaxed);
-                    let mut batch = Entries::default();
-                    let taken = self
-                        .take_page(growing, page, &mut batch)
-                        .and_then(|()| growing.taken().append(&batch));
-                    match taken {
+                    match self.take_page(growing, page) {
                         Ok(()) => continue,
                         Err(err) => Err(err),
                     }
@@ -441,7 +424,9 @@ impl Core {
                 Err(err) => Err(err),
             };
             *pages = None;
-            *growing.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome.clone());
+            if let Err(err) = &outcome {
+                *growing.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(Err(err.clone()));
+            }
             self.growing
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -450,16 +435,12 @@ impl Core {
         }
     }
 
-    /// Adds one page of a backend listing to `entries`, interning every entry it shows.
-    fn take_page(
-        &self,
-        growing: &Growing,
-        page: object_store::ListResult,
-        entries: &mut Entries,
-    ) -> Result<(), FsError> {
+    /// Adds one page of a backend listing to the entries `growing` has taken, interning every
+    /// entry it shows (streams wait on that lock for the page, no longer).
+    fn take_page(&self, growing: &Growing, page: object_store::ListResult) -> Result<(), FsError> {
         let (backend, key) = (growing.backend, growing.key.as_str());
-        let strip = |location: &StorePath| strip(&growing.full, location);
         let b = &self.backends[backend];
+        let mut entries = growing.taken();
         if let Some(skipped) = page.extensions.get::<object_store::list::SkippedKeys>() {
             for key in &skipped.0 {
                 tracing::warn!(backend = %b.name, key = %key.escape_debug(), "skipping a key that is no valid path (an empty, `.` or `..` segment, or a control character)");
@@ -467,8 +448,10 @@ impl Core {
             }
         }
         for dir in page.common_prefixes {
-            let Some(raw) = strip(&dir) else { continue };
-            let name = display_name(&raw);
+            let Some(raw) = strip(&growing.full, &dir) else {
+                continue;
+            };
+            let name = display_name(raw);
             if !valid_name(&name) {
                 tracing::warn!(backend = %b.name, key = %dir, "skipping a key prefix that is not a valid path component");
                 self.metrics.key_skipped(&b.name, "invalid_name");
@@ -476,16 +459,16 @@ impl Core {
             }
             let ino = self.intern(Node::Dir {
                 backend,
-                key: join(key, &raw),
+                key: join(key, raw),
             });
             entries.push(&name, true, ino)?;
         }
         let now = Instant::now();
         for object in page.objects {
-            let Some(raw) = strip(&object.location) else {
+            let Some(raw) = strip(&growing.full, &object.location) else {
                 continue;
             };
-            let name = display_name(&raw);
+            let name = display_name(raw);
             if name.is_empty() {
                 continue; // the directory marker of this directory itself
             }
@@ -496,7 +479,7 @@ impl Core {
             }
             let ino = self.intern(Node::File {
                 backend,
-                key: join(key, &raw),
+                key: join(key, raw),
                 size: object.size,
                 mtime: object.last_modified.into(),
                 etag: object.e_tag,

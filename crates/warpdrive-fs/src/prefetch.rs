@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::blocks::{Cached, Claim, Object, Store};
 use crate::core::{Core, kib};
 use crate::error::{FsError, ToErrno};
-use crate::inodes::{Node, NodeKey};
+use crate::inodes::{KeyRef, Node};
 use crate::readahead::{Ledger, Pattern};
 
 /// One open file.
@@ -526,7 +526,7 @@ impl Core {
             .inodes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .lookup(&NodeKey::Dir(backend, parent.to_owned()))
+            .lookup(&KeyRef::Dir(backend, parent))
         else {
             return;
         };

@@ -28,7 +28,8 @@ pub(super) struct Listing {
     local_warm: f64,
     wd_cold: f64,
     wd_warm: f64,
-    s3: Option<(f64, f64)>,
+    /// `ls -l` over S3, cold and warm (seconds).
+    s3: (f64, f64),
     /// Seconds to the first entry: local disk, then a fresh daemon's local backend and S3.
     first_entry: (f64, f64, f64),
     rss_idle_kib: f64,
@@ -156,7 +157,7 @@ pub(super) async fn run(opts: &Options, port: u16) -> anyhow::Result<Vec<Listing
             let mount = start_warpdrive(&opts, port, "listing")?;
             std::thread::sleep(Duration::from_millis(500));
             let dir = mount.mnt.join("s3").join(&name);
-            let s3 = Some((ls_l(&dir, n)?, ls_l(&dir, n)?));
+            let s3 = (ls_l(&dir, n)?, ls_l(&dir, n)?);
             let peak_rss_mib = local_peak.max(mount.peak_rss_mib());
             drop(mount);
             let first_entry = first_entries(&opts, port, &name)?;
@@ -173,10 +174,9 @@ pub(super) async fn run(opts: &Options, port: u16) -> anyhow::Result<Vec<Listing
                 peak_rss_mib,
             };
             println!(
-                "  {n:>9} entries: local {local_cold:.2} / {local_warm:.2} s, warpdrive {wd_cold:.2} / {wd_warm:.2} s (cold / warm){}, first entry {:.3} s (S3 {:.3} s, local disk {:.3} s), RSS {:.0} → {:.0} MiB",
-                row.s3
-                    .map(|(c, w)| format!(", over S3 {c:.2} / {w:.2} s"))
-                    .unwrap_or_default(),
+                "  {n:>9} entries: local {local_cold:.2} / {local_warm:.2} s, warpdrive {wd_cold:.2} / {wd_warm:.2} s (cold / warm), over S3 {:.2} / {:.2} s, first entry {:.3} s (S3 {:.3} s, local disk {:.3} s), RSS {:.0} → {:.0} MiB",
+                row.s3.0,
+                row.s3.1,
                 row.first_entry.1,
                 row.first_entry.2,
                 row.first_entry.0,
@@ -211,7 +211,7 @@ pub(super) fn table(rows: &[Listing]) {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         println!(
-            "| {} entries | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {:.3} / {:.3} / {:.3} | {:.0} |",
+            "| {} entries | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.2} / {:.2} | {:.3} / {:.3} / {:.3} | {:.0} |",
             row.entries,
             row.local_cold,
             row.local_warm,
@@ -220,8 +220,8 @@ pub(super) fn table(rows: &[Listing]) {
             row.wd_cold / row.local_cold.max(1e-9),
             row.wd_warm / row.local_warm.max(1e-9),
             per_entry_us(row.wd_cold, row.entries),
-            row.s3
-                .map_or("-".to_owned(), |(c, w)| format!("{c:.2} / {w:.2}")),
+            row.s3.0,
+            row.s3.1,
             row.first_entry.1,
             row.first_entry.2,
             row.first_entry.0,
